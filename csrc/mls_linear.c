@@ -1,0 +1,345 @@
+/* mls_linear.c: prediction for linear regressors (LinearRegression, Ridge)
+ * and logistic regression. Fitting lives in mls_linear_fit.c.
+ *
+ * Scores are X @ coef^T + intercept. Small problems use plain loops (a BLAS
+ * call costs more than a 20-feature dot product); larger ones one GEMM per
+ * block of rows, so a batch shares each pass over the weights.
+ */
+#include "mls_linear.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mls_blas.h"
+
+typedef struct linear_state {
+    const void *coef;      /* (k, d) row-major */
+    const void *intercept; /* (k,) */
+    int64_t k;             /* rows of coef: outputs, or 1 (binary) / n_classes */
+    int coef_is_1d;        /* regressor fitted on 1-D y: predict returns (n,) */
+    /* logistic only */
+    int64_t n_classes;
+    const mls_section *classes; /* optional numeric labels */
+} linear_state;
+
+/* Below this many multiply-adds per block, loops beat a BLAS call. */
+#define LINEAR_LOOP_MAX_WORK 8192
+/* Rows per block for classifier post-processing (bounded scratch memory). */
+#define LINEAR_BLOCK_ROWS 1024
+
+/* ---- validation shared by both kinds ---------------------------------- */
+
+static mls_status check_finite_section(const mls_section *s, mls_error *err)
+{
+    mls_tensor t = {s->data, s->dtype, 1, mls_section_size(s), mls_section_size(s)};
+    mls_error inner = {0};
+    if (mls_tensor_check_finite(&t, &inner) != MLS_STATUS_OK)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "section '%s' contains NaN or infinity", s->name);
+    return MLS_STATUS_OK;
+}
+
+static mls_status init_coef_intercept(mls_model *m, linear_state *st, int allow_1d,
+                                      mls_error *err)
+{
+    const mls_section *coef = mls_model_find_section(m, "coef");
+    const mls_section *intercept = mls_model_find_section(m, "intercept");
+    if (coef == NULL || intercept == NULL)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "a %s model needs sections 'coef' and 'intercept'", m->vt->name);
+    if (coef->dtype != MLS_DTYPE_FLOAT64 && coef->dtype != MLS_DTYPE_FLOAT32)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "section 'coef' must be float32 or float64, got %s",
+                             mls_dtype_name(coef->dtype));
+    if (intercept->dtype != coef->dtype)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "section 'intercept' must have the dtype of 'coef' (%s), got %s",
+                             mls_dtype_name(coef->dtype), mls_dtype_name(intercept->dtype));
+    int64_t k, d;
+    if (coef->ndim == 1 && allow_1d) {
+        k = 1;
+        d = coef->shape[0];
+        st->coef_is_1d = 1;
+    } else if (coef->ndim == 2) {
+        k = coef->shape[0];
+        d = coef->shape[1];
+    } else {
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "section 'coef' must be %s, got %d dimensions",
+                             allow_1d ? "1-D or 2-D" : "2-D", (int)coef->ndim);
+    }
+    if (k < 1 || d < 1 || !mls_blas_fits_int(k) || !mls_blas_fits_int(d))
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "section 'coef' has an unusable shape (%lld, %lld)",
+                             (long long)k, (long long)d);
+    if (intercept->ndim != 1 || intercept->shape[0] != k)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "section 'intercept' must have shape (%lld,) to match 'coef'",
+                             (long long)k);
+    mls_status s = check_finite_section(coef, err);
+    if (s == MLS_STATUS_OK) s = check_finite_section(intercept, err);
+    if (s != MLS_STATUS_OK) return s;
+    st->coef = coef->data;
+    st->intercept = intercept->data;
+    st->k = k;
+    m->dtype = coef->dtype;
+    m->n_features = d;
+    return MLS_STATUS_OK;
+}
+
+static void release_linear_state(mls_model *m)
+{
+    free(m->state);
+    m->state = NULL;
+}
+
+/* ---- scores: out[i*ldo + j] = X[i] . coef[j] + intercept[j] ------------ */
+
+#define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV)                                                \
+    static void scores_##SUFFIX(const linear_state *st, const T *X, int64_t rows,      \
+                                int64_t d, int64_t ldx, T *out, int64_t ldo)           \
+    {                                                                                  \
+        const T *coef = (const T *)st->coef;                                           \
+        const T *b = (const T *)st->intercept;                                         \
+        const int64_t k = st->k;                                                       \
+        if (rows * k * d <= LINEAR_LOOP_MAX_WORK) {                                    \
+            for (int64_t i = 0; i < rows; i++) {                                       \
+                const T *x = X + i * ldx;                                              \
+                for (int64_t j = 0; j < k; j++) {                                      \
+                    const T *w = coef + j * d;                                         \
+                    T acc = 0;                                                         \
+                    for (int64_t f = 0; f < d; f++) acc += x[f] * w[f];                \
+                    out[i * ldo + j] = acc + b[j];                                     \
+                }                                                                      \
+            }                                                                          \
+            return;                                                                    \
+        }                                                                              \
+        for (int64_t i = 0; i < rows; i++) memcpy(out + i * ldo, b, (size_t)k * sizeof(T)); \
+        /* BLAS sizes are ints: k, d and the strides were checked at init and by     \
+         * the caller; rows are split into int-sized chunks. */                        \
+        for (int64_t r0 = 0; r0 < rows; r0 += INT_MAX) {                              \
+            int64_t n = rows - r0 < INT_MAX ? rows - r0 : INT_MAX;                     \
+            if (k == 1) { /* one output: GEMV streams X once */                         \
+                GEMV(CblasRowMajor, CblasNoTrans, (int)n, (int)d, 1, X + r0 * ldx,      \
+                     (int)ldx, coef, 1, 1, out + r0 * ldo, (int)ldo);                  \
+                continue;                                                              \
+            }                                                                          \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)k, (int)d, 1,    \
+                 X + r0 * ldx, (int)ldx, coef, (int)d, 1, out + r0 * ldo, (int)ldo);   \
+        }                                                                              \
+    }
+
+DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv)
+DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv)
+
+static mls_status check_strides(const mls_tensor *X, int64_t ldo, mls_error *err)
+{
+    if (!mls_blas_fits_int(X->row_stride) || !mls_blas_fits_int(ldo))
+        return mls_error_set(err, MLS_STATUS_ERR_SHAPE,
+                             "rows of %lld elements are too long for BLAS",
+                             (long long)X->row_stride);
+    return MLS_STATUS_OK;
+}
+
+/* ---- linear regressor ---------------------------------------------------- */
+
+static mls_status regressor_init(mls_model *m, mls_error *err)
+{
+    linear_state *st = calloc(1, sizeof(*st));
+    if (st == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory");
+    m->state = st;
+    return init_coef_intercept(m, st, 1, err);
+}
+
+static mls_status regressor_output_spec(const mls_model *m, mls_method method,
+                                        mls_output_spec *spec, mls_error *err)
+{
+    const linear_state *st = m->state;
+    if (method != MLS_METHOD_PREDICT)
+        return mls_error_set(err, MLS_STATUS_ERR_UNSUPPORTED,
+                             "a linear regressor has no predict_proba or decision_function");
+    spec->ndim = st->coef_is_1d ? 1 : 2;
+    spec->cols = st->k;
+    spec->dtype = m->dtype;
+    return MLS_STATUS_OK;
+}
+
+static mls_status regressor_predict(const mls_model *m, mls_method method,
+                                    const mls_tensor *X, void *out, mls_error *err)
+{
+    const linear_state *st = m->state;
+    mls_status s = mls_tensor_check_finite(X, err);
+    if (s == MLS_STATUS_OK) s = check_strides(X, st->k, err);
+    if (s != MLS_STATUS_OK) return s;
+    if (m->dtype == MLS_DTYPE_FLOAT64)
+        scores_f64(st, X->data, X->rows, X->cols, X->row_stride, out, st->k);
+    else
+        scores_f32(st, X->data, X->rows, X->cols, X->row_stride, out, st->k);
+    return MLS_STATUS_OK;
+}
+
+const mls_model_vtable mls_linear_regressor_vtable = {
+    .kind = MLS_KIND_LINEAR_REGRESSOR,
+    .name = "linear_regressor",
+    .init = regressor_init,
+    .output_spec = regressor_output_spec,
+    .predict = regressor_predict,
+    .release_state = release_linear_state,
+};
+
+/* ---- logistic regression ------------------------------------------------- */
+
+static mls_status logistic_init(mls_model *m, mls_error *err)
+{
+    linear_state *st = calloc(1, sizeof(*st));
+    if (st == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory");
+    m->state = st;
+    mls_status s = init_coef_intercept(m, st, 0, err);
+    if (s != MLS_STATUS_OK) return s;
+    if (st->k == 2)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "a logistic model has 1 coefficient row (binary) or one per "
+                             "class (3 or more), got 2");
+    st->n_classes = st->k == 1 ? 2 : st->k;
+    const mls_section *classes = mls_model_find_section(m, "classes");
+    if (classes != NULL) {
+        if (classes->ndim != 1 || classes->shape[0] != st->n_classes ||
+            (classes->dtype != MLS_DTYPE_INT64 && classes->dtype != MLS_DTYPE_FLOAT64))
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "section 'classes' must be int64 or float64 of shape "
+                                 "(%lld,)",
+                                 (long long)st->n_classes);
+        st->classes = classes;
+    }
+    return MLS_STATUS_OK;
+}
+
+static mls_status logistic_output_spec(const mls_model *m, mls_method method,
+                                       mls_output_spec *spec, mls_error *err)
+{
+    const linear_state *st = m->state;
+    switch (method) {
+    case MLS_METHOD_PREDICT:
+        spec->ndim = 1;
+        spec->cols = 1;
+        spec->dtype = st->classes ? st->classes->dtype : MLS_DTYPE_INT64;
+        return MLS_STATUS_OK;
+    case MLS_METHOD_PREDICT_PROBA:
+        spec->ndim = 2;
+        spec->cols = st->n_classes;
+        spec->dtype = m->dtype;
+        return MLS_STATUS_OK;
+    case MLS_METHOD_DECISION_FUNCTION:
+        spec->ndim = st->k == 1 ? 1 : 2;
+        spec->cols = st->k;
+        spec->dtype = m->dtype;
+        return MLS_STATUS_OK;
+    default:
+        return mls_error_set(err, MLS_STATUS_ERR_UNSUPPORTED, "unknown method %d", (int)method);
+    }
+}
+
+/* Writes the label of class `idx` for row i of a predict output. */
+static void store_label(const linear_state *st, void *out, int64_t i, int64_t idx)
+{
+    if (st->classes == NULL) {
+        ((int64_t *)out)[i] = idx;
+    } else if (st->classes->dtype == MLS_DTYPE_INT64) {
+        ((int64_t *)out)[i] = ((const int64_t *)st->classes->data)[idx];
+    } else {
+        ((double *)out)[i] = ((const double *)st->classes->data)[idx];
+    }
+}
+
+/* Post-processing per block of scores (rows x k, leading dimension k).
+ * Binary probabilities follow scikit-learn: p1 = 1 / (1 + exp(-z)). */
+#define DEFINE_LOGISTIC_FINISH(SUFFIX, T, EXP)                                          \
+    static void logistic_finish_##SUFFIX(const linear_state *st, mls_method method,     \
+                                         T *scores, int64_t rows, int64_t row0,          \
+                                         void *out)                                     \
+    {                                                                                   \
+        const int64_t k = st->k;                                                        \
+        for (int64_t i = 0; i < rows; i++) {                                            \
+            T *z = scores + i * k;                                                      \
+            if (method == MLS_METHOD_PREDICT) {                                         \
+                int64_t best = 0;                                                       \
+                if (k == 1) {                                                           \
+                    best = z[0] > 0;                                                    \
+                } else {                                                                \
+                    for (int64_t j = 1; j < k; j++)                                     \
+                        if (z[j] > z[best]) best = j;                                   \
+                }                                                                       \
+                store_label(st, out, row0 + i, best);                                   \
+            } else if (k == 1) { /* binary proba */                                     \
+                T p1 = (T)1 / ((T)1 + EXP(-z[0]));                                      \
+                T *o = (T *)out + (row0 + i) * 2;                                       \
+                o[0] = (T)1 - p1;                                                       \
+                o[1] = p1;                                                              \
+            } else { /* softmax, shifted by the max for stability */                    \
+                T *o = (T *)out + (row0 + i) * k;                                       \
+                T zmax = z[0];                                                          \
+                for (int64_t j = 1; j < k; j++)                                         \
+                    if (z[j] > zmax) zmax = z[j];                                       \
+                T sum = 0;                                                              \
+                for (int64_t j = 0; j < k; j++) {                                       \
+                    o[j] = EXP(z[j] - zmax);                                            \
+                    sum += o[j];                                                        \
+                }                                                                       \
+                for (int64_t j = 0; j < k; j++) o[j] /= sum;                            \
+            }                                                                           \
+        }                                                                               \
+    }
+
+DEFINE_LOGISTIC_FINISH(f64, double, exp)
+DEFINE_LOGISTIC_FINISH(f32, float, expf)
+
+static mls_status logistic_predict(const mls_model *m, mls_method method,
+                                   const mls_tensor *X, void *out, mls_error *err)
+{
+    const linear_state *st = m->state;
+    mls_status s = mls_tensor_check_finite(X, err);
+    if (s == MLS_STATUS_OK) s = check_strides(X, st->k, err);
+    if (s != MLS_STATUS_OK) return s;
+    const int is64 = m->dtype == MLS_DTYPE_FLOAT64;
+    if (method == MLS_METHOD_DECISION_FUNCTION) {
+        if (is64)
+            scores_f64(st, X->data, X->rows, X->cols, X->row_stride, out, st->k);
+        else
+            scores_f32(st, X->data, X->rows, X->cols, X->row_stride, out, st->k);
+        return MLS_STATUS_OK;
+    }
+    const size_t esize = mls_dtype_size(m->dtype);
+    const int64_t block = X->rows < LINEAR_BLOCK_ROWS ? X->rows : LINEAR_BLOCK_ROWS;
+    /* small batches score on the stack: no allocation on the single-row path */
+    double stack_scores[256];
+    void *scratch = stack_scores;
+    if ((size_t)(block * st->k) * esize > sizeof(stack_scores)) {
+        scratch = malloc((size_t)(block * st->k) * esize);
+        if (scratch == NULL)
+            return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for scores");
+    }
+    for (int64_t r0 = 0; r0 < X->rows; r0 += block) {
+        int64_t n = X->rows - r0 < block ? X->rows - r0 : block;
+        if (is64) {
+            scores_f64(st, (const double *)X->data + r0 * X->row_stride, n, X->cols,
+                       X->row_stride, scratch, st->k);
+            logistic_finish_f64(st, method, scratch, n, r0, out);
+        } else {
+            scores_f32(st, (const float *)X->data + r0 * X->row_stride, n, X->cols,
+                       X->row_stride, scratch, st->k);
+            logistic_finish_f32(st, method, scratch, n, r0, out);
+        }
+    }
+    if (scratch != stack_scores) free(scratch);
+    return MLS_STATUS_OK;
+}
+
+const mls_model_vtable mls_logistic_regression_vtable = {
+    .kind = MLS_KIND_LOGISTIC_REGRESSION,
+    .name = "logistic_regression",
+    .init = logistic_init,
+    .output_spec = logistic_output_spec,
+    .predict = logistic_predict,
+    .release_state = release_linear_state,
+};

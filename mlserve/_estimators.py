@@ -1,0 +1,546 @@
+"""scikit-learn compatible estimators whose fit and predict run in C.
+
+Conventions users already know: ``__init__`` only stores hyper-parameters,
+learned state ends in ``_``, ``fit`` returns ``self``. After fit (or load, or
+convert) every estimator holds one immutable ``mlserve.Model``; predict is a
+single C call on it (thread-safe, GIL released), so the Python layer adds
+one method call per prediction and nothing proportional to the data.
+"""
+from __future__ import annotations
+
+import datetime
+import inspect
+import json
+import warnings
+
+import numpy as np
+
+from . import _core
+from ._errors import NotFittedError
+
+FORMAT_VERSION = f"{_core.FORMAT_MAJOR}.{_core.FORMAT_MINOR}"
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _as_feature_matrix(X, estimator_name: str) -> tuple[np.ndarray, list | None]:
+    """Validate training features: 2-D, numeric, finite, at least one row."""
+    if hasattr(X, "tocsr") or hasattr(X, "toarray"):
+        raise TypeError(
+            f"{estimator_name} does not accept sparse input; convert it with X.toarray()"
+        )
+    feature_names = None
+    columns = getattr(X, "columns", None)
+    if columns is not None and all(isinstance(c, str) for c in columns):
+        feature_names = [str(c) for c in columns]
+    X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise ValueError("complex data is not supported: X must hold real numbers")
+    if X.dtype.kind not in "fiub":
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"X must hold numbers, got dtype {X.dtype}: {exc}") from None
+    if X.ndim != 2:
+        raise ValueError(
+            f"expected a 2-D array of shape (n_samples, n_features), got {X.ndim}-D; "
+            "reshape your data with X.reshape(-1, 1) for a single feature or "
+            "X.reshape(1, -1) for a single sample"
+        )
+    if X.shape[0] < 1:
+        raise ValueError(f"found array with 0 samples (shape={X.shape}); at least 1 is required")
+    if X.shape[1] < 1:
+        raise ValueError(f"found array with 0 features (shape={X.shape}); at least 1 is required")
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    if not np.isfinite(X).all():
+        bad = np.argwhere(~np.isfinite(X))[0]
+        kind = "NaN" if np.isnan(X[tuple(bad)]) else "infinity"
+        raise ValueError(
+            f"input X contains {kind} at row {bad[0]}, column {bad[1]}; "
+            f"{estimator_name} does not accept NaN or infinity"
+        )
+    return X, feature_names
+
+
+def _as_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n_samples, float(w))
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(f"sample_weight must have shape ({n_samples},), got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative")
+    if not (w > 0).any():
+        raise ValueError("sample_weight must have at least one positive value")
+    return w
+
+
+def _training_statistics(X: np.ndarray) -> dict:
+    """Per-feature statistics stored in the file (for drift checks later)."""
+    return {
+        "n_samples": int(X.shape[0]),
+        "feature_mean": X.mean(axis=0).tolist(),
+        "feature_std": X.std(axis=0).tolist(),
+        "feature_min": X.min(axis=0).tolist(),
+        "feature_max": X.max(axis=0).tolist(),
+    }
+
+
+# -------------------------------------------------------------- base classes
+
+
+class _MLServeEstimator:
+    """Parameters, fitted state held in one mlserve.Model, metadata."""
+
+    _kind: str  # C family name
+
+    # -- scikit-learn parameter protocol
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return sorted(
+            p.name
+            for p in signature.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        )
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"invalid parameter {name!r} for {type(self).__name__}; "
+                    f"valid parameters are {valid}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+        }
+        changed = [
+            f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k, object()) != v
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import Tags, TargetTags, InputTags
+
+        tags = Tags(
+            estimator_type=self._estimator_type,
+            target_tags=TargetTags(required=True),
+            input_tags=InputTags(),
+        )
+        return self._more_tags(tags)
+
+    def _more_tags(self, tags):
+        return tags
+
+    # -- fitted state
+    def _fitted_model(self) -> _core.Model:
+        try:
+            return self._model_
+        except AttributeError:
+            raise NotFittedError(
+                f"this {type(self).__name__} instance is not fitted yet; call fit, "
+                "or get a fitted model from mlserve.load or mlserve.convert"
+            ) from None
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_model_")
+
+    @property
+    def model_(self) -> _core.Model:
+        """The compiled model (mlserve.Model): immutable, thread-safe."""
+        return self._fitted_model()
+
+    @property
+    def metadata(self) -> dict:
+        """The metadata saved with the model (kind, shapes, classes, versions, ...)."""
+        return json.loads(self._fitted_model().metadata)
+
+    def _build_metadata(self, n_outputs: int, output_shape: list, extra: dict) -> str:
+        meta = {
+            "kind": self._kind,
+            "estimator": type(self).__name__,
+            "task": "classification" if self._estimator_type == "classifier" else "regression",
+            "params": {k: v for k, v in self.get_params().items() if _is_json_scalar(v)},
+            "n_features": int(self.n_features_in_),
+            "n_outputs": int(n_outputs),
+            "output_shape": output_shape,
+            "classes": None,
+            "classes_dtype": None,
+            "feature_names": (
+                list(self.feature_names_in_) if hasattr(self, "feature_names_in_") else None
+            ),
+            "dtype": "float64",
+            "mlserve_version": _library_version(),
+            "format_version": FORMAT_VERSION,
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        }
+        meta.update(extra)
+        return json.dumps(meta)
+
+    def _install(self, model: _core.Model) -> None:
+        """Expose the model's arrays as the fitted attributes (no copies)."""
+        self._model_ = model
+        meta = json.loads(model.metadata)
+        arrays = model.arrays()
+        self.n_features_in_ = int(meta["n_features"])
+        if meta.get("feature_names"):
+            self.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._install_arrays(arrays, meta)
+
+    def _install_arrays(self, arrays: dict, meta: dict) -> None:
+        raise NotImplementedError
+
+
+def _is_json_scalar(value) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+# ------------------------------------------------------------------ regressors
+
+
+class _LinearRegressorBase(_MLServeEstimator):
+    _kind = "linear_regressor"
+    _estimator_type = "regressor"
+
+    def _penalty(self) -> float:
+        return 0.0
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit in C.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        name = type(self).__name__
+        alpha = self._penalty()
+        X, feature_names = _as_feature_matrix(X, name)
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub":
+            try:
+                y = y.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"y must hold numbers, got dtype {y.dtype}") from None
+        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"y must have shape ({X.shape[0]},) or ({X.shape[0]}, n_targets), got {y.shape}"
+            )
+        y_was_1d = y.ndim == 1
+        Y = np.ascontiguousarray(y.reshape(X.shape[0], -1), dtype=np.float64)
+        if not np.isfinite(Y).all():
+            raise ValueError(f"y contains NaN or infinity; {name} needs finite targets")
+        w = _as_sample_weight(sample_weight, X.shape[0])
+        coef, intercept = _core.fit_least_squares(X, Y, w, alpha, bool(self.fit_intercept))
+        if y_was_1d:
+            coef = coef[0]
+        if feature_names is not None:
+            self.feature_names_in_ = np.asarray(feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.n_features_in_ = X.shape[1]
+        n_outputs = Y.shape[1]
+        metadata = self._build_metadata(
+            n_outputs, [] if y_was_1d else [n_outputs], {"training": _training_statistics(X)}
+        )
+        model = _core.create(self._kind, {"coef": coef, "intercept": intercept}, metadata)
+        self._install(model)
+        return self
+
+    def _install_arrays(self, arrays: dict, meta: dict) -> None:
+        self.coef_ = arrays["coef"]
+        intercept = arrays["intercept"]
+        self.intercept_ = float(intercept[0]) if self.coef_.ndim == 1 else intercept
+
+    def predict(self, X):
+        """Predict targets for one row (1-D) or a batch (2-D), in C.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_targets)
+        """
+        return self._fitted_model().predict(X)
+
+    def score(self, X, y, sample_weight=None):
+        """Coefficient of determination R^2 of the prediction."""
+        y = np.asarray(y, dtype=np.float64)
+        pred = self.predict(X).reshape(y.shape)
+        w = np.ones(y.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
+        w = w.reshape(-1, *([1] * (y.ndim - 1)))
+        numerator = (w * (y - pred) ** 2).sum(axis=0)
+        denominator = (w * (y - np.average(y, axis=0, weights=w.ravel())) ** 2).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(denominator != 0, 1 - numerator / np.where(denominator, denominator, 1),
+                          np.where(numerator == 0, 1.0, 0.0))
+        return float(np.mean(r2))
+
+
+class LinearRegression(_LinearRegressorBase):
+    """Ordinary least squares, fitted and evaluated in C.
+
+    Parameters
+    ----------
+    fit_intercept : bool, default=True
+        Whether to fit an intercept (the data is centred first).
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
+    intercept_ : float or ndarray of shape (n_targets,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str, when fit on a DataFrame with string columns
+
+    Notes
+    -----
+    The minimum-norm least-squares solution (LAPACK gelsd), as scikit-learn
+    computes it, so collinear columns are fine. predict rejects NaN and
+    infinity with a ValueError naming the row and column.
+    """
+
+    def __init__(self, fit_intercept=True):
+        self.fit_intercept = fit_intercept
+
+
+class Ridge(_LinearRegressorBase):
+    """Least squares with an L2 penalty ``alpha * ||coef||^2``, fitted in C.
+
+    Parameters
+    ----------
+    alpha : float, default=1.0
+        Regularisation strength; must be >= 0. The intercept is not penalised.
+    fit_intercept : bool, default=True
+
+    Attributes
+    ----------
+    coef_, intercept_, n_features_in_ : as in LinearRegression
+    """
+
+    def __init__(self, alpha=1.0, fit_intercept=True):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+
+    def _penalty(self) -> float:
+        alpha = self.alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)):
+            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+        if not np.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+        return float(alpha)
+
+
+# ----------------------------------------------------------------- classifier
+
+
+class LogisticRegression(_MLServeEstimator):
+    """L2-regularised logistic regression (binary and multinomial), in C.
+
+    Minimises ``C * sum_i w_i * log_loss_i + 0.5 * ||coef||^2`` with L-BFGS,
+    the same objective as scikit-learn's ``LogisticRegression(solver="lbfgs")``.
+
+    Parameters
+    ----------
+    C : float, default=1.0
+        Inverse regularisation strength; must be > 0.
+    fit_intercept : bool, default=True
+    max_iter : int, default=100
+        L-BFGS iterations; a ConvergenceWarning is emitted when they run out.
+    tol : float, default=1e-4
+        Stop when the largest gradient component (of the loss averaged over
+        samples) falls below tol.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Labels in sorted order; any type numpy can sort (ints, floats, str).
+    coef_ : ndarray of shape (1, n_features) for 2 classes, else (n_classes, n_features)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    n_iter_ : ndarray of shape (1,)
+    n_features_in_ : int
+    """
+
+    _kind = "logistic_regression"
+    _estimator_type = "classifier"
+
+    def __init__(self, C=1.0, fit_intercept=True, max_iter=100, tol=1e-4):
+        self.C = C
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def _check_params(self):
+        C, max_iter, tol = self.C, self.max_iter, self.tol
+        if isinstance(C, bool) or not isinstance(C, (int, float, np.number)) or not C > 0:
+            raise ValueError(f"C must be a positive number, got {C!r}")
+        if not np.isfinite(C):
+            raise ValueError(f"C must be a positive number, got {C!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.number)) or not tol >= 0:
+            raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit in C.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), any sortable labels
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        name = type(self).__name__
+        X, feature_names = _as_feature_matrix(X, name)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            from ._errors import DataConversionWarning
+
+            warnings.warn(
+                "a column-vector y was passed when a 1-D array was expected; "
+                "use y.ravel()",
+                DataConversionWarning,
+                stacklevel=2,
+            )
+            y = y.ravel()
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinity")
+        if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+            raise ValueError(
+                "Unknown label type: continuous values in y; LogisticRegression needs "
+                "class labels"
+            )
+        classes, y_index = np.unique(y, return_inverse=True)
+        if classes.shape[0] < 2:
+            raise ValueError(
+                f"this solver needs samples of at least 2 classes in the data, but the "
+                f"data contains only one class: {classes[0]!r}"
+            )
+        w = _as_sample_weight(sample_weight, X.shape[0])
+        coef, intercept, n_iter = _core.fit_logistic(
+            X,
+            y_index.astype(np.int64),
+            int(classes.shape[0]),
+            w,
+            float(self.C),
+            bool(self.fit_intercept),
+            int(self.max_iter),
+            float(self.tol),
+        )
+        if n_iter >= self.max_iter:
+            from ._errors import ConvergenceWarning
+
+            warnings.warn(
+                f"lbfgs failed to converge after {n_iter} iterations; increase max_iter "
+                "or scale the data",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        if feature_names is not None:
+            self.feature_names_in_ = np.asarray(feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.n_features_in_ = X.shape[1]
+        arrays = {"coef": coef, "intercept": intercept}
+        if classes.dtype in (np.int64, np.float64):
+            arrays["classes"] = classes  # predict returns these labels straight from C
+        metadata = self._build_metadata(
+            1,
+            [],
+            {
+                "classes": classes.tolist(),
+                "classes_dtype": classes.dtype.str,
+                "n_iter": int(n_iter),
+                "training": _training_statistics(X),
+            },
+        )
+        self._install(_core.create(self._kind, arrays, metadata))
+        return self
+
+    def _install_arrays(self, arrays: dict, meta: dict) -> None:
+        self.coef_ = arrays["coef"]
+        self.intercept_ = arrays["intercept"]
+        self.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+        self.n_iter_ = np.asarray([meta.get("n_iter", 0)], dtype=np.int32)
+        # C returns numeric labels itself; other labels are mapped from indices.
+        self._labels_from_core_ = "classes" in arrays
+
+    def predict(self, X):
+        """Class labels for one row (1-D) or a batch (2-D), in C.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,), with the dtype of ``classes_``
+        """
+        model = self._fitted_model()
+        if self._labels_from_core_:
+            return model.predict(X)
+        return self.classes_.take(model.predict(X))
+
+    def predict_proba(self, X):
+        """Probability of each class, shape (n_samples, n_classes), in C."""
+        return self._fitted_model().predict_proba(X)
+
+    def predict_log_proba(self, X):
+        """Log of predict_proba."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def decision_function(self, X):
+        """Scores ``X @ coef_.T + intercept_``: shape (n_samples,) for 2 classes."""
+        return self._fitted_model().decision_function(X)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy."""
+        y = np.asarray(y)
+        correct = (self.predict(X) == y).astype(np.float64)
+        return float(np.average(correct, weights=sample_weight))
+
+
+ESTIMATORS = {cls.__name__: cls for cls in (LinearRegression, Ridge, LogisticRegression)}
+
+
+def from_core_model(model: _core.Model) -> _MLServeEstimator:
+    """Wrap a loaded/converted mlserve.Model in its estimator class."""
+    meta = json.loads(model.metadata)
+    cls = ESTIMATORS.get(meta.get("estimator"))
+    if cls is None:
+        from ._core import ModelFormatError
+
+        raise ModelFormatError(
+            f"the file holds a {meta.get('estimator')!r} estimator, which this version of "
+            f"mlserve ({_library_version()}) does not know"
+        )
+    names = cls._get_param_names()
+    params = {k: v for k, v in (meta.get("params") or {}).items() if k in names}
+    estimator = cls(**params)
+    estimator._install(model)
+    return estimator

@@ -1,0 +1,52 @@
+"""The mlserve command line (click, like Flask's own CLI)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group()
+@click.version_option(package_name="mlserve")
+def main():
+    """mlserve: fast, safe model inference."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--no-verify", is_flag=True, help="Skip the data checksum pass.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON only.")
+def info(path, no_verify, as_json):
+    """Print the metadata and arrays of an .mls model file."""
+    from . import _core
+    from ._errors import ModelFormatError
+
+    try:
+        model = _core.load(path, verify=not no_verify)
+    except (ModelFormatError, OSError) as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    metadata = json.loads(model.metadata)
+    if as_json:
+        click.echo(json.dumps(metadata, indent=2))
+        return
+    training = metadata.pop("training", None)
+    click.echo(f"{path}")
+    for key, value in metadata.items():
+        click.echo(f"  {key:16} {json.dumps(value) if not isinstance(value, str) else value}")
+    if training:
+        click.echo(f"  {'training':16} {training.get('n_samples')} samples")
+    click.echo("  arrays:")
+    for name, array in model.arrays().items():
+        click.echo(f"    {name:14} {array.dtype!s:8} {array.shape}")
+
+
+@main.command("show-config")
+def show_config_command():
+    """Print version, BLAS library and threads."""
+    from . import show_config
+
+    show_config()
+
+
+if __name__ == "__main__":
+    main()

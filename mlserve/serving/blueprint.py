@@ -1,0 +1,490 @@
+"""The Flask blueprint: routes for TF Serving/KServe V1, KServe V2, MLflow and simple clients.
+
+``mlserve.blueprint(store)`` returns a new Blueprint each call (there is no
+module-level blueprint); registering it on an app creates that app's
+:class:`~mlserve.serving.runtime.ServingState` in ``app.extensions["mlserve"]``,
+keyed by the blueprint's registered name, and loads and warms the models.
+Views reach their state through ``current_app``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zlib
+from typing import Any, Mapping
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+import mlserve
+from mlserve.serving import codecs
+from mlserve.serving.config import ServingConfig
+from mlserve.serving.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    render_error,
+)
+from mlserve.serving.runtime import PREDICT, LoadedModel, ServingState, Timings, predict
+from mlserve.store import ModelStore
+
+__all__ = ["blueprint", "serving_state"]
+
+EXTENSION_KEY = "mlserve"
+JSON = "application/json"
+NPY = "application/x-npy"
+OCTET = "application/octet-stream"
+CSV = "text/csv"
+READ_CHUNK = 1 << 16
+
+_V1_TARGET = re.compile(
+    r"(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?::(?P<verb>[a-zA-Z]+)|/(?P<resource>metadata))?"
+)
+
+
+def blueprint(
+    store: ModelStore | str,
+    *,
+    name: str = "mlserve",
+    max_body_bytes: int | None = None,
+    reload_interval: float | None = None,
+    default_model: str | None = None,
+    default_alias: str | None = None,
+    warmup: bool | None = None,
+    admin_enabled: bool | None = None,
+) -> Blueprint:
+    """A Flask blueprint that serves the models of ``store``.
+
+    Parameters
+    ----------
+    store : ModelStore or path
+        The model store to serve from.
+    name : str, default "mlserve"
+        The blueprint's name (and its ``flask <name> ...`` command group).
+    max_body_bytes, reload_interval, default_model, default_alias, warmup, admin_enabled
+        Override the app's ``MLSERVE_MAX_BODY_BYTES``, ``MLSERVE_RELOAD_INTERVAL``,
+        ``MLSERVE_DEFAULT_MODEL``, ``MLSERVE_DEFAULT_ALIAS``, ``MLSERVE_WARMUP``
+        and ``MLSERVE_ADMIN_ENABLED`` (see :data:`mlserve.serving.config.DEFAULTS`).
+
+    Examples
+    --------
+    >>> app.register_blueprint(mlserve.blueprint(store), url_prefix="/ml")
+    """
+    if not isinstance(store, ModelStore):
+        store = ModelStore(store)
+    overrides = {
+        "MLSERVE_MAX_BODY_BYTES": max_body_bytes,
+        "MLSERVE_RELOAD_INTERVAL": reload_interval,
+        "MLSERVE_DEFAULT_MODEL": default_model,
+        "MLSERVE_DEFAULT_ALIAS": default_alias,
+        "MLSERVE_WARMUP": warmup,
+        "MLSERVE_ADMIN_ENABLED": admin_enabled,
+    }
+    bp = Blueprint(name, __name__, cli_group=name)
+
+    @bp.record
+    def _create_state(setup: Any) -> None:
+        key = ".".join(p for p in (setup.name_prefix, setup.name) if p)
+        config = ServingConfig.from_mapping(setup.app.config, overrides)
+        state = ServingState(store, config)
+        state.refresh()
+        setup.app.extensions.setdefault(EXTENSION_KEY, {})[key] = state
+
+    bp.register_error_handler(Exception, _handle_error)
+    bp.before_request(_before_request)
+    _add_routes(bp)
+
+    from mlserve.serving.commands import register_flask_commands
+
+    register_flask_commands(bp)
+    return bp
+
+
+def serving_state(app: Any = None, name: str | None = None) -> ServingState:
+    """The ServingState of a registered mlserve blueprint (in a request: the current one)."""
+    app = app or current_app
+    states: Mapping[str, ServingState] = app.extensions.get(EXTENSION_KEY, {})
+    if name is None:
+        blueprint_name = request.blueprint if request else None
+        if blueprint_name in states:
+            return states[blueprint_name]
+        if len(states) == 1:
+            return next(iter(states.values()))
+        raise RuntimeError("several mlserve blueprints are registered; pass name=")
+    return states[name]
+
+
+def _state() -> ServingState:
+    return current_app.extensions[EXTENSION_KEY][request.blueprint]
+
+
+def _before_request() -> None:
+    _state().maybe_refresh()
+
+
+def _handle_error(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.code and exc.code < 400:
+        return exc  # redirects are not errors
+    return render_error(exc)
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _read_body(state: ServingState) -> bytes:
+    """The request body, refusing (413) anything over MLSERVE_MAX_BODY_BYTES."""
+    limit = state.config.max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(
+            f"request body is {length} bytes; the limit is {limit} (MLSERVE_MAX_BODY_BYTES)"
+        )
+    if length is not None:
+        body = request.get_data(cache=True)
+    else:
+        chunks, total = [], 0
+        stream = request.stream
+        while True:
+            chunk = stream.read(READ_CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(
+                    f"request body is over the limit of {limit} bytes (MLSERVE_MAX_BODY_BYTES)"
+                )
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    encoding = (request.headers.get("Content-Encoding") or "identity").lower()
+    if encoding in ("gzip", "deflate"):
+        body = _decompress(body, encoding, limit)
+    elif encoding != "identity":
+        raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+    return body
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    decompressor = zlib.decompressobj(wbits)
+    try:
+        data = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"malformed {encoding} body: {exc}") from None
+    if len(data) > limit or decompressor.unconsumed_tail:
+        raise PayloadTooLarge(
+            f"decompressed request body is over the limit of {limit} bytes (MLSERVE_MAX_BODY_BYTES)"
+        )
+    return data
+
+
+def _mimetype() -> str:
+    return request.mimetype or ""
+
+
+def _require_mimetype(*allowed: str) -> str:
+    """The request's mimetype if allowed (a missing Content-Type counts as JSON), else 415."""
+    mimetype = _mimetype()
+    if mimetype == "" or mimetype in allowed or (JSON in allowed and mimetype.endswith("+json")):
+        return mimetype
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {request.content_type!r}; send {' or '.join(allowed)}"
+    )
+
+
+def _finish(
+    response: Response, loaded: LoadedModel, timings: Timings
+) -> Response:
+    response.headers["X-Model-Version"] = str(loaded.version)
+    response.headers["Server-Timing"] = timings.header()
+    return response
+
+
+def _json_response(payload: Any, status: int = 200) -> Response:
+    response = jsonify(payload)
+    response.status_code = status
+    return response
+
+
+def _since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _parse_query_ref() -> tuple[str | None, str | None]:
+    return request.args.get("version"), request.args.get("alias")
+
+
+# ------------------------------------------------------------------ routes
+
+
+def _add_routes(bp: Blueprint) -> None:
+    route = bp.add_url_rule
+    # TF Serving / KServe V1
+    route("/v1/models/<path:target>", "v1_model", _v1_model, methods=["GET", "POST"])
+    # KServe V2 / Open Inference Protocol
+    route("/v2", "v2_server", _v2_server_metadata, methods=["GET"])
+    route("/v2/health/live", "v2_live", _v2_live, methods=["GET"])
+    route("/v2/health/ready", "v2_ready", _v2_ready, methods=["GET"])
+    route("/v2/models/<name>", "v2_model", _v2_model_metadata, methods=["GET"])
+    route("/v2/models/<name>/versions/<version>", "v2_model_version", _v2_model_metadata, methods=["GET"])
+    route("/v2/models/<name>/ready", "v2_model_ready", _v2_model_ready, methods=["GET"])
+    route(
+        "/v2/models/<name>/versions/<version>/ready",
+        "v2_model_version_ready",
+        _v2_model_ready,
+        methods=["GET"],
+    )
+    route("/v2/models/<name>/infer", "v2_infer", _v2_infer, methods=["POST"])
+    route("/v2/models/<name>/versions/<version>/infer", "v2_infer_version", _v2_infer, methods=["POST"])
+    # MLflow scoring protocol
+    route("/invocations", "invocations", _mlflow_invocations, methods=["POST"])
+    route("/ping", "ping", _ping, methods=["GET"])
+    route("/health", "health", _ping, methods=["GET"])
+    route("/version", "version", _version, methods=["GET"])
+    # simple
+    route("/predict/<name>", "predict", _simple_predict, methods=["POST"])
+    route("/models", "models", _models, methods=["GET"])
+    route("/models/<name>", "model", _model, methods=["GET"])
+    # admin, docs
+    route("/admin/reload", "admin_reload", _admin_reload, methods=["POST"])
+    route("/openapi.json", "openapi", _openapi, methods=["GET"])
+
+
+# ---------------------------------------------------------------------- V1
+
+
+def _v1_model(target: str) -> Response:
+    match = _V1_TARGET.fullmatch(target)
+    if match is None:
+        raise ModelNotFound(f"no such endpoint: /v1/models/{target}")
+    name, version, label = match["name"], match["version"], match["label"]
+    verb, resource = match["verb"], match["resource"]
+    state = _state()
+    if request.method == "GET":
+        if verb is not None:
+            raise MethodNotAllowed(f"use POST for :{verb}")
+        if resource == "metadata":
+            loaded = state.select(name, version, label)
+            return _json_response(_v1_metadata(loaded))
+        return _json_response(_v1_status(state, name, version, label))
+    if verb is None or resource is not None:
+        raise MethodNotAllowed(f"use GET for /v1/models/{target}; POST to :predict")
+    if verb != "predict":
+        raise ModelNotFound(f"unsupported verb :{verb}; mlserve supports :predict")
+    start = time.perf_counter()
+    timings = Timings()
+    _require_mimetype(JSON)
+    body = _read_body(state)
+    loaded = state.select(name, version, label)
+    decoded = codecs.decode_v1(codecs.decode_json(body), loaded)
+    timings.decode = _since(start)
+    results = predict(loaded, decoded.rows, decoded.outputs, timings)
+    start = time.perf_counter()
+    response = _json_response(codecs.encode_v1(results, decoded))
+    timings.encode = _since(start)
+    return _finish(response, loaded, timings)
+
+
+def _v1_status(state: ServingState, name: str, version: str | None, label: str | None) -> dict:
+    manifest = state.manifest(name)
+    if version is not None or label is not None:
+        versions = [state.select(name, version, label).version]
+    else:
+        versions = sorted(manifest.versions, reverse=True)
+    return {
+        "name": name,
+        "ready": True,
+        "model_version_status": [
+            {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for v in versions
+        ],
+    }
+
+
+def _v1_metadata(loaded: LoadedModel) -> dict:
+    return {
+        "model_spec": {"name": loaded.name, "version": str(loaded.version)},
+        "metadata": {
+            "signature_def": {
+                "inputs": {"input": {"dtype": "DT_DOUBLE", "shape": [-1, loaded.n_features]}},
+                "outputs": {
+                    o.name: {"dtype": codecs.v2_datatype(o.dtype), "shape": [-1, *o.shape]}
+                    for o in loaded.outputs.values()
+                },
+            }
+        },
+    }
+
+
+# ---------------------------------------------------------------------- V2
+
+
+def _v2_server_metadata() -> Response:
+    return _json_response(
+        {"name": "mlserve", "version": mlserve.__version__, "extensions": ["binary_tensor_data"]}
+    )
+
+
+def _v2_live() -> Response:
+    return _json_response({"live": True})
+
+
+def _v2_ready() -> Response:
+    ready = _state().ready
+    return _json_response({"ready": ready}, 200 if ready else 503)
+
+
+def _v2_model_metadata(name: str, version: str | None = None) -> Response:
+    state = _state()
+    loaded = state.select(name, version)
+    manifest = state.manifest(name)
+    inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, loaded.n_features]}]
+    if loaded.feature_names:
+        inputs[0]["parameters"] = {"feature_names": list(loaded.feature_names)}
+    outputs = []
+    for output in loaded.outputs.values():
+        entry: dict[str, Any] = {
+            "name": output.name,
+            "datatype": codecs.v2_datatype(output.dtype),
+            "shape": [-1, *output.shape],
+        }
+        if loaded.is_classifier:
+            entry["parameters"] = {"classes": np.asarray(loaded.model.classes_).tolist()}
+        outputs.append(entry)
+    return _json_response(
+        {
+            "name": name,
+            "versions": [str(v) for v in sorted(manifest.versions)],
+            "platform": "mlserve",
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {
+                "version": str(loaded.version),
+                "task": loaded.metadata.get("task"),
+                "estimator": loaded.metadata.get("estimator"),
+            },
+        }
+    )
+
+
+def _v2_model_ready(name: str, version: str | None = None) -> Response:
+    loaded = _state().select(name, version)
+    return _json_response({"name": name, "version": str(loaded.version), "ready": True})
+
+
+def _v2_infer(name: str, version: str | None = None) -> Response:
+    state = _state()
+    start = time.perf_counter()
+    timings = Timings()
+    _require_mimetype(JSON, OCTET)
+    body = _read_body(state)
+    loaded = state.select(name, version)
+    decoded = codecs.decode_v2(body, request.headers.get("Inference-Header-Content-Length"), loaded)
+    timings.decode = _since(start)
+    wanted = tuple(output.name for output in decoded.outputs)
+    results = predict(loaded, decoded.rows, wanted, timings)
+    start = time.perf_counter()
+    payload, header_length = codecs.encode_v2(results, decoded, name, loaded.version)
+    if header_length is None:
+        response = Response(payload, mimetype=JSON)
+    else:
+        response = Response(payload, mimetype=OCTET)
+        response.headers["Inference-Header-Content-Length"] = str(header_length)
+    timings.encode = _since(start)
+    return _finish(response, loaded, timings)
+
+
+# ------------------------------------------------------------------- MLflow
+
+
+def _mlflow_invocations() -> Response:
+    state = _state()
+    start = time.perf_counter()
+    timings = Timings()
+    mimetype = _require_mimetype(JSON, CSV)
+    body = _read_body(state)
+    loaded = state.select(state.default_model_name(), *_parse_query_ref())
+    if mimetype == CSV:
+        rows = codecs.decode_mlflow_csv(body, loaded)
+    else:
+        rows = codecs.decode_mlflow_json(codecs.decode_json(body), loaded)
+    timings.decode = _since(start)
+    results = predict(loaded, rows, (PREDICT,), timings)
+    start = time.perf_counter()
+    response = _json_response(codecs.encode_mlflow(results))
+    timings.encode = _since(start)
+    return _finish(response, loaded, timings)
+
+
+def _ping() -> Response:
+    return _json_response({"status": "ok"})
+
+
+def _version() -> Response:
+    return Response(mlserve.__version__, mimetype="text/plain")
+
+
+# ------------------------------------------------------------------- simple
+
+
+def _simple_predict(name: str) -> Response:
+    state = _state()
+    start = time.perf_counter()
+    timings = Timings()
+    mimetype = _require_mimetype(JSON, NPY)
+    body = _read_body(state)
+    loaded = state.select(name, *_parse_query_ref())
+    if mimetype == NPY:
+        outputs = codecs.outputs_for_return(request.args.get("return"), loaded)
+        decoded = codecs.decode_npy(body, loaded, outputs)
+    else:
+        decoded = codecs.decode_simple_json(codecs.decode_json(body), loaded)
+    timings.decode = _since(start)
+    results = predict(loaded, decoded.rows, decoded.outputs, timings)
+    start = time.perf_counter()
+    if request.accept_mimetypes.best_match([JSON, NPY], default=JSON) == NPY and _wants_npy():
+        response = Response(codecs.encode_npy(results), mimetype=NPY)
+    else:
+        response = _json_response(codecs.encode_simple(results, decoded, name, loaded.version))
+    timings.encode = _since(start)
+    return _finish(response, loaded, timings)
+
+
+def _wants_npy() -> bool:
+    return NPY in (request.headers.get("Accept") or "")
+
+
+def _models() -> Response:
+    state = _state()
+    return _json_response(
+        {"models": [state.store.describe(n, state.manifest(n)) for n in state.names()]}
+    )
+
+
+def _model(name: str) -> Response:
+    state = _state()
+    return _json_response(state.store.describe(name, state.manifest(name)))
+
+
+# ------------------------------------------------------------- admin, docs
+
+
+def _admin_reload() -> Response:
+    state = _state()
+    if not state.config.admin_enabled:
+        raise ModelNotFound("the admin endpoints are disabled (MLSERVE_ADMIN_ENABLED)")
+    loaded = state.refresh()
+    return _json_response({"reloaded": True, "loaded": {k: v for k, v in loaded.items()}})
+
+
+def _openapi() -> Response:
+    from mlserve.serving.openapi import openapi_document
+
+    prefix = request.path[: -len("/openapi.json")]
+    return _json_response(openapi_document(prefix))
+

@@ -1,0 +1,621 @@
+"""Request decoding and response encoding for each protocol.
+
+Every decoder turns a request body into one 2-D numeric matrix (and the names
+of the outputs wanted); every encoder turns the model's output arrays into
+the protocol's response. The model itself is only ever called through
+:func:`mlserve.serving.runtime.predict`.
+
+Protocols:
+
+* TF Serving / KServe V1: ``{"instances": [...]}`` (rows) or ``{"inputs": ...}``
+  (columnar) -> ``{"predictions": ...}`` / ``{"outputs": ...}``.
+* KServe V2 / Open Inference Protocol, with the binary tensor data extension
+  (a JSON header of ``Inference-Header-Content-Length`` bytes followed by raw
+  little-endian tensors; BYTES elements are each prefixed by a 4-byte length).
+* MLflow scoring: exactly one of ``dataframe_split``, ``dataframe_records``,
+  ``instances``, ``inputs``; or a CSV body with a header row.
+* Simple: ``{"features": [...]}``, ``{"instances": [[...]]}`` or an ``.npy`` body.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mlserve.serving.errors import BadRequest
+from mlserve.serving.runtime import PREDICT, PREDICT_PROBA, LoadedModel
+
+__all__ = [
+    "V2_DATATYPES",
+    "decode_json",
+    "decode_mlflow_csv",
+    "decode_mlflow_json",
+    "decode_npy",
+    "decode_simple_json",
+    "decode_v1",
+    "decode_v2",
+    "encode_npy",
+    "encode_simple",
+    "encode_v1",
+    "encode_v2",
+    "outputs_for_return",
+    "to_numeric_array",
+    "v2_datatype",
+]
+
+#: KServe V2 tensor datatypes and the numpy dtypes they travel as (little-endian).
+V2_DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+
+RETURN_CHOICES = {"predict": (PREDICT,), "proba": (PREDICT_PROBA,), "all": (PREDICT, PREDICT_PROBA)}
+
+
+# ------------------------------------------------------------------ shared
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    """Parse a JSON object body; anything else is a 400 that says what is wrong."""
+    if not body:
+        raise BadRequest("request body is empty; expected a JSON object")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest("malformed JSON: the body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"expected a JSON object, got {_json_type(data)}")
+    return data
+
+
+def _json_type(value: Any) -> str:
+    return {
+        list: "an array",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "null",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def to_numeric_array(data: Any, what: str) -> np.ndarray:
+    """``data`` (nested lists of numbers) as a numeric array, without per-number Python work.
+
+    Booleans become 0/1 and null becomes NaN (which the model then rejects
+    unless it handles missing values); strings, objects and ragged rows are
+    a 400 naming ``what``.
+    """
+    if isinstance(data, (str, bytes, dict)) or data is None:
+        raise BadRequest(f"{what} must be an array of numbers, got {_json_type(data)}")
+    try:
+        array = np.asarray(data)
+    except ValueError:
+        raise BadRequest(f"{what} must be a rectangular array: rows have different lengths") from None
+    kind = array.dtype.kind
+    if kind in "fiu":
+        return array
+    if kind == "b":
+        return array.astype(np.float64)
+    if kind == "O":
+        try:
+            return array.astype(np.float64)
+        except (TypeError, ValueError):
+            pass
+    bad = _first_non_number(array.ravel().tolist() if kind != "O" else array.ravel())
+    raise BadRequest(f"{what} must contain only numbers, found {bad}")
+
+
+def _first_non_number(values: Any) -> str:
+    for value in values:
+        if isinstance(value, str):
+            return f"the string {value!r}"[:80]
+        if isinstance(value, (dict, list)):
+            return _json_type(value)
+    return "a value that is not a number"
+
+
+def as_rows(array: np.ndarray, loaded: LoadedModel, what: str) -> np.ndarray:
+    """A batch as 2-D rows: 1-D input is one row (or one column for a 1-feature model)."""
+    if array.ndim == 2:
+        return array
+    if array.ndim == 1:
+        if loaded.n_features == 1 and array.shape[0] != 1:
+            return array.reshape(-1, 1)
+        return array.reshape(1, -1)
+    raise BadRequest(
+        f"{what} must be a list of rows (2 dimensions), got {array.ndim} dimensions"
+    )
+
+
+def columns_to_rows(
+    columns: Mapping[str, Any], loaded: LoadedModel, what: str
+) -> np.ndarray:
+    """Named feature columns (``{"age": [..], "income": [..]}``) as 2-D rows in the model's order."""
+    order = feature_order(list(columns), loaded, what)
+    arrays = [to_numeric_array(columns[name], f"{what} column {name!r}") for name in order]
+    lengths = {a.reshape(a.shape[0], -1).shape for a in arrays if a.ndim >= 1}
+    if any(a.ndim == 0 for a in arrays):
+        arrays = [a.reshape(1) if a.ndim == 0 else a for a in arrays]
+        lengths = {a.reshape(a.shape[0], -1).shape for a in arrays}
+    if len(lengths) != 1 or next(iter(lengths))[1] != 1:
+        raise BadRequest(f"{what} columns must all be 1-D and of the same length")
+    return np.column_stack(arrays)
+
+
+def feature_order(names: Sequence[str], loaded: LoadedModel, what: str) -> list[str]:
+    """``names`` in the model's feature order; missing or unknown features are a 400."""
+    expected = loaded.feature_names
+    if expected is None:
+        if len(names) != loaded.n_features:
+            raise BadRequest(f"expected {loaded.n_features} features, got {len(names)}")
+        return list(names)
+    given = set(names)
+    missing = [n for n in expected if n not in given]
+    if missing:
+        raise BadRequest(f"{what} is missing feature {missing[0]!r}")
+    unknown = [n for n in names if n not in set(expected)]
+    if unknown:
+        raise BadRequest(f"{what} has unknown feature {unknown[0]!r}")
+    return list(expected)
+
+
+def records_to_rows(records: Any, loaded: LoadedModel, what: str) -> np.ndarray:
+    """A list of ``{feature: value}`` objects as 2-D rows in the model's feature order."""
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise BadRequest(f"{what} must be a list of objects mapping feature names to numbers")
+    if not records:
+        return np.empty((0, loaded.n_features))
+    order = feature_order(list(records[0]), loaded, what)
+    try:
+        rows = [[record[name] for name in order] for record in records]
+    except KeyError as exc:
+        raise BadRequest(f"{what}: a record has no feature {exc.args[0]!r}") from None
+    return to_numeric_array(rows, what)
+
+
+def outputs_for_return(value: Any, loaded: LoadedModel) -> tuple[str, ...]:
+    """The outputs named by a ``"return"`` option: predict (default), proba or all."""
+    if value is None:
+        return (PREDICT,)
+    outputs = RETURN_CHOICES.get(value) if isinstance(value, str) else None
+    if outputs is None:
+        raise BadRequest(f"'return' must be one of {', '.join(map(repr, RETURN_CHOICES))}, got {value!r}")
+    if PREDICT_PROBA in outputs and not loaded.is_classifier:
+        raise BadRequest(f"model {loaded.name!r} is not a classifier; it has no probabilities")
+    return outputs
+
+
+def _tolist(array: np.ndarray) -> Any:
+    if array.dtype.kind == "S":
+        return np.char.decode(array, "utf-8", "replace").tolist()
+    return array.tolist()
+
+
+# ---------------------------------------------------------- TF Serving / V1
+
+
+@dataclass
+class V1Request:
+    rows: np.ndarray
+    outputs: tuple[str, ...]
+    columnar: bool
+
+
+def decode_v1(body: Mapping[str, Any], loaded: LoadedModel) -> V1Request:
+    """``{"instances": [...]}`` (row format) or ``{"inputs": ...}`` (columnar format)."""
+    has_instances, has_inputs = "instances" in body, "inputs" in body
+    if has_instances == has_inputs:
+        raise BadRequest("request must contain exactly one of 'instances' or 'inputs'")
+    outputs = outputs_for_return(body.get("return"), loaded)
+    if has_instances:
+        return V1Request(_instances_to_rows(body["instances"], loaded, "instances"), outputs, False)
+    return V1Request(_inputs_to_rows(body["inputs"], loaded, "inputs"), outputs, True)
+
+
+def _instances_to_rows(instances: Any, loaded: LoadedModel, what: str) -> np.ndarray:
+    if not isinstance(instances, list):
+        raise BadRequest(f"'{what}' must be a list, got {_json_type(instances)}")
+    if instances and isinstance(instances[0], dict):
+        first = instances[0]
+        if len(first) == 1 and not (loaded.feature_names and next(iter(first)) in loaded.feature_names):
+            key = next(iter(first))  # one named input tensor per instance: {"input": [...]}
+            try:
+                values = [instance[key] for instance in instances]
+            except (KeyError, TypeError):
+                raise BadRequest(f"every instance must have the input {key!r}") from None
+            return as_rows(to_numeric_array(values, what), loaded, what)
+        return records_to_rows(instances, loaded, what)
+    return as_rows(to_numeric_array(instances, what), loaded, what)
+
+
+def _inputs_to_rows(inputs: Any, loaded: LoadedModel, what: str) -> np.ndarray:
+    if isinstance(inputs, dict):
+        if len(inputs) == 1 and not (loaded.feature_names and next(iter(inputs)) in loaded.feature_names):
+            return as_rows(to_numeric_array(next(iter(inputs.values())), what), loaded, what)
+        return columns_to_rows(inputs, loaded, what)
+    return as_rows(to_numeric_array(inputs, what), loaded, what)
+
+
+def encode_v1(results: Mapping[str, np.ndarray], request: V1Request) -> dict[str, Any]:
+    """``{"predictions": ...}`` for row requests, ``{"outputs": ...}`` for columnar ones."""
+    if len(results) == 1:
+        value = _tolist(next(iter(results.values())))
+        return {"outputs": value} if request.columnar else {"predictions": value}
+    if request.columnar:
+        return {"outputs": {name: _tolist(a) for name, a in results.items()}}
+    lists = {name: _tolist(a) for name, a in results.items()}
+    n = len(next(iter(lists.values())))
+    return {"predictions": [{name: lists[name][i] for name in lists} for i in range(n)]}
+
+
+# ----------------------------------------------------------- KServe V2 / OIP
+
+
+@dataclass
+class V2Output:
+    name: str
+    binary: bool
+
+
+@dataclass
+class V2Request:
+    rows: np.ndarray
+    outputs: list[V2Output]
+    id: Any = None
+    binary_default: bool = False
+    input_dtypes: list[str] = field(default_factory=list)
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    """The V2 datatype name of a numpy dtype (strings and objects are BYTES)."""
+    if dtype.kind in "USO":
+        return "BYTES"
+    for name, candidate in V2_DATATYPES.items():
+        if candidate == dtype.newbyteorder("<") or candidate == dtype:
+            return name
+    raise BadRequest(f"output dtype {dtype} has no V2 datatype")
+
+
+def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2Request:
+    """A V2 inference request: JSON, or JSON header plus binary tensors."""
+    binary = b""
+    if header_length is not None:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise BadRequest(
+                f"Inference-Header-Content-Length must be an integer, got {header_length!r}"
+            ) from None
+        if not 0 <= length <= len(body):
+            raise BadRequest(
+                f"Inference-Header-Content-Length is {length} but the body is {len(body)} bytes"
+            )
+        body, binary = body[:length], memoryview(body)[length:]
+    header = decode_json(body)
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("'inputs' must be a non-empty list of tensors")
+    offset = 0
+    arrays: list[tuple[str, np.ndarray]] = []
+    dtypes: list[str] = []
+    for position, tensor in enumerate(inputs):
+        if not isinstance(tensor, dict):
+            raise BadRequest(f"input {position} must be an object with name, shape, datatype")
+        array, used = _decode_v2_tensor(tensor, position, binary, offset)
+        offset += used
+        arrays.append((str(tensor.get("name")), array))
+        dtypes.append(tensor["datatype"])
+    if offset != len(binary):
+        raise BadRequest(
+            f"the body has {len(binary)} bytes of binary tensor data but the inputs "
+            f"declare {offset} (binary_data_size)"
+        )
+    rows = _v2_inputs_to_rows(arrays, loaded)
+    outputs, binary_default = _v2_requested_outputs(header, loaded)
+    return V2Request(rows, outputs, header.get("id"), binary_default, dtypes)
+
+
+def _decode_v2_tensor(
+    tensor: Mapping[str, Any], position: int, binary: Any, offset: int
+) -> tuple[np.ndarray, int]:
+    name = tensor.get("name")
+    if not isinstance(name, str):
+        raise BadRequest(f"input {position} has no 'name'")
+    datatype = tensor.get("datatype")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+    ):
+        raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if datatype == "BYTES":
+        raise BadRequest(f"input {name!r}: datatype BYTES is not supported; send numbers")
+    dtype = V2_DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise BadRequest(
+            f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(V2_DATATYPES)}"
+        )
+    count = math.prod(shape)
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequest(f"input {name!r}: 'parameters' must be an object")
+    if "shared_memory_region" in parameters:
+        raise BadRequest(f"input {name!r}: shared memory is not supported")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
+        if size != count * dtype.itemsize:
+            raise BadRequest(
+                f"input {name!r}: binary_data_size is {size} bytes but shape {shape} "
+                f"of {datatype} needs {count * dtype.itemsize}"
+            )
+        if offset + size > len(binary):
+            raise BadRequest(
+                f"input {name!r}: binary_data_size {size} runs past the end of the body"
+            )
+        array = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
+        return array, size
+    if "data" not in tensor:
+        raise BadRequest(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+    values = to_numeric_array(tensor["data"], f"input {name!r} data")
+    if values.size != count:
+        raise BadRequest(
+            f"input {name!r}: shape {shape} needs {count} values, 'data' has {values.size}"
+        )
+    try:
+        return values.reshape(shape).astype(dtype, copy=False), 0
+    except (OverflowError, ValueError) as exc:
+        raise BadRequest(f"input {name!r}: values do not fit {datatype}: {exc}") from None
+
+
+def _v2_inputs_to_rows(arrays: list[tuple[str, np.ndarray]], loaded: LoadedModel) -> np.ndarray:
+    if len(arrays) == 1:
+        name, array = arrays[0]
+        return as_rows(array, loaded, f"input {name!r}")
+    columns = {}
+    for name, array in arrays:
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1:
+            raise BadRequest(
+                f"with several inputs each is one feature column of shape [n] or [n, 1]; "
+                f"input {name!r} has shape {list(array.shape)}"
+            )
+        if name in columns:
+            raise BadRequest(f"input {name!r} appears twice")
+        columns[name] = array
+    return columns_to_rows(columns, loaded, "inputs")
+
+
+def _v2_requested_outputs(
+    header: Mapping[str, Any], loaded: LoadedModel
+) -> tuple[list[V2Output], bool]:
+    parameters = header.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequest("'parameters' must be an object")
+    binary_default = bool(parameters.get("binary_data_output", False))
+    requested = header.get("outputs")
+    if requested is None:
+        return [V2Output(name, binary_default) for name in loaded.outputs], binary_default
+    if not isinstance(requested, list):
+        raise BadRequest("'outputs' must be a list of {\"name\": ...} objects")
+    outputs = []
+    for item in requested:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadRequest("each requested output must be an object with a 'name'")
+        name = item["name"]
+        if name not in loaded.outputs:
+            raise BadRequest(
+                f"model {loaded.name!r} has no output {name!r}; "
+                f"its outputs are {', '.join(loaded.outputs)}"
+            )
+        params = item.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest(f"output {name!r}: 'parameters' must be an object")
+        if params.get("class_count"):
+            raise BadRequest("the classification extension (class_count) is not supported")
+        outputs.append(V2Output(name, bool(params.get("binary_data", binary_default))))
+    return outputs, binary_default
+
+
+def _v2_bytes_tensor(array: np.ndarray) -> bytes:
+    """BYTES elements in binary form: each a 4-byte little-endian length, then the bytes."""
+    parts = []
+    for value in array.ravel().tolist():
+        raw = value if isinstance(value, bytes) else str(value).encode()
+        parts.append(struct.pack("<I", len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def encode_v2(
+    results: Mapping[str, np.ndarray], request: V2Request, name: str, version: int
+) -> tuple[bytes, int | None]:
+    """The V2 response body, and the JSON header length when binary tensors follow it."""
+    outputs = []
+    raw_parts: list[bytes] = []
+    for output in request.outputs:
+        array = results[output.name]
+        datatype = v2_datatype(array.dtype)
+        tensor: dict[str, Any] = {
+            "name": output.name,
+            "datatype": datatype,
+            "shape": list(array.shape),
+        }
+        if output.binary:
+            if datatype == "BYTES":
+                raw = _v2_bytes_tensor(array)
+            else:
+                raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            raw_parts.append(raw)
+        else:
+            tensor["data"] = _tolist(array.ravel())
+        outputs.append(tensor)
+    response: dict[str, Any] = {"model_name": name, "model_version": str(version)}
+    if request.id is not None:
+        response["id"] = request.id
+    response["outputs"] = outputs
+    header = json.dumps(response, separators=(",", ":")).encode()
+    if not raw_parts:
+        return header, None
+    return header + b"".join(raw_parts), len(header)
+
+
+# ------------------------------------------------------------------ MLflow
+
+MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def decode_mlflow_json(body: Mapping[str, Any], loaded: LoadedModel) -> np.ndarray:
+    """MLflow's scoring protocol: exactly one of dataframe_split, dataframe_records, instances, inputs."""
+    present = [key for key in MLFLOW_FORMATS if key in body]
+    if len(present) != 1:
+        raise BadRequest(
+            "request must contain exactly one of "
+            + ", ".join(repr(k) for k in MLFLOW_FORMATS)
+            + (f"; got {', '.join(repr(k) for k in present)}" if present else "")
+        )
+    key = present[0]
+    value = body[key]
+    if key == "dataframe_split":
+        if not isinstance(value, dict) or "data" not in value:
+            raise BadRequest("'dataframe_split' must be an object with 'data' (and 'columns')")
+        rows = as_rows(to_numeric_array(value["data"], "dataframe_split data"), loaded, "dataframe_split data")
+        columns = value.get("columns")
+        if columns is not None:
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+                raise BadRequest("'dataframe_split' columns must be a list of strings")
+            if len(columns) != rows.shape[1]:
+                raise BadRequest(
+                    f"dataframe_split has {len(columns)} columns but rows of {rows.shape[1]} values"
+                )
+            if loaded.feature_names is not None:
+                order = feature_order(columns, loaded, "dataframe_split")
+                rows = rows[:, [columns.index(n) for n in order]]
+        return rows
+    if key == "dataframe_records":
+        return records_to_rows(value, loaded, "dataframe_records")
+    if key == "instances":
+        return _instances_to_rows(value, loaded, "instances")
+    return _inputs_to_rows(value, loaded, "inputs")
+
+
+def decode_mlflow_csv(body: bytes, loaded: LoadedModel) -> np.ndarray:
+    """A CSV body with a header row of feature names (as MLflow reads it with pandas)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("CSV body is not UTF-8 text") from None
+    lines = list(csv.reader(io.StringIO(text)))
+    lines = [line for line in lines if line]
+    if not lines:
+        raise BadRequest("CSV body is empty; expected a header row and data rows")
+    header, data = lines[0], lines[1:]
+    try:
+        rows = np.array(data, dtype=np.float64).reshape(len(data), -1) if data else np.empty((0, len(header)))
+    except ValueError as exc:
+        raise BadRequest(f"CSV data must be numbers in rows of equal length: {exc}") from None
+    if rows.shape[1] != len(header):
+        raise BadRequest(f"CSV header has {len(header)} columns but rows have {rows.shape[1]}")
+    if loaded.feature_names is not None:
+        order = feature_order(header, loaded, "CSV header")
+        rows = rows[:, [header.index(n) for n in order]]
+    return rows
+
+
+def encode_mlflow(results: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    if len(results) == 1:
+        return {"predictions": _tolist(next(iter(results.values())))}
+    return {"predictions": {name: _tolist(a) for name, a in results.items()}}
+
+
+# ------------------------------------------------------------------ simple
+
+
+@dataclass
+class SimpleRequest:
+    rows: np.ndarray
+    outputs: tuple[str, ...]
+    single: bool
+
+
+def decode_simple_json(body: Mapping[str, Any], loaded: LoadedModel) -> SimpleRequest:
+    """``{"features": [...]}`` (one row, or an object of named features) or ``{"instances": [[...]]}``."""
+    has_features, has_instances = "features" in body, "instances" in body
+    if has_features == has_instances:
+        raise BadRequest("request must contain exactly one of 'features' (one row) or 'instances'")
+    outputs = outputs_for_return(body.get("return"), loaded)
+    if has_instances:
+        return SimpleRequest(_instances_to_rows(body["instances"], loaded, "instances"), outputs, False)
+    features = body["features"]
+    if isinstance(features, dict):
+        return SimpleRequest(records_to_rows([features], loaded, "features"), outputs, True)
+    row = to_numeric_array(features, "features")
+    if row.ndim != 1:
+        raise BadRequest(
+            f"'features' must be one row (a flat list of numbers); send several rows as 'instances'"
+        )
+    return SimpleRequest(row.reshape(1, -1), outputs, True)
+
+
+def decode_npy(body: bytes, loaded: LoadedModel, outputs: tuple[str, ...]) -> SimpleRequest:
+    """A raw ``.npy`` body: one row (1-D) or a batch (2-D) of numbers; never unpickles."""
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise BadRequest(f"malformed .npy body: {exc}") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise BadRequest("the .npy body must hold a numeric array")
+    if array.ndim == 1:
+        return SimpleRequest(array.reshape(1, -1), outputs, True)
+    if array.ndim != 2:
+        raise BadRequest(f"the .npy array must have 1 or 2 dimensions, got {array.ndim}")
+    return SimpleRequest(array, outputs, False)
+
+
+def encode_simple(
+    results: Mapping[str, np.ndarray], request: SimpleRequest, name: str, version: int
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"model": name, "version": version}
+    for output, array in results.items():
+        values = _tolist(array)
+        if output == PREDICT:
+            response["prediction" if request.single else "predictions"] = (
+                values[0] if request.single else values
+            )
+        else:
+            response["probabilities"] = values[0] if request.single else values
+    return response
+
+
+def encode_npy(results: Mapping[str, np.ndarray]) -> bytes:
+    array = next(iter(results.values()))
+    if array.dtype.kind == "O":
+        array = array.astype(str)
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()

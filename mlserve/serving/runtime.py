@@ -1,0 +1,312 @@
+"""The protocol-neutral middle of serving: which model answers, and the one predict path.
+
+:class:`ServingState` (one per app and blueprint, kept in
+``app.extensions["mlserve"]``) holds an immutable snapshot of the store's
+manifests and the loaded, warmed models. A refresh builds a new snapshot off to
+the side, loads and warms every version it will route to, then swaps it in
+with one assignment: requests in flight keep the objects they already hold, so
+a publish or an alias move never fails a request.
+
+:func:`predict` is the single function that every protocol (V1, V2, MLflow,
+simple) calls with a decoded float matrix; batching and a C decoder plug in
+there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mlserve.serving.config import ServingConfig
+from mlserve.serving.errors import BadRequest, ModelNotFound, NotReady
+from mlserve.store import Manifest, ModelNotFoundError, ModelStore, StoreError
+
+__all__ = ["LoadedModel", "ServingState", "Timings", "predict", "PREDICT", "PREDICT_PROBA"]
+
+log = logging.getLogger("mlserve.serving")
+
+PREDICT = "predict"
+PREDICT_PROBA = "predict_proba"
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent in each stage of one request, for the Server-Timing header."""
+
+    decode: float = 0.0
+    queue: float = 0.0
+    compute: float = 0.0
+    encode: float = 0.0
+
+    def header(self) -> str:
+        return (
+            f"decode;dur={self.decode:.3f}, queue;dur={self.queue:.3f}, "
+            f"compute;dur={self.compute:.3f}, encode;dur={self.encode:.3f}"
+        )
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]  # without the batch dimension
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded, warmed model version and what serving needs to know about it."""
+
+    name: str
+    version: int
+    model: Any
+    metadata: Mapping[str, Any]
+    n_features: int
+    feature_names: tuple[str, ...] | None
+    is_classifier: bool
+    outputs: Mapping[str, OutputSpec] = field(default_factory=dict)
+
+    @classmethod
+    def from_model(cls, name: str, version: int, model: Any) -> "LoadedModel":
+        metadata = dict(model.metadata)
+        n_features = int(metadata["n_features"])
+        is_classifier = metadata.get("task") == "classification"
+        names = metadata.get("feature_names")
+        outputs: dict[str, OutputSpec] = {}
+        if is_classifier:
+            classes = np.asarray(model.classes_)
+            outputs[PREDICT] = OutputSpec(PREDICT, classes.dtype, ())
+            outputs[PREDICT_PROBA] = OutputSpec(
+                PREDICT_PROBA, np.dtype(np.float64), (len(classes),)
+            )
+        else:
+            shape = tuple(int(s) for s in metadata.get("output_shape") or ())
+            outputs[PREDICT] = OutputSpec(PREDICT, np.dtype(np.float64), shape)
+        return cls(
+            name=name,
+            version=int(version),
+            model=model,
+            metadata=metadata,
+            n_features=n_features,
+            feature_names=tuple(names) if names else None,
+            is_classifier=is_classifier,
+            outputs=outputs,
+        )
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self.metadata.get("dtype") or "float64")
+
+    def warm_up(self) -> None:
+        """Run one predict on a row of zeros, so the first real request is not the first call."""
+        row = np.zeros((1, self.n_features), dtype=self.input_dtype)
+        self.model.predict(row)
+        if self.is_classifier:
+            self.model.predict_proba(row)
+
+
+def predict(
+    loaded: LoadedModel,
+    rows: np.ndarray,
+    outputs: Sequence[str],
+    timings: Timings,
+) -> dict[str, np.ndarray]:
+    """Run the model on a decoded batch; the one predict path of every protocol.
+
+    ``rows`` is a 2-D numeric array already checked by a codec; ``outputs``
+    names the outputs wanted (``"predict"``, ``"predict_proba"``). A model's
+    ValueError/TypeError (NaN, wrong width) becomes a 400.
+    """
+    if rows.ndim != 2:
+        raise BadRequest(f"expected a 2-D batch of rows, got {rows.ndim} dimensions")
+    if rows.shape[1] != loaded.n_features:
+        raise BadRequest(f"expected {loaded.n_features} features, got {rows.shape[1]}")
+    for name in outputs:
+        if name not in loaded.outputs:
+            raise BadRequest(
+                f"model {loaded.name!r} has no output {name!r}; "
+                f"its outputs are {', '.join(loaded.outputs)}"
+            )
+    start = time.perf_counter()
+    results: dict[str, np.ndarray] = {}
+    try:
+        for name in outputs:
+            spec = loaded.outputs[name]
+            if rows.shape[0] == 0:
+                results[name] = np.empty((0, *spec.shape), dtype=spec.dtype)
+            elif name == PREDICT_PROBA:
+                results[name] = loaded.model.predict_proba(rows)
+            else:
+                results[name] = loaded.model.predict(rows)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(str(exc)) from exc
+    timings.compute += (time.perf_counter() - start) * 1000.0
+    return results
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    manifests: Mapping[str, Manifest]
+    tokens: Mapping[str, Any]
+    models: Mapping[tuple[str, int], LoadedModel]
+
+
+class ServingState:
+    """What one mounted blueprint serves: its store, config and loaded models."""
+
+    def __init__(self, store: ModelStore, config: ServingConfig) -> None:
+        self.store = store
+        self.config = config
+        self._snapshot = _Snapshot({}, {}, {})
+        self._refresh_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._last_refresh = 0.0
+        self.ready = False
+
+    # -------------------------------------------------------------- refreshing
+
+    def maybe_refresh(self) -> None:
+        """Refresh if the reload interval has passed; never blocks a request on another refresh."""
+        interval = self.config.reload_interval
+        if interval <= 0 or time.monotonic() - self._last_refresh < interval:
+            return
+        if self._refresh_lock.acquire(blocking=False):
+            try:
+                self._refresh_locked()
+            finally:
+                self._refresh_lock.release()
+
+    def refresh(self) -> dict[str, list[int]]:
+        """Re-read the store now; return the versions loaded per model."""
+        with self._refresh_lock:
+            self._refresh_locked()
+        snap = self._snapshot
+        loaded: dict[str, list[int]] = {}
+        for name, version in sorted(snap.models):
+            loaded.setdefault(name, []).append(version)
+        return loaded
+
+    def _refresh_locked(self) -> None:
+        self._last_refresh = time.monotonic()
+        old = self._snapshot
+        manifests: dict[str, Manifest] = {}
+        tokens: dict[str, Any] = {}
+        models: dict[tuple[str, int], LoadedModel] = {}
+        for name in self.store.names():
+            token = self.store.manifest_token(name)
+            manifest = old.manifests.get(name)
+            if token is None:
+                continue
+            if manifest is None or old.tokens.get(name) != token:
+                try:
+                    manifest = self.store.manifest(name)
+                except (StoreError, OSError) as exc:
+                    log.error("mlserve: cannot read model %r: %s", name, exc)
+                    if manifest is None:
+                        continue
+                    token = old.tokens.get(name)
+            needed = _versions_to_keep_warm(manifest)
+            fresh: dict[tuple[str, int], LoadedModel] = {}
+            try:
+                for version in needed:
+                    fresh[(name, version)] = old.models.get((name, version)) or self._load(
+                        name, version
+                    )
+            except Exception as exc:  # a broken new version must not take traffic
+                log.error("mlserve: cannot load model %r: %s; keeping the previous state", name, exc)
+                previous = old.manifests.get(name)
+                if previous is None:
+                    continue
+                manifest, token = previous, old.tokens.get(name)
+                fresh = {k: v for k, v in old.models.items() if k[0] == name}
+            # keep versions loaded on demand that still exist
+            for key, value in old.models.items():
+                if key[0] == name and key[1] in manifest.versions:
+                    fresh.setdefault(key, value)
+            manifests[name] = manifest
+            tokens[name] = token
+            models.update(fresh)
+        for key in old.models.keys() - models.keys():
+            self.store.forget(*key)
+        self._snapshot = _Snapshot(manifests, tokens, models)
+        self.ready = True
+
+    def _load(self, name: str, version: int) -> LoadedModel:
+        model = self.store.load_version(name, version)
+        loaded = LoadedModel.from_model(name, version, model)
+        if self.config.warmup:
+            loaded.warm_up()
+        return loaded
+
+    # ---------------------------------------------------------------- routing
+
+    def manifest(self, name: str) -> Manifest:
+        manifest = self._snapshot.manifests.get(name)
+        if manifest is None:
+            raise ModelNotFound(f"model {name!r} not found")
+        return manifest
+
+    def names(self) -> list[str]:
+        return sorted(self._snapshot.manifests)
+
+    def select(
+        self, name: str, version: str | int | None = None, alias: str | None = None
+    ) -> LoadedModel:
+        """The loaded model that answers a request for ``name`` (version wins over alias)."""
+        manifest = self.manifest(name)
+        try:
+            number = self.store.resolve(
+                name,
+                version,
+                alias,
+                default_alias=self.config.default_alias,
+                manifest=manifest,
+            )
+        except ModelNotFoundError as exc:
+            raise ModelNotFound(str(exc)) from None
+        snap = self._snapshot
+        loaded = snap.models.get((name, number))
+        if loaded is not None:
+            return loaded
+        return self._load_on_demand(name, number)
+
+    def _load_on_demand(self, name: str, version: int) -> LoadedModel:
+        with self._load_lock:
+            snap = self._snapshot
+            loaded = snap.models.get((name, version))
+            if loaded is not None:
+                return loaded
+            try:
+                loaded = self._load(name, version)
+            except ModelNotFoundError as exc:
+                raise ModelNotFound(str(exc)) from None
+            except Exception as exc:
+                log.error("mlserve: cannot load model %r version %d: %s", name, version, exc)
+                raise NotReady(f"model {name!r} version {version} cannot be loaded") from exc
+            models = dict(snap.models)
+            models[(name, version)] = loaded
+            self._snapshot = _Snapshot(snap.manifests, snap.tokens, models)
+            return loaded
+
+    def default_model_name(self) -> str:
+        """The model answering /invocations: MLSERVE_DEFAULT_MODEL, or the only model."""
+        if self.config.default_model:
+            return self.config.default_model
+        names = self.names()
+        if len(names) == 1:
+            return names[0]
+        raise ModelNotFound(
+            "no default model: set MLSERVE_DEFAULT_MODEL"
+            + (f" to one of {', '.join(names)}" if names else " after publishing a model")
+        )
+
+
+def _versions_to_keep_warm(manifest: Manifest) -> list[int]:
+    versions = {t.version for targets in manifest.aliases.values() for t in targets}
+    if manifest.latest is not None:
+        versions.add(manifest.latest)
+    return sorted(v for v in versions if v in manifest.versions)
