@@ -1,0 +1,39 @@
+"""The app that ``mlserve serve`` runs: the blueprint at the root of its own Flask app."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+from mlserve.serving.blueprint import blueprint
+from mlserve.serving.errors import error_response
+
+__all__ = ["create_app"]
+
+
+def create_app(store_dir: str | os.PathLike[str] | None = None, **config: Any) -> Flask:
+    """A Flask app serving ``store_dir`` at the root, so clients find /v1, /v2, /invocations.
+
+    Keyword arguments are MLSERVE_* config keys (e.g. ``MLSERVE_RELOAD_INTERVAL=1``).
+    Without ``store_dir`` the MLSERVE_STORE environment variable is used.
+    """
+    store_dir = store_dir or os.environ.get("MLSERVE_STORE")
+    if not store_dir:
+        raise ValueError("no model store: pass store_dir or set MLSERVE_STORE")
+    app = Flask("mlserve")
+    app.config.update(config)
+    app.register_blueprint(blueprint(os.fspath(store_dir)))
+
+    @app.errorhandler(HTTPException)
+    def _json_http_error(exc: HTTPException) -> Any:
+        # routing errors (unknown path, wrong method) happen outside the blueprint
+        response = error_response(exc.description or exc.name, exc.code or 500)
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":
+                response.headers["Allow"] = value
+        return response
+
+    return app

@@ -1,0 +1,110 @@
+"""Store commands shared by ``mlserve ...`` and the ``flask mlserve ...`` group of a host app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from flask import Blueprint
+
+from mlserve.store import AliasTarget, ModelStore, StoreError
+
+__all__ = ["format_models", "parse_alias_targets", "register_flask_commands", "run_store_command"]
+
+
+def parse_alias_targets(text: str) -> int | dict[int, float]:
+    """``"3"`` -> 3; ``"3=90,4=10"`` -> ``{3: 90.0, 4: 10.0}`` (a canary split)."""
+    text = text.strip()
+    if "=" not in text and "," not in text:
+        try:
+            return int(text)
+        except ValueError:
+            raise click.BadParameter(f"expected a version number, got {text!r}") from None
+    targets: dict[int, float] = {}
+    for part in text.split(","):
+        version, sep, weight = part.partition("=")
+        try:
+            targets[int(version)] = float(weight) if sep else 1.0
+        except ValueError:
+            raise click.BadParameter(
+                f"expected VERSION or VERSION=WEIGHT,VERSION=WEIGHT, got {text!r}"
+            ) from None
+    return targets
+
+
+def format_targets(targets: list[AliasTarget]) -> str:
+    if len(targets) == 1:
+        return f"v{targets[0].version}"
+    total = sum(t.weight for t in targets)
+    return ", ".join(f"v{t.version} ({100 * t.weight / total:g}%)" for t in targets)
+
+
+def format_models(store: ModelStore) -> str:
+    """A plain-text table of the store's models, versions and aliases."""
+    lines = []
+    for name in store.names():
+        manifest = store.manifest(name)
+        described = store.describe(name, manifest)
+        aliases = "; ".join(
+            f"{alias} -> {format_targets(list(targets))}"
+            for alias, targets in sorted(manifest.aliases.items())
+        )
+        versions = ", ".join(str(v) for v in sorted(manifest.versions)) or "-"
+        lines.append(
+            f"{name}  versions: {versions}  aliases: {aliases or '-'}  "
+            f"input: {described['input_shape']}  task: {described['task']}"
+        )
+    return "\n".join(lines) if lines else f"no models in {store.root}"
+
+
+def run_store_command(action: Any) -> Any:
+    """Run a store operation, turning its errors into a click error (exit status 1)."""
+    try:
+        return action()
+    except (StoreError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def register_flask_commands(bp: Blueprint) -> None:
+    """Add ``flask <blueprint name> models|publish|alias|rollback|reload`` to a host app's CLI."""
+
+    def state() -> Any:
+        from mlserve.serving.blueprint import serving_state
+
+        return serving_state(name=bp.name)
+
+    @bp.cli.command("models")
+    def models_command() -> None:
+        """List the served store's models, versions and aliases."""
+        click.echo(format_models(state().store))
+
+    @bp.cli.command("publish")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--name", "-n", required=True, help="Model name.")
+    @click.option("--alias", "-a", default=None, help="Point this alias at the new version.")
+    def publish_command(file: str, name: str, alias: str | None) -> None:
+        """Publish an .mls FILE as the next version of a model."""
+        store = state().store
+        version = run_store_command(lambda: store.publish(name, file, alias=alias))
+        click.echo(f"published {name} version {version}" + (f" as {alias}" if alias else ""))
+
+    @bp.cli.command("alias")
+    @click.argument("name")
+    @click.argument("alias")
+    @click.argument("versions")
+    def alias_command(name: str, alias: str, versions: str) -> None:
+        """Point ALIAS of model NAME at VERSIONS ("3", or "3=90,4=10" for a canary split)."""
+        store = state().store
+        targets = run_store_command(
+            lambda: store.set_alias(name, alias, parse_alias_targets(versions))
+        )
+        click.echo(f"{name}: {alias} -> {format_targets(targets)}")
+
+    @bp.cli.command("rollback")
+    @click.argument("name")
+    @click.argument("alias")
+    def rollback_command(name: str, alias: str) -> None:
+        """Move ALIAS of model NAME back to where it pointed before."""
+        store = state().store
+        targets = run_store_command(lambda: store.rollback(name, alias))
+        click.echo(f"{name}: {alias} -> {format_targets(targets)}")
