@@ -48,5 +48,11 @@ def show_config_command():
     show_config()
 
 
+# serve, publish, models, alias, rollback, delete, demo (mlserve/_serve_cli.py)
+from ._serve_cli import register_serving_commands  # noqa: E402
+
+register_serving_commands(main)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,306 @@
+"""``mlserve serve | publish | models | alias | rollback | delete | demo`` (registered in mlserve.cli)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+import click
+
+__all__ = ["register_serving_commands"]
+
+STORE_ENV = "MLSERVE_STORE"
+DEFAULT_STORE = "models"
+DEMO_MODEL = "demo"
+DEMO_ROW = [0.5, -1.2, 3.3, 0.1]
+CHECK_TIMEOUT_SECONDS = 30.0
+
+store_option = click.option(
+    "--store",
+    "store_dir",
+    envvar=STORE_ENV,
+    default=DEFAULT_STORE,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help=f"Model store folder (or ${STORE_ENV}).",
+)
+
+
+def _open_store(store_dir: str) -> Any:
+    from mlserve.store import ModelStore
+
+    return ModelStore(store_dir)
+
+
+def _existing_store(store_dir: str) -> Any:
+    if not os.path.isdir(store_dir):
+        raise click.ClickException(f"no model store at {store_dir!r}")
+    return _open_store(store_dir)
+
+
+# ------------------------------------------------------------------- serve
+
+
+def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
+    """Run ``app_factory()`` under gunicorn in this process (each worker builds its own app)."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return app_factory()
+
+    _Server().run()
+
+
+@click.command("serve")
+@click.argument("store_dir", type=click.Path(file_okay=False), envvar=STORE_ENV)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Processes.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1), help="Threads per worker.")
+@click.option(
+    "--reload-interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between checks of the store for new versions and moved aliases (0: never).",
+)
+@click.option("--default-model", default=None, help="The model behind /invocations.")
+@click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
+def serve_command(
+    store_dir: str,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    reload_interval: float,
+    default_model: str | None,
+    dev: bool,
+) -> None:
+    """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root)."""
+    from mlserve.serving.app import create_app
+
+    _existing_store(store_dir)
+    config = {"MLSERVE_RELOAD_INTERVAL": reload_interval, "MLSERVE_DEFAULT_MODEL": default_model}
+
+    def factory() -> Any:
+        return create_app(store_dir, **config)
+
+    if dev:
+        factory().run(host=host, port=port, threaded=True)
+        return
+    run_gunicorn(
+        factory,
+        {
+            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "timeout": 60,
+            "graceful_timeout": 10,
+            "keepalive": 5,
+        },
+    )
+
+
+# ------------------------------------------------------------ store commands
+
+
+@click.command("publish")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", "-n", required=True, help="Model name.")
+@click.option("--alias", "-a", default=None, help="Point this alias at the new version.")
+@store_option
+def publish_command(file: str, name: str, alias: str | None, store_dir: str) -> None:
+    """Publish an .mls FILE as the next version of model NAME."""
+    from mlserve.serving.commands import run_store_command
+
+    store = _open_store(store_dir)
+    version = run_store_command(lambda: store.publish(name, file, alias=alias))
+    click.echo(f"published {name} version {version}" + (f" as {alias}" if alias else ""))
+
+
+@click.command("models")
+@click.argument("store_dir", type=click.Path(file_okay=False), envvar=STORE_ENV, default=DEFAULT_STORE)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def models_command(store_dir: str, as_json: bool) -> None:
+    """List the models in STORE_DIR with their versions and aliases."""
+    from mlserve.serving.commands import format_models, run_store_command
+
+    store = _existing_store(store_dir)
+    if as_json:
+        described = run_store_command(lambda: [store.describe(n) for n in store.names()])
+        click.echo(json.dumps({"models": described}, indent=2))
+    else:
+        click.echo(run_store_command(lambda: format_models(store)))
+
+
+@click.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("versions")
+@store_option
+def alias_command(name: str, alias: str, versions: str, store_dir: str) -> None:
+    """Point ALIAS of model NAME at VERSIONS: "3", or "3=90,4=10" for a canary split."""
+    from mlserve.serving.commands import format_targets, parse_alias_targets, run_store_command
+
+    store = _existing_store(store_dir)
+    targets = run_store_command(lambda: store.set_alias(name, alias, parse_alias_targets(versions)))
+    click.echo(f"{name}: {alias} -> {format_targets(targets)}")
+
+
+@click.command("rollback")
+@click.argument("name")
+@click.argument("alias")
+@store_option
+def rollback_command(name: str, alias: str, store_dir: str) -> None:
+    """Move ALIAS of model NAME back to the versions it pointed to before."""
+    from mlserve.serving.commands import format_targets, run_store_command
+
+    store = _existing_store(store_dir)
+    targets = run_store_command(lambda: store.rollback(name, alias))
+    click.echo(f"{name}: {alias} -> {format_targets(targets)}")
+
+
+@click.command("delete")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(1))
+@store_option
+def delete_command(name: str, version: int, store_dir: str) -> None:
+    """Delete VERSION of model NAME (refused while an alias points to it)."""
+    from mlserve.serving.commands import run_store_command
+
+    store = _existing_store(store_dir)
+    run_store_command(lambda: store.delete(name, version))
+    click.echo(f"deleted {name} version {version}")
+
+
+# -------------------------------------------------------------------- demo
+
+
+def _fit_demo_model() -> Any:
+    import numpy as np
+
+    import mlserve
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, len(DEMO_ROW)))
+    logits = X @ np.array([1.5, -2.0, 0.8, 0.0]) + 0.3
+    y = np.where(logits + rng.normal(scale=0.5, size=len(X)) > 0, "churn", "stay")
+    return mlserve.LogisticRegression(C=1.0).fit(X, y)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _demo_curl(host: str, port: int) -> str:
+    body = json.dumps({"features": DEMO_ROW})
+    return (
+        f"curl -s -H 'Content-Type: application/json' -d '{body}' "
+        f"http://{host}:{port}/predict/{DEMO_MODEL}"
+    )
+
+
+def _check_server(host: str, port: int, process: subprocess.Popen) -> str:
+    """Wait (bounded) until the server is ready, send the demo request, return the response."""
+    base = f"http://{host}:{port}"
+    deadline = time.monotonic() + CHECK_TIMEOUT_SECONDS
+    while True:
+        if process.poll() is not None:
+            raise click.ClickException(f"the server exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the server did not get ready in {CHECK_TIMEOUT_SECONDS:g} s")
+        time.sleep(0.1)
+    request = urllib.request.Request(
+        f"{base}/predict/{DEMO_MODEL}",
+        data=json.dumps({"features": DEMO_ROW}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
+
+
+@click.command("demo")
+@click.option(
+    "--dir", "store_dir", default="demo-store", show_default=True,
+    type=click.Path(file_okay=False), help="Folder for the demo's model store.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to serve on (0: any free port).")
+@click.option("--check", is_flag=True,
+              help="Start the server, send it one request, print the answer and exit.")
+def demo_command(store_dir: str, host: str, port: int, check: bool) -> None:
+    """Fit a small model on generated data, publish it to a local store and serve it."""
+    store = _open_store(store_dir)
+    if DEMO_MODEL not in store.names():
+        version = store.publish(DEMO_MODEL, _fit_demo_model(), alias="production")
+        click.echo(f"fitted a LogisticRegression on generated data; published {DEMO_MODEL!r} "
+                   f"version {version} to {store_dir}/")
+    else:
+        click.echo(f"serving the existing {DEMO_MODEL!r} model in {store_dir}/")
+    if port == 0:
+        port = _free_port(host)
+    click.echo("try:\n  " + _demo_curl(host, port))
+    click.echo(f"or open http://{host}:{port}/openapi.json")
+    command = [
+        sys.executable, "-m", "mlserve.cli", "serve", store_dir,
+        "--host", host, "--port", str(port), "--workers", "1", "--threads", "4",
+    ]
+    if not check:
+        sys.stdout.flush()
+        os.execv(sys.executable, command)  # replace this process with the server
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        answer = _check_server(host, port, process)
+    except click.ClickException:
+        process.kill()
+        _, stderr = process.communicate(timeout=10)
+        click.echo(stderr.decode(errors="replace")[-2000:], err=True)
+        raise
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    click.echo(answer)
+
+
+SERVING_COMMANDS = (
+    serve_command,
+    publish_command,
+    models_command,
+    alias_command,
+    rollback_command,
+    delete_command,
+    demo_command,
+)
+
+
+def register_serving_commands(group: click.Group) -> None:
+    """Add the serving and store commands to the ``mlserve`` command group."""
+    for command in SERVING_COMMANDS:
+        group.add_command(command)
