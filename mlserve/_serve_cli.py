@@ -55,7 +55,8 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             for key, value in options.items():
-                self.cfg.set(key, value)
+                if key in self.cfg.settings:  # control_socket_disable: gunicorn >= 24 only
+                    self.cfg.set(key, value)
 
         def load(self) -> Any:
             return app_factory()
@@ -110,6 +111,8 @@ def serve_command(
             "timeout": 60,
             "graceful_timeout": 10,
             "keepalive": 5,
+            # one control socket per user would clash between servers on one host
+            "control_socket_disable": True,
         },
     )
 
