@@ -11,6 +11,7 @@
 #define PY_ARRAY_UNIQUE_SYMBOL MLSERVE_ARRAY_API
 #include <numpy/arrayobject.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "mls_array.h"
@@ -186,6 +187,21 @@ static int intake_rows(PyObject *obj, mls_dtype dtype, mls_tensor *X, PyObject *
             if (arr == NULL) return -1;
         }
         char kind = PyArray_DESCR(arr)->kind;
+        if (kind == 'O') { /* numbers boxed as objects: one checked conversion */
+            PyArrayObject *conv = (PyArrayObject *)PyArray_FromAny(
+                (PyObject *)arr, PyArray_DescrFromType(NPY_FLOAT64), 0, 0,
+                NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST, NULL);
+            if (conv == NULL) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_TypeError,
+                                "expected numbers, got an object array holding non-numbers");
+                Py_DECREF(arr);
+                return -1;
+            }
+            Py_DECREF(arr);
+            arr = conv;
+            kind = 'f';
+        }
         if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
             PyErr_Format(PyExc_TypeError,
                          "expected numbers (a float, integer or bool array), got an array "
@@ -244,14 +260,18 @@ typedef struct ModelObject {
     mls_model *model;
     PyObject *metadata; /* str: the metadata JSON */
     PyObject *module;   /* strong ref, for raise_from_error */
+    PyObject *name;     /* str: estimator name used in error messages */
+    void *buffer;       /* aligned copy of an .mls image (loads), or NULL */
 } ModelObject;
 
 static void Model_dealloc(ModelObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    mls_model_free(self->model);
+    mls_model_free(self->model); /* before the buffer its sections point into */
+    free(self->buffer);
     Py_XDECREF(self->metadata);
     Py_XDECREF(self->module);
+    Py_XDECREF(self->name);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -270,6 +290,11 @@ static PyObject *model_new(PyObject *module, mls_model *model, PyObject *metadat
     self->metadata = metadata;
     Py_INCREF(module);
     self->module = module;
+    self->name = PyUnicode_FromString(model->vt->name);
+    if (self->name == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -284,8 +309,12 @@ static PyObject *model_run(ModelObject *self, PyObject *X_obj, mls_method method
     PyObject *holder;
     if (intake_rows(X_obj, m->dtype, &X, &holder) < 0) return NULL;
     if (X.cols != m->n_features) {
-        PyErr_Format(PyExc_ValueError, "expected %lld features, got %lld",
-                     (long long)m->n_features, (long long)X.cols);
+        /* both our wording and scikit-learn's, which its users search for */
+        PyErr_Format(PyExc_ValueError,
+                     "expected %lld features, got %lld (X has %lld features, but %U is "
+                     "expecting %lld features as input)",
+                     (long long)m->n_features, (long long)X.cols, (long long)X.cols,
+                     self->name, (long long)m->n_features);
         Py_DECREF(holder);
         return NULL;
     }
@@ -418,6 +447,25 @@ static PyObject *Model_get_mapping(ModelObject *self, void *closure)
     return Py_BuildValue("(Kn)", (unsigned long long)(uintptr_t)base, (Py_ssize_t)len);
 }
 
+static PyObject *Model_get_name(ModelObject *self, void *closure)
+{
+    Py_INCREF(self->name);
+    return self->name;
+}
+
+/* The estimator name shown in error messages; set by the Python wrapper
+ * right after create/load, before the model is shared. */
+static PyObject *Model_set_display_name(ModelObject *self, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "name must be a str");
+        return NULL;
+    }
+    Py_INCREF(arg);
+    Py_SETREF(self->name, arg);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Model_output_spec(ModelObject *self, PyObject *arg)
 {
     long method = PyLong_AsLong(arg);
@@ -436,6 +484,7 @@ static PyMethodDef Model_methods[] = {
      Model_decision_function_doc},
     {"arrays", (PyCFunction)Model_arrays, METH_NOARGS, Model_arrays_doc},
     {"save", (PyCFunction)Model_save, METH_VARARGS, Model_save_doc},
+    {"_set_display_name", (PyCFunction)Model_set_display_name, METH_O, NULL},
     {"output_spec", (PyCFunction)Model_output_spec, METH_O,
      "output_spec($self, method, /)\n--\n\n(ndim, cols, dtype) of a method's output "
      "(0 predict, 1 predict_proba, 2 decision_function)."},
@@ -445,6 +494,7 @@ static PyMethodDef Model_methods[] = {
 static PyGetSetDef Model_getset[] = {
     {"n_features", (getter)Model_get_n_features, NULL, "Number of input features.", NULL},
     {"kind", (getter)Model_get_kind, NULL, "Model family name.", NULL},
+    {"name", (getter)Model_get_name, NULL, "Estimator name used in messages.", NULL},
     {"dtype", (getter)Model_get_dtype, NULL, "Element type predict computes in.", NULL},
     {"metadata", (getter)Model_get_metadata, NULL, "Metadata JSON string.", NULL},
     {"mapping", (getter)Model_get_mapping, NULL,
@@ -578,6 +628,60 @@ static PyObject *core_load(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     PyObject *result = model_new(module, model, metadata);
     Py_DECREF(metadata);
+    return result;
+}
+
+PyDoc_STRVAR(core_loads_doc,
+             "loads(data, verify=True)\n--\n\n"
+             "Model from the bytes of an .mls file (copied once into aligned memory the "
+             "model owns); validated exactly like load.\n");
+static PyObject *core_loads(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"data", "verify", NULL};
+    Py_buffer view;
+    int verify = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|p:loads", keywords, &view, &verify))
+        return NULL;
+    void *buffer = NULL;
+    size_t len = (size_t)view.len;
+    if (posix_memalign(&buffer, MLS_FORMAT_ALIGN, len ? len : 1) != 0) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    if (len) memcpy(buffer, view.buf, len);
+    PyBuffer_Release(&view);
+    mls_error err = {0};
+    mls_status status;
+    mls_file *file = NULL;
+    mls_model *model = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = mls_format_parse(buffer, len, verify, &file, &err);
+    if (status == MLS_STATUS_OK) {
+        status = mls_model_from_file(file, &model, &err);
+        if (status != MLS_STATUS_OK) mls_file_close(file);
+    }
+    Py_END_ALLOW_THREADS
+    if (status != MLS_STATUS_OK) {
+        free(buffer);
+        return raise_from_error(module, &err);
+    }
+    size_t meta_len;
+    const char *meta = mls_file_metadata(model->file, &meta_len);
+    PyObject *metadata = PyUnicode_DecodeUTF8(meta, (Py_ssize_t)meta_len, "strict");
+    if (metadata == NULL) {
+        mls_model_free(model);
+        free(buffer);
+        PyErr_Clear();
+        mls_error_set(&err, MLS_STATUS_ERR_FORMAT, "metadata is not valid UTF-8");
+        return raise_from_error(module, &err);
+    }
+    PyObject *result = model_new(module, model, metadata);
+    Py_DECREF(metadata);
+    if (result == NULL) {
+        free(buffer); /* model_new freed the model */
+        return NULL;
+    }
+    ((ModelObject *)result)->buffer = buffer;
     return result;
 }
 
@@ -792,6 +896,8 @@ static PyObject *core_status_names(PyObject *module, PyObject *Py_UNUSED(ignored
 static PyMethodDef core_methods[] = {
     {"create", core_create, METH_VARARGS, core_create_doc},
     {"load", (PyCFunction)(void (*)(void))core_load, METH_VARARGS | METH_KEYWORDS, core_load_doc},
+    {"loads", (PyCFunction)(void (*)(void))core_loads, METH_VARARGS | METH_KEYWORDS,
+     core_loads_doc},
     {"fit_least_squares", core_fit_least_squares, METH_VARARGS, core_fit_least_squares_doc},
     {"fit_logistic", core_fit_logistic, METH_VARARGS, core_fit_logistic_doc},
     {"set_num_threads", core_set_num_threads, METH_O,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import inspect
 import json
+import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -42,7 +44,7 @@ def _as_feature_matrix(X, estimator_name: str) -> tuple[np.ndarray, list | None]
         feature_names = [str(c) for c in columns]
     X = np.asarray(X)
     if X.dtype.kind == "c":
-        raise ValueError("complex data is not supported: X must hold real numbers")
+        raise ValueError("Complex data not supported: X must hold real numbers")
     if X.dtype.kind not in "fiub":
         try:
             X = X.astype(np.float64)
@@ -55,9 +57,13 @@ def _as_feature_matrix(X, estimator_name: str) -> tuple[np.ndarray, list | None]
             "X.reshape(1, -1) for a single sample"
         )
     if X.shape[0] < 1:
-        raise ValueError(f"found array with 0 samples (shape={X.shape}); at least 1 is required")
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
     if X.shape[1] < 1:
-        raise ValueError(f"found array with 0 features (shape={X.shape}); at least 1 is required")
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
     X = np.ascontiguousarray(X, dtype=np.float64)
     if not np.isfinite(X).all():
         bad = np.argwhere(~np.isfinite(X))[0]
@@ -67,6 +73,13 @@ def _as_feature_matrix(X, estimator_name: str) -> tuple[np.ndarray, list | None]
             f"{estimator_name} does not accept NaN or infinity"
         )
     return X, feature_names
+
+
+def _require_y(y, estimator_name: str) -> None:
+    if y is None:
+        raise ValueError(
+            f"{estimator_name} requires y to be passed, but the target y is None"
+        )
 
 
 def _as_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
@@ -80,7 +93,7 @@ def _as_sample_weight(sample_weight, n_samples: int) -> np.ndarray | None:
     if not np.isfinite(w).all() or (w < 0).any():
         raise ValueError("sample_weight must be finite and non-negative")
     if not (w > 0).any():
-        raise ValueError("sample_weight must have at least one positive value")
+        raise ValueError("sample_weight must not be all zero: at least one weight must be positive")
     return w
 
 
@@ -137,17 +150,17 @@ class _MLServeEstimator:
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def __sklearn_tags__(self):
-        from sklearn.utils import Tags, TargetTags, InputTags
+        # Only called by scikit-learn, so importing it here costs nothing otherwise.
+        from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags
 
-        tags = Tags(
+        is_classifier = self._estimator_type == "classifier"
+        return Tags(
             estimator_type=self._estimator_type,
-            target_tags=TargetTags(required=True),
+            target_tags=TargetTags(required=True, multi_output=not is_classifier),
             input_tags=InputTags(),
+            classifier_tags=ClassifierTags(multi_class=True) if is_classifier else None,
+            regressor_tags=None if is_classifier else RegressorTags(),
         )
-        return self._more_tags(tags)
-
-    def _more_tags(self, tags):
-        return tags
 
     # -- fitted state
     def _fitted_model(self) -> _core.Model:
@@ -196,6 +209,7 @@ class _MLServeEstimator:
 
     def _install(self, model: _core.Model) -> None:
         """Expose the model's arrays as the fitted attributes (no copies)."""
+        model._set_display_name(type(self).__name__)
         self._model_ = model
         meta = json.loads(model.metadata)
         arrays = model.arrays()
@@ -208,6 +222,26 @@ class _MLServeEstimator:
 
     def _install_arrays(self, arrays: dict, meta: dict) -> None:
         raise NotImplementedError
+
+    # -- pickle: parameters plus the model as .mls bytes (no code in the payload
+    # beyond the estimator class itself, and the bytes are validated on load)
+    def __getstate__(self):
+        state = {name: getattr(self, name) for name in self._get_param_names()}
+        model = getattr(self, "_model_", None)
+        if model is not None:
+            with tempfile.TemporaryDirectory(prefix="mlserve-pickle-") as tmp:
+                path = os.path.join(tmp, "model.mls")
+                model.save(path, model.metadata)
+                with open(path, "rb") as f:
+                    state["_model_mls_"] = f.read()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        data = state.pop("_model_mls_", None)
+        self.__dict__.update(state)
+        if data is not None:
+            self._install(_core.loads(data))
 
 
 def _is_json_scalar(value) -> bool:
@@ -239,6 +273,7 @@ class _LinearRegressorBase(_MLServeEstimator):
         """
         name = type(self).__name__
         alpha = self._penalty()
+        _require_y(y, name)
         X, feature_names = _as_feature_matrix(X, name)
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
@@ -417,14 +452,15 @@ class LogisticRegression(_MLServeEstimator):
         """
         self._check_params()
         name = type(self).__name__
+        _require_y(y, name)
         X, feature_names = _as_feature_matrix(X, name)
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             from ._errors import DataConversionWarning
 
             warnings.warn(
-                "a column-vector y was passed when a 1-D array was expected; "
-                "use y.ravel()",
+                "A column-vector y was passed when a 1d array was expected. Please change "
+                "the shape of y to (n_samples,), for example using ravel().",
                 DataConversionWarning,
                 stacklevel=2,
             )
