@@ -156,7 +156,7 @@ def validate_name(value: str, what: str = "model name") -> str:
     return value
 
 
-def _validate_alias(alias: str) -> str:
+def validate_alias(alias: str) -> str:
     validate_name(alias, "alias")
     if alias.isdigit():
         raise StoreError(f"invalid alias {alias!r}: an alias cannot be a number")
@@ -449,7 +449,7 @@ class ModelStore:
 
         validate_name(name)
         if alias is not None:
-            _validate_alias(alias)
+            validate_alias(alias)
         model_dir = self.root / name
         model_dir.mkdir(parents=True, exist_ok=True)
         staging = model_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
@@ -515,7 +515,7 @@ class ModelStore:
         the traffic for ``production`` to version 3 and 10% to version 4.
         The previous targets are remembered for :meth:`rollback`.
         """
-        _validate_alias(alias)
+        validate_alias(alias)
         targets = _parse_targets(version)
         with self._locked(name):
             current = self.manifest(name)

@@ -124,16 +124,22 @@ def to_numeric_array(data: Any, what: str) -> np.ndarray:
             return array.astype(np.float64)
         except (TypeError, ValueError):
             pass
-    bad = _first_non_number(array.ravel().tolist() if kind != "O" else array.ravel())
-    raise BadRequest(f"{what} must contain only numbers, found {bad}")
+    raise BadRequest(f"{what} must contain only numbers, found {_first_non_number(data)}")
 
 
-def _first_non_number(values: Any) -> str:
-    for value in values:
-        if isinstance(value, str):
-            return f"the string {value!r}"[:80]
-        if isinstance(value, (dict, list)):
-            return _json_type(value)
+def _first_non_number(data: Any) -> str:
+    """Describe the first value in nested lists that is not a number (error path only)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (list, tuple)):
+            stack.extend(reversed(value))
+        elif isinstance(value, str):
+            return f"the string {value[:40]!r}"
+        elif isinstance(value, dict):
+            return "an object"
+        elif isinstance(value, np.ndarray):
+            stack.extend(reversed(value.tolist()))
     return "a value that is not a number"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from mlserve.store import StoreError, validate_name
+from mlserve.store import StoreError, validate_alias, validate_name
 
 __all__ = ["DEFAULTS", "ConfigError", "ServingConfig"]
 
@@ -78,7 +78,7 @@ def _optional_name(values: Mapping[str, Any], key: str, what: str) -> str | None
     if value is None or value == "":
         return None
     try:
-        return validate_name(value, what)
+        return validate_alias(value) if what == "alias" else validate_name(value, what)
     except StoreError as exc:
         raise ConfigError(f"{key}: {exc}") from None
 
