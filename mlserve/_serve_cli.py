@@ -78,6 +78,13 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     help="Seconds between checks of the store for new versions and moved aliases (0: never).",
 )
 @click.option("--default-model", default=None, help="The model behind /invocations.")
+@click.option(
+    "--max-body-bytes",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Larger request bodies get 413.",
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -87,13 +94,18 @@ def serve_command(
     threads: int,
     reload_interval: float,
     default_model: str | None,
+    max_body_bytes: int,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root)."""
     from mlserve.serving.app import create_app
 
     _existing_store(store_dir)
-    config = {"MLSERVE_RELOAD_INTERVAL": reload_interval, "MLSERVE_DEFAULT_MODEL": default_model}
+    config = {
+        "MLSERVE_RELOAD_INTERVAL": reload_interval,
+        "MLSERVE_DEFAULT_MODEL": default_model,
+        "MLSERVE_MAX_BODY_BYTES": max_body_bytes,
+    }
 
     def factory() -> Any:
         return create_app(store_dir, **config)
