@@ -133,11 +133,15 @@ static PyArrayObject *array_from_sequence(PyObject *seq, int typenum)
             double v;
             if (PyFloat_CheckExact(item)) {
                 v = PyFloat_AS_DOUBLE(item);
-            } else if (PyUnicode_Check(item) || PyBytes_Check(item) || PyList_Check(item) ||
-                       PyTuple_Check(item) || item == Py_None) {
-                PyErr_Format(item == Py_None || PyUnicode_Check(item) || PyBytes_Check(item)
-                                 ? PyExc_TypeError
-                                 : PyExc_ValueError,
+            } else if (PyList_Check(item) || PyTuple_Check(item)) {
+                PyErr_Format(PyExc_ValueError,
+                             "expected a 1-D row or a 2-D batch of rows, got lists nested "
+                             "deeper at row %zd, column %zd",
+                             i, j);
+                Py_DECREF(arr);
+                return NULL;
+            } else if (PyUnicode_Check(item) || PyBytes_Check(item) || item == Py_None) {
+                PyErr_Format(PyExc_TypeError,
                              "expected a number at row %zd, column %zd, got %.50s", i, j,
                              Py_TYPE(item)->tp_name);
                 Py_DECREF(arr);
@@ -187,20 +191,30 @@ static int intake_rows(PyObject *obj, mls_dtype dtype, mls_tensor *X, PyObject *
             if (arr == NULL) return -1;
         }
         char kind = PyArray_DESCR(arr)->kind;
-        if (kind == 'O') { /* numbers boxed as objects: one checked conversion */
-            PyArrayObject *conv = (PyArrayObject *)PyArray_FromAny(
-                (PyObject *)arr, PyArray_DescrFromType(NPY_FLOAT64), 0, 0,
-                NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST, NULL);
-            if (conv == NULL) {
-                PyErr_Clear();
-                PyErr_SetString(PyExc_TypeError,
-                                "expected numbers, got an object array holding non-numbers");
+        if (kind == 'O') {
+            /* numbers boxed as objects: through the list path, which checks
+             * every element (numpy's cast would turn None into NaN) */
+            if (PyArray_NDIM(arr) == 0) {
+                PyErr_Format(PyExc_TypeError,
+                             "expected numbers (an array or a list of rows), got %.50s",
+                             Py_TYPE(obj)->tp_name);
                 Py_DECREF(arr);
                 return -1;
             }
+            if (PyArray_NDIM(arr) > 2) {
+                PyErr_Format(PyExc_ValueError,
+                             "expected a 1-D row or a 2-D batch of rows, got an array with "
+                             "%d dimensions",
+                             PyArray_NDIM(arr));
+                Py_DECREF(arr);
+                return -1;
+            }
+            PyObject *nested = PyArray_ToList(arr);
             Py_DECREF(arr);
-            arr = conv;
-            kind = 'f';
+            if (nested == NULL) return -1;
+            int rc = intake_rows(nested, dtype, X, holder);
+            Py_DECREF(nested);
+            return rc;
         }
         if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
             PyErr_Format(PyExc_TypeError,

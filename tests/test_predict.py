@@ -115,6 +115,11 @@ def test_single_row_1d_and_list(regressor):
     np.testing.assert_allclose(model.predict([int(v > 0) for v in X[3]]), model.predict((X[3] > 0) * 1.0))
 
 
+def test_object_array_of_numbers_is_converted(regressor):
+    X, expected, model = regressor
+    np.testing.assert_allclose(model.predict(X.astype(object)), expected, rtol=1e-10)
+
+
 def test_numpy_scalars_in_list(regressor):
     X, expected, model = regressor
     row = [np.float32(v) for v in X[0]]
@@ -138,9 +143,12 @@ def test_numpy_scalars_in_list(regressor):
         (np.float64(1.0), ValueError, "got an array with 0 dimensions"),
         (np.array(["1.0"] * 20), TypeError, "expected numbers .* got an array of dtype <U3"),
         (np.zeros(20, dtype=complex), TypeError, "got an array of dtype complex128"),
-        (np.zeros(20, dtype=object), TypeError, "got an array of dtype object"),
+        (np.array([None] * 20), TypeError, "expected a number at row 0, column 0, got NoneType"),
+        (np.zeros((2, 2, 20), dtype=object), ValueError, "got an array with 3 dimensions"),
+        ([[[0.0] * 20]], ValueError, "got lists nested deeper at row 0, column 0"),
         ("not an array", TypeError, "expected numbers"),
-        (None, TypeError, "expected numbers"),
+        (None, TypeError, "expected numbers .*, got NoneType"),
+        ({"a": 1}, TypeError, "expected numbers .*, got dict"),
     ],
 )
 def test_bad_input_errors(regressor, bad, exc, message):
