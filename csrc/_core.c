@@ -5,8 +5,7 @@
  * the result with it. C statuses become Python exceptions in exactly one
  * place: raise_from_error.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_binding.h"
 
 #define PY_ARRAY_UNIQUE_SYMBOL MLSERVE_ARRAY_API
 #include <numpy/arrayobject.h>
@@ -38,7 +37,7 @@ static core_state *state_of_module(PyObject *module)
 
 /* ---- the one place C statuses become exceptions ---------------------------- */
 
-static PyObject *raise_from_error(PyObject *module, const mls_error *err)
+PyObject *mls_raise_from_error(PyObject *module, const mls_error *err)
 {
     core_state *st = state_of_module(module);
     const char *msg = err->message[0] ? err->message : mls_status_name(err->status);
@@ -318,7 +317,7 @@ static PyObject *model_run(ModelObject *self, PyObject *X_obj, mls_method method
     mls_error err = {0};
     mls_output_spec spec;
     if (mls_model_output_spec(m, method, &spec, &err) != MLS_STATUS_OK)
-        return raise_from_error(self->module, &err);
+        return mls_raise_from_error(self->module, &err);
     mls_tensor X;
     PyObject *holder;
     if (intake_rows(X_obj, m->dtype, &X, &holder) < 0) return NULL;
@@ -345,7 +344,7 @@ static PyObject *model_run(ModelObject *self, PyObject *X_obj, mls_method method
     Py_DECREF(holder);
     if (status != MLS_STATUS_OK) {
         Py_DECREF(out);
-        return raise_from_error(self->module, &err);
+        return mls_raise_from_error(self->module, &err);
     }
     return out;
 }
@@ -428,7 +427,7 @@ static PyObject *Model_save(ModelObject *self, PyObject *args)
     status = mls_model_save(self->model, path, metadata, (size_t)metadata_len, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
-    if (status != MLS_STATUS_OK) return raise_from_error(self->module, &err);
+    if (status != MLS_STATUS_OK) return mls_raise_from_error(self->module, &err);
     Py_RETURN_NONE;
 }
 
@@ -487,7 +486,7 @@ static PyObject *Model_output_spec(ModelObject *self, PyObject *arg)
     mls_error err = {0};
     mls_output_spec spec;
     if (mls_model_output_spec(self->model, (mls_method)method, &spec, &err) != MLS_STATUS_OK)
-        return raise_from_error(self->module, &err);
+        return mls_raise_from_error(self->module, &err);
     return Py_BuildValue("(iLs)", spec.ndim, (long long)spec.cols, mls_dtype_name(spec.dtype));
 }
 
@@ -593,7 +592,7 @@ static PyObject *core_create(PyObject *module, PyObject *args)
     mls_error err = {0};
     mls_model *model = NULL;
     if (mls_model_create(kind, sections, (size_t)n, &model, &err) != MLS_STATUS_OK) {
-        raise_from_error(module, &err);
+        mls_raise_from_error(module, &err);
         goto done;
     }
     result = model_new(module, model, metadata);
@@ -630,7 +629,7 @@ static PyObject *core_load(PyObject *module, PyObject *args, PyObject *kwargs)
     }
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
-    if (status != MLS_STATUS_OK) return raise_from_error(module, &err);
+    if (status != MLS_STATUS_OK) return mls_raise_from_error(module, &err);
     size_t meta_len;
     const char *meta = mls_file_metadata(model->file, &meta_len);
     PyObject *metadata = PyUnicode_DecodeUTF8(meta, (Py_ssize_t)meta_len, "strict");
@@ -638,7 +637,7 @@ static PyObject *core_load(PyObject *module, PyObject *args, PyObject *kwargs)
         mls_model_free(model);
         PyErr_Clear();
         mls_error_set(&err, MLS_STATUS_ERR_FORMAT, "metadata is not valid UTF-8");
-        return raise_from_error(module, &err);
+        return mls_raise_from_error(module, &err);
     }
     PyObject *result = model_new(module, model, metadata);
     Py_DECREF(metadata);
@@ -677,7 +676,7 @@ static PyObject *core_loads(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
     if (status != MLS_STATUS_OK) {
         free(buffer);
-        return raise_from_error(module, &err);
+        return mls_raise_from_error(module, &err);
     }
     size_t meta_len;
     const char *meta = mls_file_metadata(model->file, &meta_len);
@@ -687,7 +686,7 @@ static PyObject *core_loads(PyObject *module, PyObject *args, PyObject *kwargs)
         free(buffer);
         PyErr_Clear();
         mls_error_set(&err, MLS_STATUS_ERR_FORMAT, "metadata is not valid UTF-8");
-        return raise_from_error(module, &err);
+        return mls_raise_from_error(module, &err);
     }
     PyObject *result = model_new(module, model, metadata);
     Py_DECREF(metadata);
@@ -763,7 +762,7 @@ static PyObject *core_fit_least_squares(PyObject *module, PyObject *args)
         PyArray_DATA((PyArrayObject *)intercept), &err);
     Py_END_ALLOW_THREADS
     if (status != MLS_STATUS_OK) {
-        raise_from_error(module, &err);
+        mls_raise_from_error(module, &err);
         goto done;
     }
     result = PyTuple_Pack(2, coef, intercept);
@@ -823,7 +822,7 @@ static PyObject *core_fit_logistic(PyObject *module, PyObject *args)
                               PyArray_DATA((PyArrayObject *)intercept), &n_iter, &err);
     Py_END_ALLOW_THREADS
     if (status != MLS_STATUS_OK) {
-        raise_from_error(module, &err);
+        mls_raise_from_error(module, &err);
         goto done;
     }
     result = Py_BuildValue("(OOi)", coef, intercept, n_iter);
@@ -888,7 +887,7 @@ static PyObject *core_raise_status(PyObject *module, PyObject *args)
     }
     mls_error err = {0};
     mls_error_set(&err, (mls_status)code, "%s", message);
-    return raise_from_error(module, &err);
+    return mls_raise_from_error(module, &err);
 }
 
 static PyObject *core_status_names(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -948,6 +947,7 @@ static int core_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "MLServeError", st->MLServeError) < 0) return -1;
     if (PyModule_AddObjectRef(module, "ModelFormatError", st->ModelFormatError) < 0) return -1;
     if (PyModule_AddObjectRef(module, "Model", st->ModelType) < 0) return -1;
+    if (PyModule_AddFunctions(module, mls_codec_methods) < 0) return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", MLS_FORMAT_MAJOR) < 0) return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MINOR", MLS_FORMAT_MINOR) < 0) return -1;
     if (PyModule_AddIntConstant(module, "METHOD_PREDICT", MLS_METHOD_PREDICT) < 0) return -1;
