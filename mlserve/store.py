@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ STAGING_PREFIX = ".staging-"
 MANIFEST_FORMAT = 1
 ALIAS_HISTORY_LIMIT = 100
 LATEST = "latest"
+STALE_STAGING_SECONDS = 24 * 3600
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -478,6 +480,13 @@ class ModelStore:
             with self._locked(name):
                 current = self._read_or_empty(name)
                 version = max([current.next_version, *self._version_dirs(model_dir)])
+                # Numbered folders the manifest does not list are left by a publish
+                # or delete killed half-way; under the lock no writer is mid-way.
+                orphans = [
+                    model_dir / e.name
+                    for e in os.scandir(model_dir)
+                    if e.name.isdigit() and int(e.name) not in current.versions
+                ]
                 target = model_dir / str(version)
                 os.rename(staging, target)
                 _fsync_dir(model_dir)
@@ -493,10 +502,23 @@ class ModelStore:
                 if alias is not None:
                     updated = _with_alias(updated, alias, (AliasTarget(version),))
                 self._write_manifest(updated)
+                for orphan in orphans:
+                    shutil.rmtree(orphan, ignore_errors=True)
+                self._remove_stale_staging(model_dir)
             return version
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _remove_stale_staging(model_dir: Path) -> None:
+        """Remove staging folders of publishes that died more than a day ago."""
+        cutoff = time.time() - STALE_STAGING_SECONDS
+        for entry in os.scandir(model_dir):
+            if entry.name.startswith(STAGING_PREFIX):
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_mtime < cutoff:
+                        shutil.rmtree(entry.path, ignore_errors=True)
 
     @staticmethod
     def _version_dirs(model_dir: Path) -> list[int]:

@@ -187,6 +187,12 @@ def test_orphan_version_directory_is_ignored_and_its_number_skipped(store, regre
     (store.root / "reg" / "2").mkdir()  # a publish killed between its two renames
     assert store.versions("reg") == [1]
     assert store.publish("reg", regressor) == 3
+    assert not (store.root / "reg" / "2").exists()  # cleaned up under the lock
+    stale = store.root / "reg" / ".staging-dead"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    store.publish("reg", regressor)
+    assert not stale.exists()
 
 
 def test_loaded_models_are_cached_and_memory_mapped(store, regressor):

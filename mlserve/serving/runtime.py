@@ -257,7 +257,10 @@ class ServingState:
         self, name: str, version: str | int | None = None, alias: str | None = None
     ) -> LoadedModel:
         """The loaded model that answers a request for ``name`` (version wins over alias)."""
-        manifest = self.manifest(name)
+        snap = self._snapshot  # one snapshot for the whole lookup
+        manifest = snap.manifests.get(name)
+        if manifest is None:
+            raise ModelNotFound(f"model {name!r} not found")
         try:
             number = self.store.resolve(
                 name,
@@ -268,7 +271,6 @@ class ServingState:
             )
         except ModelNotFoundError as exc:
             raise ModelNotFound(str(exc)) from None
-        snap = self._snapshot
         loaded = snap.models.get((name, number))
         if loaded is not None:
             return loaded
