@@ -177,6 +177,8 @@ class ServingState:
         if self._refresh_lock.acquire(blocking=False):
             try:
                 self._refresh_locked()
+            except Exception:  # a store we cannot read now must not fail the request
+                log.exception("mlserve: reloading the model store failed; serving the previous state")
             finally:
                 self._refresh_lock.release()
 
