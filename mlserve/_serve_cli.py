@@ -69,7 +69,9 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Processes.")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1), help="Threads per worker.")
+@click.option(
+    "--threads", default=4, show_default=True, type=click.IntRange(1), help="Threads per worker."
+)
 @click.option(
     "--reload-interval",
     default=2.0,
@@ -147,7 +149,9 @@ def publish_command(file: str, name: str, alias: str | None, store_dir: str) -> 
 
 
 @click.command("models")
-@click.argument("store_dir", type=click.Path(file_okay=False), envvar=STORE_ENV, default=DEFAULT_STORE)
+@click.argument(
+    "store_dir", type=click.Path(file_okay=False), envvar=STORE_ENV, default=DEFAULT_STORE
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def models_command(store_dir: str, as_json: bool) -> None:
     """List the models in STORE_DIR with their versions and aliases."""
@@ -244,7 +248,9 @@ def _check_server(host: str, port: int, process: subprocess.Popen) -> str:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         if time.monotonic() > deadline:
-            raise click.ClickException(f"the server did not get ready in {CHECK_TIMEOUT_SECONDS:g} s")
+            raise click.ClickException(
+                f"the server did not get ready in {CHECK_TIMEOUT_SECONDS:g} s"
+            )
         time.sleep(0.1)
     request = urllib.request.Request(
         f"{base}/predict/{DEMO_MODEL}",
@@ -257,21 +263,35 @@ def _check_server(host: str, port: int, process: subprocess.Popen) -> str:
 
 @click.command("demo")
 @click.option(
-    "--dir", "store_dir", default="demo-store", show_default=True,
-    type=click.Path(file_okay=False), help="Folder for the demo's model store.",
+    "--dir",
+    "store_dir",
+    default="demo-store",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the demo's model store.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to serve on (0: any free port).")
-@click.option("--check", is_flag=True,
-              help="Start the server, send it one request, print the answer and exit.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to serve on (0: any free port).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Start the server, send it one request, print the answer and exit.",
+)
 def demo_command(store_dir: str, host: str, port: int, check: bool) -> None:
     """Fit a small model on generated data, publish it to a local store and serve it."""
     store = _open_store(store_dir)
     if DEMO_MODEL not in store.names():
         version = store.publish(DEMO_MODEL, _fit_demo_model(), alias="production")
-        click.echo(f"fitted a LogisticRegression on generated data; published {DEMO_MODEL!r} "
-                   f"version {version} to {store_dir}/")
+        click.echo(
+            f"fitted a LogisticRegression on generated data; published {DEMO_MODEL!r} "
+            f"version {version} to {store_dir}/"
+        )
     else:
         click.echo(f"serving the existing {DEMO_MODEL!r} model in {store_dir}/")
     if port == 0:
@@ -279,8 +299,19 @@ def demo_command(store_dir: str, host: str, port: int, check: bool) -> None:
     click.echo("try:\n  " + _demo_curl(host, port))
     click.echo(f"or open http://{host}:{port}/openapi.json")
     command = [
-        sys.executable, "-m", "mlserve.cli", "serve", store_dir,
-        "--host", host, "--port", str(port), "--workers", "1", "--threads", "4",
+        sys.executable,
+        "-m",
+        "mlserve.cli",
+        "serve",
+        store_dir,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--threads",
+        "4",
     ]
     if not check:
         sys.stdout.flush()

@@ -125,9 +125,7 @@ class Manifest:
         return cls(
             name=name,
             versions={int(v): info for v, info in data.get("versions", {}).items()},
-            aliases={
-                a: _targets_from_json(t) for a, t in data.get("aliases", {}).items()
-            },
+            aliases={a: _targets_from_json(t) for a, t in data.get("aliases", {}).items()},
             alias_history={
                 a: tuple(_targets_from_json(t) for t in hist)
                 for a, hist in data.get("alias_history", {}).items()
@@ -258,7 +256,8 @@ class ModelStore:
         return sorted(
             e.name
             for e in entries
-            if e.is_dir() and _NAME_PATTERN.fullmatch(e.name)
+            if e.is_dir()
+            and _NAME_PATTERN.fullmatch(e.name)
             and os.path.exists(os.path.join(e.path, MANIFEST_FILE))
         )
 
@@ -347,9 +346,7 @@ class ModelStore:
                 return target.version
         return targets[-1].version
 
-    def get(
-        self, name: str, version: int | str | None = None, alias: str | None = None
-    ) -> Any:
+    def get(self, name: str, version: int | str | None = None, alias: str | None = None) -> Any:
         """The loaded model for ``name`` at ``version`` or ``alias`` (see resolve)."""
         return self.load_version(name, self.resolve(name, version, alias))
 

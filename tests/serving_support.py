@@ -60,8 +60,16 @@ class Server:
 
     def __init__(self, store_dir: Path | str, *args: str) -> None:
         command = [
-            sys.executable, "-m", "mlserve.cli", "serve", str(store_dir),
-            "--host", "127.0.0.1", "--port", "0", *args,
+            sys.executable,
+            "-m",
+            "mlserve.cli",
+            "serve",
+            str(store_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            *args,
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(

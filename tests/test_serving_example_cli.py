@@ -52,20 +52,36 @@ def invoke(*args):
 
 def test_store_commands(tmp_path, model_file):
     store_dir = tmp_path / "models"
-    result = invoke("publish", model_file, "--name", "reg", "--alias", "production", "--store", store_dir)
+    result = invoke(
+        "publish", model_file, "--name", "reg", "--alias", "production", "--store", store_dir
+    )
     assert result.exit_code == 0 and result.output == "published reg version 1 as production\n"
-    assert invoke("publish", model_file, "-n", "reg", "--store", store_dir).output == "published reg version 2\n"
+    assert (
+        invoke("publish", model_file, "-n", "reg", "--store", store_dir).output
+        == "published reg version 2\n"
+    )
     result = invoke("models", store_dir)
-    assert result.output.startswith("reg  versions: 1, 2  aliases: production -> v1  input: [-1, 4]")
+    assert result.output.startswith(
+        "reg  versions: 1, 2  aliases: production -> v1  input: [-1, 4]"
+    )
     listing = json.loads(invoke("models", store_dir, "--json").output)
     assert listing["models"][0]["versions"] == [1, 2]
-    assert invoke("alias", "reg", "production", "2", "--store", store_dir).output == "reg: production -> v2\n"
+    assert (
+        invoke("alias", "reg", "production", "2", "--store", store_dir).output
+        == "reg: production -> v2\n"
+    )
     result = invoke("alias", "reg", "canary", "1=90,2=10", "--store", store_dir)
     assert result.output == "reg: canary -> v1 (90%), v2 (10%)\n"
-    assert invoke("rollback", "reg", "production", "--store", store_dir).output == "reg: production -> v1\n"
+    assert (
+        invoke("rollback", "reg", "production", "--store", store_dir).output
+        == "reg: production -> v1\n"
+    )
     result = invoke("delete", "reg", "1", "--store", store_dir)
     assert result.exit_code == 1
-    assert "cannot delete version 1 of model 'reg': alias 'canary', 'production' points to it" in result.output
+    assert (
+        "cannot delete version 1 of model 'reg': alias 'canary', 'production' points to it"
+        in result.output
+    )
 
 
 @pytest.mark.parametrize(

@@ -168,9 +168,21 @@ def test_v1_nan_literal_and_regressor_probabilities(client):
 
 
 def test_v1_not_found_and_methods(client):
-    assert_error(client.post("/ml/v1/models/nope:predict", json={"instances": ROWS}), 404, "model 'nope' not found")
-    assert_error(client.post("/ml/v1/models/clf/versions/9:predict", json={"instances": ROWS}), 404, "no version 9")
-    assert_error(client.post("/ml/v1/models/clf/labels/qa:predict", json={"instances": ROWS}), 404, "no alias 'qa'")
+    assert_error(
+        client.post("/ml/v1/models/nope:predict", json={"instances": ROWS}),
+        404,
+        "model 'nope' not found",
+    )
+    assert_error(
+        client.post("/ml/v1/models/clf/versions/9:predict", json={"instances": ROWS}),
+        404,
+        "no version 9",
+    )
+    assert_error(
+        client.post("/ml/v1/models/clf/labels/qa:predict", json={"instances": ROWS}),
+        404,
+        "no alias 'qa'",
+    )
     assert_error(client.get("/ml/v1/models/nope"), 404, "not found")
     assert_error(client.post("/ml/v1/models/clf:classify", json={}), 404, "unsupported verb")
     assert_error(client.get("/ml/v1/models/clf:predict"), 405, "use POST")
@@ -179,15 +191,23 @@ def test_v1_not_found_and_methods(client):
 
 
 def test_malformed_json_and_content_types(client):
-    response = client.post("/ml/v1/models/clf:predict", data="{oops", content_type="application/json")
+    response = client.post(
+        "/ml/v1/models/clf:predict", data="{oops", content_type="application/json"
+    )
     assert_error(response, 400, "malformed JSON")
-    response = client.post("/ml/v1/models/clf:predict", data=b"{\"a\": \"\xff\"}", content_type="application/json")
+    response = client.post(
+        "/ml/v1/models/clf:predict", data=b'{"a": "\xff"}', content_type="application/json"
+    )
     assert_error(response, 400, "not UTF-8")
-    response = client.post("/ml/v1/models/clf:predict", data="[1, 2]", content_type="application/json")
+    response = client.post(
+        "/ml/v1/models/clf:predict", data="[1, 2]", content_type="application/json"
+    )
     assert_error(response, 400, "expected a JSON object, got an array")
     response = client.post("/ml/v1/models/clf:predict", data="", content_type="application/json")
     assert_error(response, 400, "body is empty")
-    response = client.post("/ml/v1/models/clf:predict", data="a=1", content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        "/ml/v1/models/clf:predict", data="a=1", content_type="application/x-www-form-urlencoded"
+    )
     assert_error(response, 415, "unsupported Content-Type 'application/x-www-form-urlencoded'")
     response = client.post("/ml/v2/models/clf/infer", data="x", content_type="text/plain")
     assert_error(response, 415, "send application/json or application/octet-stream")
@@ -201,10 +221,16 @@ def test_body_limit_gives_413(store):
     app.register_blueprint(blueprint(store, max_body_bytes=1000, reload_interval=0))
     client = app.test_client()
     big = {"instances": [[1.0, 2.0, 3.0, 4.0]] * 100}
-    assert_error(client.post("/v1/models/clf:predict", json=big), 413, "the limit is 1000 (MLSERVE_MAX_BODY_BYTES)")
+    assert_error(
+        client.post("/v1/models/clf:predict", json=big),
+        413,
+        "the limit is 1000 (MLSERVE_MAX_BODY_BYTES)",
+    )
     bomb = gzip.compress(json.dumps(big).encode())
     response = client.post(
-        "/v1/models/clf:predict", data=bomb, content_type="application/json",
+        "/v1/models/clf:predict",
+        data=bomb,
+        content_type="application/json",
         headers={"Content-Encoding": "gzip"},
     )
     assert_error(response, 413, "decompressed request body is over the limit")
@@ -214,17 +240,23 @@ def test_body_limit_gives_413(store):
 def test_gzip_body_and_bad_encodings(client):
     body = gzip.compress(json.dumps({"instances": ROWS}).encode())
     response = client.post(
-        "/ml/v1/models/clf:predict", data=body, content_type="application/json",
+        "/ml/v1/models/clf:predict",
+        data=body,
+        content_type="application/json",
         headers={"Content-Encoding": "gzip"},
     )
     assert response.status_code == 200
     response = client.post(
-        "/ml/v1/models/clf:predict", data=b"not gzip", content_type="application/json",
+        "/ml/v1/models/clf:predict",
+        data=b"not gzip",
+        content_type="application/json",
         headers={"Content-Encoding": "gzip"},
     )
     assert_error(response, 400, "malformed gzip body")
     response = client.post(
-        "/ml/v1/models/clf:predict", data=b"{}", content_type="application/json",
+        "/ml/v1/models/clf:predict",
+        data=b"{}",
+        content_type="application/json",
         headers={"Content-Encoding": "br"},
     )
     assert_error(response, 415, "unsupported Content-Encoding 'br'")
@@ -235,7 +267,9 @@ def test_gzip_body_and_bad_encodings(client):
 
 def test_v2_server_endpoints(client):
     assert client.get("/ml/v2").json == {
-        "name": "mlserve", "version": mlserve.__version__, "extensions": ["binary_tensor_data"],
+        "name": "mlserve",
+        "version": mlserve.__version__,
+        "extensions": ["binary_tensor_data"],
     }
     assert client.get("/ml/v2/health/live").json == {"live": True}
     assert client.get("/ml/v2/health/ready").json == {"ready": True}
@@ -252,18 +286,29 @@ def test_v2_model_metadata_and_ready(client):
     ]
     assert client.get("/ml/v2/models/clf/versions/2").json["parameters"]["version"] == "2"
     reg = client.get("/ml/v2/models/reg").json
-    assert [(o["name"], o["datatype"], o["shape"]) for o in reg["outputs"]] == [("predict", "FP64", [-1])]
+    assert [(o["name"], o["datatype"], o["shape"]) for o in reg["outputs"]] == [
+        ("predict", "FP64", [-1])
+    ]
     named = client.get("/ml/v2/models/named").json
     assert named["inputs"][0]["parameters"] == {"feature_names": ["a", "b", "c", "d"]}
     assert named["outputs"][0]["datatype"] == "INT64"
-    assert client.get("/ml/v2/models/clf/ready").json == {"name": "clf", "version": "1", "ready": True}
+    assert client.get("/ml/v2/models/clf/ready").json == {
+        "name": "clf",
+        "version": "1",
+        "ready": True,
+    }
     assert client.get("/ml/v2/models/clf/versions/2/ready").status_code == 200
     assert_error(client.get("/ml/v2/models/nope"), 404, "not found")
     assert_error(client.get("/ml/v2/models/clf/versions/7/ready"), 404, "no version 7")
 
 
 def v2_input(array, datatype="FP64", name="input"):
-    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": array.ravel().tolist()}
+    return {
+        "name": name,
+        "shape": list(array.shape),
+        "datatype": datatype,
+        "data": array.ravel().tolist(),
+    }
 
 
 def test_v2_infer_json(client, models):
@@ -273,7 +318,12 @@ def test_v2_infer_json(client, models):
     out = response.json
     assert out["model_name"] == "clf" and out["model_version"] == "1" and out["id"] == "r1"
     predict, proba = out["outputs"]
-    assert predict == {"name": "predict", "datatype": "BYTES", "shape": [5], "data": models["clf"].predict(X).tolist()}
+    assert predict == {
+        "name": "predict",
+        "datatype": "BYTES",
+        "shape": [5],
+        "data": models["clf"].predict(X).tolist(),
+    }
     assert proba["shape"] == [5, 2]
     np.testing.assert_allclose(np.reshape(proba["data"], (5, 2)), models["clf"].predict_proba(X))
     assert response.headers["X-Model-Version"] == "1"
@@ -291,13 +341,25 @@ def test_v2_infer_input_datatypes(client, models, datatype):
 
 def test_v2_infer_binary_in_and_out(client, models):
     header = {
-        "inputs": [{"name": "input", "shape": [5, 4], "datatype": "FP32", "parameters": {"binary_data_size": 80}}],
-        "outputs": [{"name": "predict", "parameters": {"binary_data": True}}, {"name": "predict_proba"}],
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [5, 4],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": 80},
+            }
+        ],
+        "outputs": [
+            {"name": "predict", "parameters": {"binary_data": True}},
+            {"name": "predict_proba"},
+        ],
     }
     raw_header = json.dumps(header).encode()
     body = raw_header + X.astype("<f4").tobytes()
     response = client.post(
-        "/ml/v2/models/clf/infer", data=body, content_type="application/octet-stream",
+        "/ml/v2/models/clf/infer",
+        data=body,
+        content_type="application/octet-stream",
         headers={"Inference-Header-Content-Length": str(len(raw_header))},
     )
     assert response.status_code == 200, response.get_data()
@@ -333,8 +395,13 @@ def test_v2_several_inputs_are_feature_columns(client, models):
 def _binary_request(client, header, raw, length=None):
     raw_header = json.dumps(header).encode()
     return client.post(
-        "/ml/v2/models/reg/infer", data=raw_header + raw,
-        headers={"Inference-Header-Content-Length": str(length if length is not None else len(raw_header))},
+        "/ml/v2/models/reg/infer",
+        data=raw_header + raw,
+        headers={
+            "Inference-Header-Content-Length": str(
+                length if length is not None else len(raw_header)
+            )
+        },
     )
 
 
@@ -343,18 +410,79 @@ def _binary_request(client, header, raw, length=None):
     [
         ({}, "'inputs' must be a non-empty list"),
         ({"inputs": [7]}, "input 0 must be an object"),
-        ({"inputs": [{"shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}, "input 0 has no 'name'"),
-        ({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}]}, "unknown datatype 'FP99'"),
-        ({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a"]}]}, "BYTES is not supported"),
-        ({"inputs": [{"name": "input", "shape": [1, -4], "datatype": "FP64", "data": [1]}]}, "'shape' must be a list of non-negative integers"),
-        ({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}, "shape [2, 4] needs 8 values, 'data' has 4"),
-        ({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64"}]}, "neither 'data' nor a binary_data_size"),
-        ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}, "expected 4 features, got 3"),
-        ({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, "x", 4]}]}, "only numbers"),
-        ({"inputs": [v2_input(X)], "outputs": [{"name": "nope"}]}, "has no output 'nope'; its outputs are predict"),
-        ({"inputs": [v2_input(X)], "outputs": [{"name": "predict_proba"}]}, "has no output 'predict_proba'"),
-        ({"inputs": [v2_input(X)], "outputs": [{"name": "predict", "parameters": {"class_count": 2}}]}, "class_count"),
-        ({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4], "parameters": {"shared_memory_region": "r"}}]}, "shared memory"),
+        (
+            {"inputs": [{"shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]},
+            "input 0 has no 'name'",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 4], "datatype": "FP99", "data": [1, 2, 3, 4]}
+                ]
+            },
+            "unknown datatype 'FP99'",
+        ),
+        (
+            {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a"]}]},
+            "BYTES is not supported",
+        ),
+        (
+            {"inputs": [{"name": "input", "shape": [1, -4], "datatype": "FP64", "data": [1]}]},
+            "'shape' must be a list of non-negative integers",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}
+                ]
+            },
+            "shape [2, 4] needs 8 values, 'data' has 4",
+        ),
+        (
+            {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64"}]},
+            "neither 'data' nor a binary_data_size",
+        ),
+        (
+            {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+            "expected 4 features, got 3",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, "x", 4]}
+                ]
+            },
+            "only numbers",
+        ),
+        (
+            {"inputs": [v2_input(X)], "outputs": [{"name": "nope"}]},
+            "has no output 'nope'; its outputs are predict",
+        ),
+        (
+            {"inputs": [v2_input(X)], "outputs": [{"name": "predict_proba"}]},
+            "has no output 'predict_proba'",
+        ),
+        (
+            {
+                "inputs": [v2_input(X)],
+                "outputs": [{"name": "predict", "parameters": {"class_count": 2}}],
+            },
+            "class_count",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 4],
+                        "datatype": "FP64",
+                        "data": [1, 2, 3, 4],
+                        "parameters": {"shared_memory_region": "r"},
+                    }
+                ]
+            },
+            "shared memory",
+        ),
     ],
 )
 def test_v2_bad_requests(client, body, message):
@@ -362,15 +490,32 @@ def test_v2_bad_requests(client, body, message):
 
 
 def test_v2_bad_binary_requests(client):
-    header = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "parameters": {"binary_data_size": 32}}]}
+    header = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [1, 4],
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": 32},
+            }
+        ]
+    }
     good = np.ones(4).tobytes()
     assert _binary_request(client, header, good).status_code == 200
     assert_error(_binary_request(client, header, good[:16]), 400, "runs past the end of the body")
     assert_error(_binary_request(client, header, good + b"xx"), 400, "declare 32")
-    assert_error(_binary_request(client, header, good, length=10**6), 400, "Inference-Header-Content-Length is 1000000")
+    assert_error(
+        _binary_request(client, header, good, length=10**6),
+        400,
+        "Inference-Header-Content-Length is 1000000",
+    )
     assert_error(_binary_request(client, header, good, length="abc"), 400, "must be an integer")
     header["inputs"][0]["parameters"]["binary_data_size"] = 31
-    assert_error(_binary_request(client, header, good[:31]), 400, "binary_data_size is 31 bytes but shape [1, 4] of FP64 needs 32")
+    assert_error(
+        _binary_request(client, header, good[:31]),
+        400,
+        "binary_data_size is 31 bytes but shape [1, 4] of FP64 needs 32",
+    )
     nan = np.array([1.0, np.nan, 0, 0]).tobytes()
     header["inputs"][0]["parameters"]["binary_data_size"] = 32
     assert_error(_binary_request(client, header, nan), 400, "NaN at row 0, column 1")
@@ -380,7 +525,9 @@ def test_v2_unknown_model_and_version(client):
     body = {"inputs": [v2_input(X)]}
     assert_error(client.post("/ml/v2/models/nope/infer", json=body), 404, "not found")
     assert_error(client.post("/ml/v2/models/reg/versions/3/infer", json=body), 404, "no version 3")
-    assert_error(client.post("/ml/v2/models/reg/versions/x/infer", json=body), 404, "expected a number")
+    assert_error(
+        client.post("/ml/v2/models/reg/versions/x/infer", json=body), 404, "expected a number"
+    )
 
 
 # ------------------------------------------------------------------ MLflow
@@ -413,11 +560,20 @@ def test_mlflow_formats(mlflow_client, models):
     [
         ({}, "exactly one of 'dataframe_split', 'dataframe_records', 'instances', 'inputs'"),
         ({"instances": ROWS, "inputs": ROWS}, "got 'instances', 'inputs'"),
-        ({"dataframe_split": {"columns": ["a", "b", "c", "x"], "data": ROWS}}, "missing feature 'd'"),
-        ({"dataframe_split": {"columns": ["a", "b"], "data": ROWS}}, "2 columns but rows of 4 values"),
+        (
+            {"dataframe_split": {"columns": ["a", "b", "c", "x"], "data": ROWS}},
+            "missing feature 'd'",
+        ),
+        (
+            {"dataframe_split": {"columns": ["a", "b"], "data": ROWS}},
+            "2 columns but rows of 4 values",
+        ),
         ({"dataframe_split": [1]}, "must be an object with 'data'"),
         ({"dataframe_records": [{"a": 1, "b": 2, "c": 3}]}, "missing feature 'd'"),
-        ({"dataframe_records": [{"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 1}]}, "a record has no feature 'b'"),
+        (
+            {"dataframe_records": [{"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 1}]},
+            "a record has no feature 'b'",
+        ),
         ({"dataframe_records": [1, 2]}, "list of objects"),
     ],
 )
@@ -426,17 +582,29 @@ def test_mlflow_bad_requests(mlflow_client, body, message):
 
 
 def test_mlflow_csv_errors_and_health(mlflow_client):
-    response = mlflow_client.post("/invocations", data="a,b,c,d\n1,2,x,4\n", content_type="text/csv")
+    response = mlflow_client.post(
+        "/invocations", data="a,b,c,d\n1,2,x,4\n", content_type="text/csv"
+    )
     assert_error(response, 400, "CSV data must be numbers")
-    assert_error(mlflow_client.post("/invocations", data="", content_type="text/csv"), 400, "CSV body is empty")
-    assert_error(mlflow_client.post("/invocations", data="x", content_type="text/html"), 415, "text/csv")
+    assert_error(
+        mlflow_client.post("/invocations", data="", content_type="text/csv"),
+        400,
+        "CSV body is empty",
+    )
+    assert_error(
+        mlflow_client.post("/invocations", data="x", content_type="text/html"), 415, "text/csv"
+    )
     assert mlflow_client.get("/ping").status_code == 200
     assert mlflow_client.get("/health").json == {"status": "ok"}
     assert mlflow_client.get("/version").get_data(as_text=True) == mlserve.__version__
 
 
 def test_mlflow_without_a_default_model(client):
-    assert_error(client.post("/ml/invocations", json={"instances": ROWS}), 404, "set MLSERVE_DEFAULT_MODEL to one of clf, named, reg")
+    assert_error(
+        client.post("/ml/invocations", json={"instances": ROWS}),
+        404,
+        "set MLSERVE_DEFAULT_MODEL to one of clf, named, reg",
+    )
 
 
 # ------------------------------------------------------------------ simple
@@ -444,12 +612,21 @@ def test_mlflow_without_a_default_model(client):
 
 def test_simple_predict(client, models):
     response = client.post("/ml/predict/clf", json={"features": ROWS[0]})
-    assert response.json == {"model": "clf", "version": 1, "prediction": models["clf"].predict(X[:1])[0]}
+    assert response.json == {
+        "model": "clf",
+        "version": 1,
+        "prediction": models["clf"].predict(X[:1])[0],
+    }
     response = client.post("/ml/predict/clf", json={"instances": ROWS, "return": "all"})
     assert response.json["predictions"] == models["clf"].predict(X).tolist()
     np.testing.assert_allclose(response.json["probabilities"], models["clf"].predict_proba(X))
-    response = client.post("/ml/predict/clf?version=2", json={"features": ROWS[0], "return": "proba"})
-    assert set(response.json) == {"model", "version", "probabilities"} and response.json["version"] == 2
+    response = client.post(
+        "/ml/predict/clf?version=2", json={"features": ROWS[0], "return": "proba"}
+    )
+    assert (
+        set(response.json) == {"model", "version", "probabilities"}
+        and response.json["version"] == 2
+    )
     response = client.post("/ml/predict/clf?alias=staging", json={"features": ROWS[0]})
     assert response.headers["X-Model-Version"] == "2"
     response = client.post("/ml/predict/named", json={"features": dict(zip("dcba", ROWS[0][::-1]))})
@@ -465,16 +642,24 @@ def npy(array):
 def test_simple_predict_npy(client, models):
     response = client.post("/ml/predict/reg", data=npy(X), content_type="application/x-npy")
     np.testing.assert_allclose(response.json["predictions"], models["reg"].predict(X))
-    response = client.post("/ml/predict/reg", data=npy(X[0].astype(np.float32)), content_type="application/x-npy")
+    response = client.post(
+        "/ml/predict/reg", data=npy(X[0].astype(np.float32)), content_type="application/x-npy"
+    )
     assert response.json["prediction"] == pytest.approx(models["reg"].predict(X[:1])[0], rel=1e-6)
     response = client.post(
-        "/ml/predict/clf?return=proba", data=npy(X), content_type="application/x-npy",
+        "/ml/predict/clf?return=proba",
+        data=npy(X),
+        content_type="application/x-npy",
         headers={"Accept": "application/x-npy"},
     )
     assert response.mimetype == "application/x-npy"
-    np.testing.assert_allclose(np.load(io.BytesIO(response.get_data())), models["clf"].predict_proba(X))
+    np.testing.assert_allclose(
+        np.load(io.BytesIO(response.get_data())), models["clf"].predict_proba(X)
+    )
     response = client.post(
-        "/ml/predict/clf", data=npy(X), content_type="application/x-npy",
+        "/ml/predict/clf",
+        data=npy(X),
+        content_type="application/x-npy",
         headers={"Accept": "application/x-npy"},
     )
     labels = np.load(io.BytesIO(response.get_data()), allow_pickle=False)
@@ -492,7 +677,9 @@ def test_simple_predict_npy(client, models):
     ],
 )
 def test_simple_npy_errors(client, data, message):
-    assert_error(client.post("/ml/predict/reg", data=data, content_type="application/x-npy"), 400, message)
+    assert_error(
+        client.post("/ml/predict/reg", data=data, content_type="application/x-npy"), 400, message
+    )
 
 
 @pytest.mark.parametrize(
@@ -526,7 +713,13 @@ def test_openapi_document(client):
     doc = client.get("/ml/openapi.json").json
     assert doc["openapi"].startswith("3.")
     assert doc["servers"] == [{"url": "/ml"}]
-    for path in ("/v1/models/{name}:predict", "/v2/models/{name}/infer", "/invocations", "/predict/{name}", "/models"):
+    for path in (
+        "/v1/models/{name}:predict",
+        "/v2/models/{name}/infer",
+        "/invocations",
+        "/predict/{name}",
+        "/models",
+    ):
         assert path in doc["paths"]
 
 
@@ -588,7 +781,9 @@ def test_canary_alias_splits_traffic_and_reports_the_version(client, store):
 
 def test_extension_with_config_keys(store):
     app = Flask("ext")
-    app.config.update(MLSERVE_STORE=str(store.root), MLSERVE_URL_PREFIX="/api/ml", MLSERVE_RELOAD_INTERVAL=0)
+    app.config.update(
+        MLSERVE_STORE=str(store.root), MLSERVE_URL_PREFIX="/api/ml", MLSERVE_RELOAD_INTERVAL=0
+    )
 
     @app.get("/")
     def index():
@@ -612,7 +807,11 @@ def test_extension_with_app_factories_and_two_apps(store, tmp_path, models):
         app.config["MLSERVE_STORE"] = root
         ext.init_app(app)
         apps.append(app)
-    assert [m["name"] for m in apps[0].test_client().get("/models").json["models"]] == ["clf", "named", "reg"]
+    assert [m["name"] for m in apps[0].test_client().get("/models").json["models"]] == [
+        "clf",
+        "named",
+        "reg",
+    ]
     assert [m["name"] for m in apps[1].test_client().get("/models").json["models"]] == ["only"]
     assert serving_state(apps[1]).store.root == other.root
 
@@ -624,7 +823,10 @@ def test_extension_with_app_factories_and_two_apps(store, tmp_path, models):
         ({"MLSERVE_STORE": 3}, "MLSERVE_STORE must be a folder path or a ModelStore"),
         ({"MLSERVE_MAX_BODY_BYTES": "64M"}, "MLSERVE_MAX_BODY_BYTES must be a positive integer"),
         ({"MLSERVE_MAX_BODY_BYTES": 0}, "MLSERVE_MAX_BODY_BYTES must be a positive integer"),
-        ({"MLSERVE_RELOAD_INTERVAL": -1}, "MLSERVE_RELOAD_INTERVAL must be a number of seconds >= 0"),
+        (
+            {"MLSERVE_RELOAD_INTERVAL": -1},
+            "MLSERVE_RELOAD_INTERVAL must be a number of seconds >= 0",
+        ),
         ({"MLSERVE_DEFAULT_MODEL": "a/b"}, "MLSERVE_DEFAULT_MODEL: invalid model name"),
         ({"MLSERVE_DEFAULT_ALIAS": "1"}, "MLSERVE_DEFAULT_ALIAS"),
         ({"MLSERVE_WARMUP": "yes"}, "MLSERVE_WARMUP must be True or False"),
@@ -648,7 +850,9 @@ def test_flask_cli_commands(app, store, models, tmp_path):
     assert "clf  versions: 1, 2  aliases: production -> v1; staging -> v2" in result.output
     path = tmp_path / "reg.mls"
     mlserve.save(models["reg"], path)
-    result = runner.invoke(args=["mlserve", "publish", str(path), "--name", "reg", "--alias", "staging"])
+    result = runner.invoke(
+        args=["mlserve", "publish", str(path), "--name", "reg", "--alias", "staging"]
+    )
     assert result.output.strip() == "published reg version 2 as staging"
     result = runner.invoke(args=["mlserve", "alias", "reg", "production", "1=90,2=10"])
     assert result.output.strip() == "reg: production -> v1 (90%), v2 (10%)"

@@ -34,8 +34,17 @@ def server(tmp_path_factory, models):
     store.publish("clf", models["clf"], alias="production")
     store.publish("clf", models["clf2"])
     server = Server(
-        root, "--workers", "1", "--threads", "4", "--reload-interval", "0",
-        "--default-model", "reg", "--max-body-bytes", str(MAX_BODY),
+        root,
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+        "--reload-interval",
+        "0",
+        "--default-model",
+        "reg",
+        "--max-body-bytes",
+        str(MAX_BODY),
     )
     yield server
     server.stop()
@@ -48,33 +57,63 @@ def test_every_protocol_over_http(server, models):
     assert response.headers["X-Model-Version"] == "1"
     assert "compute;dur=" in response.headers["Server-Timing"]
 
-    body = {"inputs": [{"name": "input", "shape": [6, 4], "datatype": "FP64", "data": X.ravel().tolist()}]}
+    body = {
+        "inputs": [
+            {"name": "input", "shape": [6, 4], "datatype": "FP64", "data": X.ravel().tolist()}
+        ]
+    }
     response = requests.post(f"{url}/v2/models/clf/versions/2/infer", json=body, timeout=10)
     assert response.json()["outputs"][0]["data"] == models["clf2"].predict(X).tolist()
 
-    response = requests.post(f"{url}/invocations", json={"dataframe_split": {"data": ROWS}}, timeout=10)
+    response = requests.post(
+        f"{url}/invocations", json={"dataframe_split": {"data": ROWS}}, timeout=10
+    )
     np.testing.assert_allclose(response.json()["predictions"], models["reg"].predict(X))
 
     buffer = io.BytesIO()
     np.save(buffer, X)
     response = requests.post(
-        f"{url}/predict/clf", data=buffer.getvalue(),
-        headers={"Content-Type": "application/x-npy"}, timeout=10,
+        f"{url}/predict/clf",
+        data=buffer.getvalue(),
+        headers={"Content-Type": "application/x-npy"},
+        timeout=10,
     )
     assert response.json()["predictions"] == models["clf"].predict(X).tolist()
 
-    assert [m["name"] for m in requests.get(f"{url}/models", timeout=10).json()["models"]] == ["clf", "reg"]
-    assert "/v2/models/{name}/infer" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+    assert [m["name"] for m in requests.get(f"{url}/models", timeout=10).json()["models"]] == [
+        "clf",
+        "reg",
+    ]
+    assert (
+        "/v2/models/{name}/infer" in requests.get(f"{url}/openapi.json", timeout=10).json()["paths"]
+    )
     assert requests.get(f"{url}/ping", timeout=10).status_code == 200
 
 
 def test_client_errors_over_http_and_the_server_keeps_serving(server):
     url = server.url
     cases = [
-        (requests.post(f"{url}/v1/models/reg:predict", data="{", headers={"Content-Type": "application/json"}), 400),
+        (
+            requests.post(
+                f"{url}/v1/models/reg:predict",
+                data="{",
+                headers={"Content-Type": "application/json"},
+            ),
+            400,
+        ),
         (requests.post(f"{url}/v1/models/reg:predict", json={"instances": [[1, 2]]}), 400),
-        (requests.post(f"{url}/v1/models/reg:predict", data="x", headers={"Content-Type": "text/plain"}), 415),
-        (requests.post(f"{url}/v1/models/reg:predict", json={"instances": [[1.0, 2.0, 3.0, 4.0]] * 5000}), 413),
+        (
+            requests.post(
+                f"{url}/v1/models/reg:predict", data="x", headers={"Content-Type": "text/plain"}
+            ),
+            415,
+        ),
+        (
+            requests.post(
+                f"{url}/v1/models/reg:predict", json={"instances": [[1.0, 2.0, 3.0, 4.0]] * 5000}
+            ),
+            413,
+        ),
         (requests.post(f"{url}/v1/models/nope:predict", json={"instances": ROWS}), 404),
         (requests.get(f"{url}/no/such/path"), 404),
         (requests.delete(f"{url}/models"), 405),
@@ -89,15 +128,21 @@ def test_client_errors_over_http_and_the_server_keeps_serving(server):
 
     good = json.dumps({"instances": ROWS}).encode()
     response = requests.post(
-        f"{url}/v1/models/reg:predict", data=chunks(good), headers={"Content-Type": "application/json"}
+        f"{url}/v1/models/reg:predict",
+        data=chunks(good),
+        headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 200, response.text
     too_big = json.dumps({"instances": [[1.0, 2.0, 3.0, 4.0]] * 5000}).encode()
     response = requests.post(
-        f"{url}/v1/models/reg:predict", data=chunks(too_big), headers={"Content-Type": "application/json"}
+        f"{url}/v1/models/reg:predict",
+        data=chunks(too_big),
+        headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 413
-    assert requests.post(f"{url}/v1/models/reg:predict", json={"instances": ROWS}).status_code == 200
+    assert (
+        requests.post(f"{url}/v1/models/reg:predict", json={"instances": ROWS}).status_code == 200
+    )
 
 
 def test_tritonclient(server, models):
@@ -126,7 +171,10 @@ def test_tritonclient(server, models):
                     triton.InferRequestedOutput("predict_proba", binary_data=binary),
                 ]
                 result = client.infer("clf", [tensor], outputs=outputs)
-                labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("predict").tolist()]
+                labels = [
+                    v.decode() if isinstance(v, bytes) else v
+                    for v in result.as_numpy("predict").tolist()
+                ]
                 assert labels == models["clf"].predict(rows).tolist()
                 np.testing.assert_allclose(
                     result.as_numpy("predict_proba"), models["clf"].predict_proba(rows), rtol=1e-6
@@ -165,7 +213,9 @@ def test_hot_reload_under_load_has_no_failed_request(tmp_path, models):
                 if stop.is_set():
                     break
                 try:
-                    response = session.post(f"{server.url}/v1/models/reg:predict", json=body, timeout=10)
+                    response = session.post(
+                        f"{server.url}/v1/models/reg:predict", json=body, timeout=10
+                    )
                 except requests.RequestException as exc:
                     with lock:
                         failures.append(repr(exc))
@@ -194,12 +244,16 @@ def test_hot_reload_under_load_has_no_failed_request(tmp_path, models):
         assert not failures, failures[:5]
         assert set(versions) == {"1", "2"}
         first_two = versions.index("2")
-        assert versions[first_two:].count("1") <= 3 * 2  # in-flight requests of the old version only
+        assert (
+            versions[first_two:].count("1") <= 3 * 2
+        )  # in-flight requests of the old version only
 
         # an admin reload makes a move visible at once (one worker)
         store.set_alias("reg", "production", 1)
         assert requests.post(f"{server.url}/admin/reload", timeout=10).json()["reloaded"] is True
-        response = requests.post(f"{server.url}/predict/reg", json={"features": ROWS[0]}, timeout=10)
+        response = requests.post(
+            f"{server.url}/predict/reg", json={"features": ROWS[0]}, timeout=10
+        )
         assert response.json()["version"] == 1
     finally:
         server.stop()
@@ -207,8 +261,20 @@ def test_hot_reload_under_load_has_no_failed_request(tmp_path, models):
 
 def test_demo_check(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mlserve.cli", "demo", "--port", "0", "--check", "--dir", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=90,
+        [
+            sys.executable,
+            "-m",
+            "mlserve.cli",
+            "demo",
+            "--port",
+            "0",
+            "--check",
+            "--dir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "curl -s -H 'Content-Type: application/json'" in result.stdout

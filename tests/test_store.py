@@ -162,7 +162,10 @@ def test_invalid_model_names(store, regressor, name):
         store.publish(name, regressor)
 
 
-@pytest.mark.parametrize(("alias", "message"), [("12", "cannot be a number"), ("latest", "newest"), ("a/b", "invalid alias")])
+@pytest.mark.parametrize(
+    ("alias", "message"),
+    [("12", "cannot be a number"), ("latest", "newest"), ("a/b", "invalid alias")],
+)
 def test_invalid_aliases(store, regressor, alias, message):
     store.publish("reg", regressor)
     with pytest.raises(StoreError, match=message):
@@ -288,7 +291,7 @@ def test_kill_9_during_publish_leaves_the_store_consistent(store, model_file):
     seed = random.randrange(1 << 30)
     print(f"kill test seed: {seed}")
     chooser = random.Random(seed)
-    for trial in range(6):
+    for _trial in range(6):
         process = subprocess.Popen(
             [sys.executable, "-c", _PUBLISHER, str(store.root), str(model_file), "1000"],
             stdout=subprocess.PIPE,

@@ -165,7 +165,9 @@ def _read_body(state: ServingState) -> bytes:
     if encoding in ("gzip", "deflate"):
         body = _decompress(body, encoding, limit)
     elif encoding != "identity":
-        raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {encoding!r}; use gzip or deflate"
+        )
     return body
 
 
@@ -197,9 +199,7 @@ def _require_mimetype(*allowed: str) -> str:
     )
 
 
-def _finish(
-    response: Response, loaded: LoadedModel, timings: Timings
-) -> Response:
+def _finish(response: Response, loaded: LoadedModel, timings: Timings) -> Response:
     response.headers["X-Model-Version"] = str(loaded.version)
     response.headers["Server-Timing"] = timings.header()
     return response
@@ -231,7 +231,12 @@ def _add_routes(bp: Blueprint) -> None:
     route("/v2/health/live", "v2_live", _v2_live, methods=["GET"])
     route("/v2/health/ready", "v2_ready", _v2_ready, methods=["GET"])
     route("/v2/models/<name>", "v2_model", _v2_model_metadata, methods=["GET"])
-    route("/v2/models/<name>/versions/<version>", "v2_model_version", _v2_model_metadata, methods=["GET"])
+    route(
+        "/v2/models/<name>/versions/<version>",
+        "v2_model_version",
+        _v2_model_metadata,
+        methods=["GET"],
+    )
     route("/v2/models/<name>/ready", "v2_model_ready", _v2_model_ready, methods=["GET"])
     route(
         "/v2/models/<name>/versions/<version>/ready",
@@ -240,7 +245,12 @@ def _add_routes(bp: Blueprint) -> None:
         methods=["GET"],
     )
     route("/v2/models/<name>/infer", "v2_infer", _v2_infer, methods=["POST"])
-    route("/v2/models/<name>/versions/<version>/infer", "v2_infer_version", _v2_infer, methods=["POST"])
+    route(
+        "/v2/models/<name>/versions/<version>/infer",
+        "v2_infer_version",
+        _v2_infer,
+        methods=["POST"],
+    )
     # MLflow scoring protocol
     route("/invocations", "invocations", _mlflow_invocations, methods=["POST"])
     route("/ping", "ping", _ping, methods=["GET"])
@@ -300,7 +310,11 @@ def _v1_status(state: ServingState, name: str, version: str | None, label: str |
         "name": name,
         "ready": True,
         "model_version_status": [
-            {"version": str(v), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            {
+                "version": str(v),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
             for v in versions
         ],
     }
@@ -487,4 +501,3 @@ def _openapi() -> Response:
 
     prefix = request.path[: -len("/openapi.json")]
     return _json_response(openapi_document(prefix))
-

@@ -113,7 +113,9 @@ def to_numeric_array(data: Any, what: str) -> np.ndarray:
     try:
         array = np.asarray(data)
     except ValueError:
-        raise BadRequest(f"{what} must be a rectangular array: rows have different lengths") from None
+        raise BadRequest(
+            f"{what} must be a rectangular array: rows have different lengths"
+        ) from None
     kind = array.dtype.kind
     if kind in "fiu":
         return array
@@ -151,14 +153,10 @@ def as_rows(array: np.ndarray, loaded: LoadedModel, what: str) -> np.ndarray:
         if loaded.n_features == 1 and array.shape[0] != 1:
             return array.reshape(-1, 1)
         return array.reshape(1, -1)
-    raise BadRequest(
-        f"{what} must be a list of rows (2 dimensions), got {array.ndim} dimensions"
-    )
+    raise BadRequest(f"{what} must be a list of rows (2 dimensions), got {array.ndim} dimensions")
 
 
-def columns_to_rows(
-    columns: Mapping[str, Any], loaded: LoadedModel, what: str
-) -> np.ndarray:
+def columns_to_rows(columns: Mapping[str, Any], loaded: LoadedModel, what: str) -> np.ndarray:
     """Named feature columns (``{"age": [..], "income": [..]}``) as 2-D rows in the model's order."""
     order = feature_order(list(columns), loaded, what)
     arrays = [to_numeric_array(columns[name], f"{what} column {name!r}") for name in order]
@@ -208,7 +206,9 @@ def outputs_for_return(value: Any, loaded: LoadedModel) -> tuple[str, ...]:
         return (PREDICT,)
     outputs = RETURN_CHOICES.get(value) if isinstance(value, str) else None
     if outputs is None:
-        raise BadRequest(f"'return' must be one of {', '.join(map(repr, RETURN_CHOICES))}, got {value!r}")
+        raise BadRequest(
+            f"'return' must be one of {', '.join(map(repr, RETURN_CHOICES))}, got {value!r}"
+        )
     if PREDICT_PROBA in outputs and not loaded.is_classifier:
         raise BadRequest(f"model {loaded.name!r} is not a classifier; it has no probabilities")
     return outputs
@@ -246,7 +246,9 @@ def _instances_to_rows(instances: Any, loaded: LoadedModel, what: str) -> np.nda
         raise BadRequest(f"'{what}' must be a list, got {_json_type(instances)}")
     if instances and isinstance(instances[0], dict):
         first = instances[0]
-        if len(first) == 1 and not (loaded.feature_names and next(iter(first)) in loaded.feature_names):
+        if len(first) == 1 and not (
+            loaded.feature_names and next(iter(first)) in loaded.feature_names
+        ):
             key = next(iter(first))  # one named input tensor per instance: {"input": [...]}
             try:
                 values = [instance[key] for instance in instances]
@@ -259,7 +261,9 @@ def _instances_to_rows(instances: Any, loaded: LoadedModel, what: str) -> np.nda
 
 def _inputs_to_rows(inputs: Any, loaded: LoadedModel, what: str) -> np.ndarray:
     if isinstance(inputs, dict):
-        if len(inputs) == 1 and not (loaded.feature_names and next(iter(inputs)) in loaded.feature_names):
+        if len(inputs) == 1 and not (
+            loaded.feature_names and next(iter(inputs)) in loaded.feature_names
+        ):
             return as_rows(to_numeric_array(next(iter(inputs.values())), what), loaded, what)
         return columns_to_rows(inputs, loaded, what)
     return as_rows(to_numeric_array(inputs, what), loaded, what)
@@ -510,7 +514,9 @@ def decode_mlflow_json(body: Mapping[str, Any], loaded: LoadedModel) -> np.ndarr
     if key == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
             raise BadRequest("'dataframe_split' must be an object with 'data' (and 'columns')")
-        rows = as_rows(to_numeric_array(value["data"], "dataframe_split data"), loaded, "dataframe_split data")
+        rows = as_rows(
+            to_numeric_array(value["data"], "dataframe_split data"), loaded, "dataframe_split data"
+        )
         columns = value.get("columns")
         if columns is not None:
             if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
@@ -542,7 +548,11 @@ def decode_mlflow_csv(body: bytes, loaded: LoadedModel) -> np.ndarray:
         raise BadRequest("CSV body is empty; expected a header row and data rows")
     header, data = lines[0], lines[1:]
     try:
-        rows = np.array(data, dtype=np.float64).reshape(len(data), -1) if data else np.empty((0, len(header)))
+        rows = (
+            np.array(data, dtype=np.float64).reshape(len(data), -1)
+            if data
+            else np.empty((0, len(header)))
+        )
     except ValueError as exc:
         raise BadRequest(f"CSV data must be numbers in rows of equal length: {exc}") from None
     if rows.shape[1] != len(header):
@@ -576,14 +586,16 @@ def decode_simple_json(body: Mapping[str, Any], loaded: LoadedModel) -> SimpleRe
         raise BadRequest("request must contain exactly one of 'features' (one row) or 'instances'")
     outputs = outputs_for_return(body.get("return"), loaded)
     if has_instances:
-        return SimpleRequest(_instances_to_rows(body["instances"], loaded, "instances"), outputs, False)
+        return SimpleRequest(
+            _instances_to_rows(body["instances"], loaded, "instances"), outputs, False
+        )
     features = body["features"]
     if isinstance(features, dict):
         return SimpleRequest(records_to_rows([features], loaded, "features"), outputs, True)
     row = to_numeric_array(features, "features")
     if row.ndim != 1:
         raise BadRequest(
-            f"'features' must be one row (a flat list of numbers); send several rows as 'instances'"
+            "'features' must be one row (a flat list of numbers); send several rows as 'instances'"
         )
     return SimpleRequest(row.reshape(1, -1), outputs, True)
 

@@ -50,7 +50,14 @@ _PREDICT_ERRORS = (400, 404, 413, 415)
 
 
 def _get(summary: str, tag: str, params: list[dict] | None = None, errors: tuple = (404,)) -> dict:
-    return {"get": {"summary": summary, "tags": [tag], "parameters": params or [], "responses": _responses("OK", *errors)}}
+    return {
+        "get": {
+            "summary": summary,
+            "tags": [tag],
+            "parameters": params or [],
+            "responses": _responses("OK", *errors),
+        }
+    }
 
 
 def _post(summary: str, tag: str, body: dict, params: list[dict] | None = None) -> dict:
@@ -116,7 +123,9 @@ def openapi_document(prefix: str = "") -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v1/models/{name}": _get("Model status (TF Serving / KServe V1)", "v1", [_NAME]),
         "/v1/models/{name}/metadata": _get("Model signature", "v1", [_NAME]),
-        "/v1/models/{name}:predict": _post("Predict (TF Serving / KServe V1)", "v1", v1_body, [_NAME]),
+        "/v1/models/{name}:predict": _post(
+            "Predict (TF Serving / KServe V1)", "v1", v1_body, [_NAME]
+        ),
         "/v1/models/{name}/versions/{version}:predict": _post(
             "Predict with one version", "v1", v1_body, [_NAME, _VERSION]
         ),
@@ -124,26 +133,37 @@ def openapi_document(prefix: str = "") -> dict[str, Any]:
             "Predict with the version an alias points to",
             "v1",
             v1_body,
-            [_NAME, {"name": "label", "in": "path", "required": True, "schema": {"type": "string"}}],
+            [
+                _NAME,
+                {"name": "label", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
         ),
         "/v2": _get("Server metadata", "v2", errors=()),
         "/v2/health/live": _get("Liveness", "v2", errors=()),
         "/v2/health/ready": _get("Readiness", "v2", errors=(503,)),
         "/v2/models/{name}": _get("Model metadata", "v2", [_NAME]),
-        "/v2/models/{name}/versions/{version}": _get("Model version metadata", "v2", [_NAME, _VERSION]),
+        "/v2/models/{name}/versions/{version}": _get(
+            "Model version metadata", "v2", [_NAME, _VERSION]
+        ),
         "/v2/models/{name}/ready": _get("Model readiness", "v2", [_NAME]),
         "/v2/models/{name}/versions/{version}/ready": _get(
             "Model version readiness", "v2", [_NAME, _VERSION]
         ),
-        "/v2/models/{name}/infer": _post("Inference (KServe V2 / Open Inference Protocol)", "v2", v2_body, [_NAME]),
+        "/v2/models/{name}/infer": _post(
+            "Inference (KServe V2 / Open Inference Protocol)", "v2", v2_body, [_NAME]
+        ),
         "/v2/models/{name}/versions/{version}/infer": _post(
             "Inference with one version", "v2", v2_body, [_NAME, _VERSION]
         ),
-        "/invocations": _post("MLflow scoring protocol (the default model)", "mlflow", mlflow_body, _QUERY_REF),
+        "/invocations": _post(
+            "MLflow scoring protocol (the default model)", "mlflow", mlflow_body, _QUERY_REF
+        ),
         "/ping": _get("Health (MLflow)", "mlflow", errors=()),
         "/health": _get("Health (MLflow)", "mlflow", errors=()),
         "/version": _get("Server version (MLflow)", "mlflow", errors=()),
-        "/predict/{name}": _post("Predict one row or a batch", "simple", simple_body, [_NAME, *_QUERY_REF]),
+        "/predict/{name}": _post(
+            "Predict one row or a batch", "simple", simple_body, [_NAME, *_QUERY_REF]
+        ),
         "/models": _get("List models, versions, aliases and input shapes", "simple", errors=()),
         "/models/{name}": _get("One model's versions, aliases and shapes", "simple", [_NAME]),
         "/admin/reload": {

@@ -178,7 +178,9 @@ class ServingState:
             try:
                 self._refresh_locked()
             except Exception:  # a store we cannot read now must not fail the request
-                log.exception("mlserve: reloading the model store failed; serving the previous state")
+                log.exception(
+                    "mlserve: reloading the model store failed; serving the previous state"
+                )
             finally:
                 self._refresh_lock.release()
 
@@ -219,7 +221,9 @@ class ServingState:
                         name, version
                     )
             except Exception as exc:  # a broken new version must not take traffic
-                log.error("mlserve: cannot load model %r: %s; keeping the previous state", name, exc)
+                log.error(
+                    "mlserve: cannot load model %r: %s; keeping the previous state", name, exc
+                )
                 previous = old.manifests.get(name)
                 if previous is None:
                     continue
