@@ -56,25 +56,26 @@ def fit_named_classifier(seed: int = 0) -> Any:
 
 
 class Server:
-    """``mlserve serve`` under gunicorn on an ephemeral 127.0.0.1 port."""
+    """A gunicorn server (``mlserve serve`` by default) on an ephemeral 127.0.0.1 port."""
 
-    def __init__(self, store_dir: Path | str, *args: str) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "mlserve.cli",
-            "serve",
-            str(store_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            *args,
-        ]
+    def __init__(
+        self,
+        store_dir: Path | str,
+        *args: str,
+        command: list[str] | None = None,
+        ready_path: str = "/v2/health/ready",
+    ) -> None:
+        """Run ``mlserve serve STORE_DIR ARGS``, or ``command`` (which must bind port 0)."""
+        if command is None:
+            command = [
+                sys.executable, "-m", "mlserve.cli", "serve", str(store_dir),
+                "--host", "127.0.0.1", "--port", "0", *args,
+            ]  # fmt: skip
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
+        self.ready_path = ready_path
         self.log: list[str] = []
         self._port_found = threading.Event()
         self.port: int | None = None
@@ -107,7 +108,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError("server exited:\n" + "".join(self.log))
             try:
-                if requests.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
+import gunicorn.config
 import pytest
+import requests
 from click.testing import CliRunner
 
 import mlserve
 from mlserve.cli import main
 from mlserve.store import ModelStore
-from serving_support import fit_classifier, fit_regressor, training_data
+from serving_support import Server, fit_classifier, fit_regressor, training_data
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "flask_app.py"
 X, _ = training_data(seed=4, n=3)
@@ -44,6 +47,27 @@ def test_example_flask_app_serves_its_routes_and_the_models(tmp_path):
     assert response.json["predictions"] == model.predict(X).tolist()
     assert client.get("/ml/v2/health/ready").status_code == 200
     assert client.get("/ml/openapi.json").json["servers"] == [{"url": "/ml"}]
+
+
+def test_example_flask_app_under_gunicorn(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    model = fit_regressor()
+    store.publish("reg", model)
+    command = [
+        sys.executable, "-m", "gunicorn", "--chdir", str(EXAMPLE.parent),
+        "--bind", "127.0.0.1:0", "--worker-class", "gthread", "--threads", "2",
+        *(["--no-control-socket"] if hasattr(gunicorn.config, "ControlSocketDisable") else []),
+        f"flask_app:create_app({str(store.root)!r})",
+    ]  # fmt: skip
+    server = Server(store.root, command=command, ready_path="/ml/v2/health/ready")
+    try:
+        assert requests.get(f"{server.url}/orders/3", timeout=10).json()["order"] == 3
+        response = requests.post(
+            f"{server.url}/ml/v1/models/reg:predict", json={"instances": X.tolist()}, timeout=10
+        )
+        assert response.json()["predictions"] == pytest.approx(model.predict(X).tolist())
+    finally:
+        server.stop()
 
 
 def invoke(*args):

@@ -75,6 +75,10 @@ def test_v1_status(client):
     assert client.get("/ml/v1/models/clf/versions/1").status_code == 200
 
 
+def test_v1_model_names(client):
+    assert client.get("/ml/v1/models").json == {"models": ["clf", "named", "reg"]}
+
+
 def test_v1_metadata(client):
     response = client.get("/ml/v1/models/reg/metadata")
     assert response.json["model_spec"] == {"name": "reg", "version": "1"}

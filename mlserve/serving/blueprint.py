@@ -225,6 +225,7 @@ def _parse_query_ref() -> tuple[str | None, str | None]:
 def _add_routes(bp: Blueprint) -> None:
     route = bp.add_url_rule
     # TF Serving / KServe V1
+    route("/v1/models", "v1_models", _v1_models, methods=["GET"])
     route("/v1/models/<path:target>", "v1_model", _v1_model, methods=["GET", "POST"])
     # KServe V2 / Open Inference Protocol
     route("/v2", "v2_server", _v2_server_metadata, methods=["GET"])
@@ -266,6 +267,11 @@ def _add_routes(bp: Blueprint) -> None:
 
 
 # ---------------------------------------------------------------------- V1
+
+
+def _v1_models() -> Response:
+    """The served model names (KServe V1 model listing)."""
+    return _json_response({"models": _state().names()})
 
 
 def _v1_model(target: str) -> Response:

@@ -121,6 +121,7 @@ def openapi_document(prefix: str = "") -> dict[str, Any]:
         "application/x-npy",
     )
     paths: dict[str, Any] = {
+        "/v1/models": _get("Model names (KServe V1)", "v1", errors=()),
         "/v1/models/{name}": _get("Model status (TF Serving / KServe V1)", "v1", [_NAME]),
         "/v1/models/{name}/metadata": _get("Model signature", "v1", [_NAME]),
         "/v1/models/{name}:predict": _post(
