@@ -50,7 +50,13 @@ def _existing_store(store_dir: str) -> Any:
 
 def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
     """Run ``app_factory()`` under gunicorn in this process (each worker builds its own app)."""
-    from gunicorn.app.base import BaseApplication
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        raise click.ClickException(
+            "mlserve serve runs under gunicorn: pip install gunicorn "
+            "(or use --dev for the Flask development server)"
+        ) from None
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
