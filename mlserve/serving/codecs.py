@@ -543,7 +543,10 @@ def decode_mlflow_csv(body: bytes, loaded: LoadedModel) -> np.ndarray:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("CSV body is not UTF-8 text") from None
-    lines = list(csv.reader(io.StringIO(text)))
+    try:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise BadRequest(f"malformed CSV: {exc}") from None
     lines = [line for line in lines if line]
     if not lines:
         raise BadRequest("CSV body is empty; expected a header row and data rows")
