@@ -55,6 +55,15 @@ PyObject *mls_raise_from_error(PyObject *module, const mls_error *err)
     case MLS_STATUS_ERR_NUMERIC: type = PyExc_FloatingPointError; break;
     default: type = st->MLServeError; break;
     }
+    if (err->status == MLS_STATUS_ERR_IO && err->os_errno != 0) {
+        /* OSError(errno, msg) picks the subclass: FileNotFoundError, ... */
+        PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", err->os_errno, msg);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
     PyErr_SetString(type, msg);
     return NULL;
 }

@@ -676,18 +676,18 @@ mls_status mls_format_open(const char *path, int verify_data, mls_file **out, ml
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0)
-        return mls_error_set(err, MLS_STATUS_ERR_IO, "cannot open '%s': %s", path,
+        return mls_error_set_os(err, errno, "cannot open '%s': %s", path,
                              mls_format_strerror(errno, ebuf, sizeof ebuf));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
-        return mls_error_set(err, MLS_STATUS_ERR_IO, "cannot stat '%s': %s", path,
+        return mls_error_set_os(err, e, "cannot stat '%s': %s", path,
                              mls_format_strerror(e, ebuf, sizeof ebuf));
     }
     if (S_ISDIR(sb.st_mode)) {
         close(fd);
-        return mls_error_set(err, MLS_STATUS_ERR_IO, "cannot load '%s': %s", path,
+        return mls_error_set_os(err, EISDIR, "cannot load '%s': %s", path,
                              mls_format_strerror(EISDIR, ebuf, sizeof ebuf));
     }
     if (!S_ISREG(sb.st_mode)) {
@@ -718,7 +718,7 @@ mls_status mls_format_open(const char *path, int verify_data, mls_file **out, ml
             int e = errno;
             close(fd);
             free(f);
-            return mls_error_set(err, MLS_STATUS_ERR_IO, "cannot map '%s': %s", path,
+            return mls_error_set_os(err, e, "cannot map '%s': %s", path,
                                  mls_format_strerror(e, ebuf, sizeof ebuf));
         }
         f->base = m;
@@ -1013,7 +1013,7 @@ mls_status mls_format_write(const char *path, uint32_t kind, const char *metadat
     }
     if (fd < 0) {
         e = errno;
-        st = mls_error_set(err, MLS_STATUS_ERR_IO,
+        st = mls_error_set_os(err, e,
                            "cannot save '%s': cannot create a temporary file in its directory "
                            "('%s'): %s",
                            path, tmp, mls_format_strerror(e, ebuf, sizeof ebuf));
@@ -1029,7 +1029,7 @@ mls_status mls_format_write(const char *path, uint32_t kind, const char *metadat
         e = errno;
         close(fd);
         unlink(tmp);
-        st = mls_error_set(err, MLS_STATUS_ERR_IO, "cannot save '%s': %s of '%s' failed: %s", path,
+        st = mls_error_set_os(err, e, "cannot save '%s': %s of '%s' failed: %s", path,
                            step, tmp, mls_format_strerror(e, ebuf, sizeof ebuf));
         goto done;
     }
@@ -1038,14 +1038,14 @@ mls_status mls_format_write(const char *path, uint32_t kind, const char *metadat
     if (close(fd) != 0 && errno != EINTR) {
         e = errno;
         unlink(tmp);
-        st = mls_error_set(err, MLS_STATUS_ERR_IO, "cannot save '%s': close of '%s' failed: %s",
+        st = mls_error_set_os(err, e, "cannot save '%s': close of '%s' failed: %s",
                            path, tmp, mls_format_strerror(e, ebuf, sizeof ebuf));
         goto done;
     }
     if (rename(tmp, path) != 0) {
         e = errno;
         unlink(tmp);
-        st = mls_error_set(err, MLS_STATUS_ERR_IO, "cannot save '%s': rename from '%s' failed: %s",
+        st = mls_error_set_os(err, e, "cannot save '%s': rename from '%s' failed: %s",
                            path, tmp, mls_format_strerror(e, ebuf, sizeof ebuf));
         goto done;
     }
@@ -1057,7 +1057,7 @@ mls_status mls_format_write(const char *path, uint32_t kind, const char *metadat
         int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0 || (mls_format_fsync(dfd) != 0 && errno != EINVAL && errno != EROFS)) {
             e = errno;
-            st = mls_error_set(err, MLS_STATUS_ERR_IO,
+            st = mls_error_set_os(err, e,
                                "saved '%s' but could not sync its directory '%s': %s", path, tmp,
                                mls_format_strerror(e, ebuf, sizeof ebuf));
         }

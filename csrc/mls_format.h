@@ -11,8 +11,9 @@
  *     16  u64    total file size in bytes
  *     24  u64    metadata offset      32  u64  metadata length (UTF-8 JSON)
  *     40  u64    section table offset 48  u32  section count  52 u32 flags (0)
- *     56  u64    checksum of the whole header with this field zeroed,
- *                the metadata bytes and the section table
+ *     56  u64    header checksum, a chain: h = checksum64(header with this
+ *                field zeroed, seed 0); h = checksum64(metadata, seed h);
+ *                h = checksum64(section table, seed h)
  *     64  u8[64] reserved, zero
  *   metadata JSON (not NUL-terminated), then the section table:
  *   n x 128-byte entries:
@@ -20,7 +21,7 @@
  *     64  u32    dtype (mls_dtype)   68 u32 ndim (0..4)
  *     72  u64[4] shape (unused dims 0)
  *     104 u64    data offset (multiple of 64)  112 u64 data length in bytes
- *     120 u64    checksum of the data bytes
+ *     120 u64    checksum64(data bytes, seed 0)
  *   then each section's data, starting on a 64-byte boundary.
  *
  * Every offset, length, count and shape is checked against the bytes that

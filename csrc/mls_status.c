@@ -15,6 +15,19 @@ mls_status mls_error_set(mls_error *err, mls_status status, const char *fmt, ...
     return status;
 }
 
+mls_status mls_error_set_os(mls_error *err, int os_errno, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list args;
+        va_start(args, fmt);
+        vsnprintf(err->message, sizeof(err->message), fmt, args);
+        va_end(args);
+        err->status = MLS_STATUS_ERR_IO;
+        err->os_errno = os_errno;
+    }
+    return MLS_STATUS_ERR_IO;
+}
+
 const char *mls_status_name(mls_status status)
 {
     switch (status) {

@@ -31,12 +31,21 @@ typedef enum mls_status {
 /* Caller-owned error detail. Zero-initialise it; functions fill it on error. */
 typedef struct mls_error {
     mls_status status;
+    int os_errno; /* for MLS_STATUS_ERR_IO: the errno behind it, or 0 */
     char message[MLS_ERROR_MESSAGE_SIZE];
 } mls_error;
 
 /* Record `status` with a printf-style message in `err` (if non-NULL) and
  * return `status`, so call sites read: return mls_error_set(err, ..., ...); */
 mls_status mls_error_set(mls_error *err, mls_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* MLS_STATUS_ERR_IO caused by the system error `os_errno`, so the binding
+ * can raise the matching OSError subclass (FileNotFoundError, ...). */
+mls_status mls_error_set_os(mls_error *err, int os_errno, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif

@@ -98,10 +98,12 @@ def test_metadata_contents(classifier):
 
 
 def test_convert_rejects_unsupported_estimators(rng):
-    tree = pytest.importorskip("sklearn.tree")
+    neighbors = pytest.importorskip("sklearn.neighbors")
     X = rng.normal(size=(20, 2))
-    with pytest.raises(mlserve.ConvertError, match="does not support sklearn.tree._classes.DecisionTreeClassifier"):
-        mlserve.convert(tree.DecisionTreeClassifier().fit(X, X[:, 0] > 0))
+    with pytest.raises(
+        mlserve.ConvertError, match="does not support sklearn.neighbors._classification.KNeighborsClassifier"
+    ):
+        mlserve.convert(neighbors.KNeighborsClassifier().fit(X, X[:, 0] > 0))
     with pytest.raises(mlserve.ConvertError, match="does not support builtins.str"):
         mlserve.convert("model")
     with pytest.raises(mlserve.NotFittedError, match="LinearRegression is not fitted"):
