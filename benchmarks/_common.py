@@ -5,6 +5,9 @@ Timing
     (no lambda or extra Python call per iteration, GC off), calibrates the
     inner loop count so one sample takes ``budget_s / repeats`` and returns the
     median time per call over ``repeats`` samples (``time.perf_counter_ns``).
+    ``measure_interleaved`` does the same for several statements, one
+    sample of each in rotation, so a noisy spell on a shared machine hits
+    every contender of a case alike.
     ``measure_each(fn, repeats)`` times one-shot operations (loading a file)
     call by call, with an untimed ``after`` hook that drops the result.
 
@@ -91,6 +94,50 @@ def measure(
         number=number,
         repeats=repeats,
     )
+
+
+def measure_interleaved(
+    stmts: dict,
+    namespace: dict,
+    *,
+    budget_s: float = 0.3,
+    repeats: int = 15,
+) -> dict:
+    """``measure`` for several statements, sample by sample in rotation.
+
+    Each statement gets its own inner count (one sample ~ ``budget_s /
+    repeats``), then round r takes one sample of every statement, starting
+    at a rotating position. On a shared or throttled machine a slow spell
+    then hits all contenders of a case alike, so their ratios stay stable
+    even when absolute times drift. Returns name -> Measurement.
+    """
+    target_ns = budget_s * 1e9 / repeats
+    timers, numbers = {}, {}
+    for name, stmt in stmts.items():
+        timer = timeit.Timer(stmt, globals=namespace, timer=time.perf_counter_ns)
+        timer.timeit(number=1)  # warm-up
+        number = 1
+        while True:
+            elapsed = timer.timeit(number=number)
+            if elapsed >= target_ns:
+                break
+            number = number * 10 if elapsed <= 0 else max(
+                number * 2, int(number * target_ns * 1.1 / elapsed)
+            )
+        timers[name], numbers[name] = timer, number
+    names = list(stmts)
+    samples = {name: [] for name in names}
+    for r in range(repeats):
+        for i in range(len(names)):
+            name = names[(r + i) % len(names)]
+            samples[name].append(timers[name].timeit(number=numbers[name]) / numbers[name])
+    return {
+        name: Measurement(
+            median_ns=statistics.median(s), min_ns=min(s), max_ns=max(s),
+            number=numbers[name], repeats=repeats,
+        )
+        for name, s in samples.items()
+    }
 
 
 def measure_each(
@@ -320,6 +367,25 @@ def machine_lines(packages: Sequence[str]) -> list[str]:
            "no OPENBLAS_*, *_NUM_THREADS or MLSERVE_* variables set")
     )
     return lines
+
+
+def load_average() -> str:
+    """'1.02 0.87 0.55' (1, 5, 15 min) and the number of CPUs, or 'n/a'."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "n/a"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} cpus"
+
+
+def file_digest(path: str) -> str:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
+    except OSError:
+        return "unknown"
 
 
 def blas_lines() -> list[str]:

@@ -27,7 +27,9 @@ What is measured (20 features, float64 everywhere unless noted):
   pickle, each also with the first prediction after loading.
 
 Every timed statement is checked once against scikit-learn's output before it
-is timed. Times are medians of ``repeats`` samples (see _common.measure).
+is timed. Times are medians of ``repeats`` samples; the contenders of one case
+are sampled in rotation (see _common.measure_interleaved), so a busy spell on
+a shared machine slows all of them alike.
 Ratios are ratios of time per call: sklearn/mlserve = 60x means mlserve is 60
 times faster; mlserve/numpy = 1.10x means mlserve takes 10% longer than NumPy.
 """
@@ -265,21 +267,25 @@ def bench_predict(models, Xb, tmpdir, args, results):
                     cases += [(f"{n} rows", "batch", Xb[:n]) for n in BATCH_SIZES]
                 else:
                     cases += [(f"{BIG_BATCH} rows", "batch", Xb[:BIG_BATCH])]
+                    results.setdefault("loadavg_before_2_threads", []).append(os.getloadavg()[0])
                 for case, kind, Xref in cases:
                     namespace["X"] = Xref
                     ref = getattr(sk, method)(Xref)
                     label = f"{case}, {threads} thread{'s' if threads > 1 else ''}"
-                    timings = {}
+                    todo, diffs = {}, {}
                     for contender, by_kind in stmts.items():
                         stmt = by_kind.get(kind)
                         if stmt is None:
                             continue
                         got = eval(stmt, namespace)  # noqa: S307 - our own statements
-                        diff = check_output(name, contender, got, ref)
-                        m = C.measure(stmt, namespace, budget_s=args.budget, repeats=args.repeats)
-                        timings[contender] = m
+                        diffs[contender] = check_output(name, contender, got, ref)
+                        todo[contender] = stmt
+                    timings = C.measure_interleaved(
+                        todo, namespace, budget_s=args.budget, repeats=args.repeats
+                    )
+                    for contender, m in timings.items():
                         entry["cases"].setdefault(label, {})[contender] = dict(
-                            m.as_dict(), stmt=stmt, max_abs_diff=diff
+                            m.as_dict(), stmt=todo[contender], max_abs_diff=diffs[contender]
                         )
                     row_out = table_row(name, label, Xref.shape[0], kind, timings)
                     (ratio_rows_latency if kind != "batch" else ratio_rows_batch).append(row_out)
@@ -487,7 +493,7 @@ def bench_load(tmpdir, args, results):
 # ---------------------------------------------------------------- targets
 
 
-def print_targets(lat_rows, batch_rows, load):
+def print_targets(lat_rows, batch_rows, load, busy_2_threads=None):
     C.print_section("Targets (issue 2)")
     rows = []
     for r in lat_rows:
@@ -508,19 +514,26 @@ def print_targets(lat_rows, batch_rows, load):
         if r["n_rows"] != BIG_BATCH:
             continue
         case = f"{r['model']}, {r['case']}"
+        status = "met" if r["mls_over_np"] <= TARGET_VS_NUMPY else "MISSED"
+        if busy_2_threads and "2 threads" in r["case"]:
+            status += f" (unreliable: load average {busy_2_threads:.1f} on {os.cpu_count()} cpus)"
         rows.append([
             f"{BIG_BATCH} rows within {TARGET_VS_NUMPY}x of numpy: {case}",
             C.fmt_ratio(r["mls_over_np"]),
-            "met" if r["mls_over_np"] <= TARGET_VS_NUMPY else "MISSED",
+            status,
         ])
     if load:
+        # The target is for 500 MB; a smaller (--quick) model gets a proportional one.
+        scale = load["file_bytes"] / 500e6
+        target = TARGET_LOAD_MS * (1.0 if 0.9 < scale < 1.1 else scale)
+        scaled = "" if 0.9 < scale < 1.1 else f" (50 ms scaled to {C.fmt_bytes(load['file_bytes'])})"
         for label, m in load["methods"].items():
             if label.startswith("mlserve.load"):
                 ms = m["load"]["median_ns"] / 1e6
                 rows.append([
-                    f"load of a {C.fmt_bytes(load['file_bytes'])} model under {TARGET_LOAD_MS:.0f} ms: {label}",
+                    f"load of a {C.fmt_bytes(load['file_bytes'])} model under {target:.3g} ms{scaled}: {label}",
                     f"{ms:.1f} ms",
-                    "met" if ms < TARGET_LOAD_MS else "MISSED",
+                    "met" if ms < target else "MISSED",
                 ])
     print(C.markdown_table(["target", "measured", "status"], rows))
 
@@ -544,12 +557,14 @@ def main(argv=None):
     )))
     info = mlserve._core.blas_info()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    print(f"mlserve       git {C.git_description(repo)}; extension {mlserve._core.__file__}")
+    print(f"mlserve       git {C.git_description(repo)}; extension {mlserve._core.__file__} "
+          f"(sha256 {C.file_digest(mlserve._core.__file__)})")
     print(f"mlserve blas  {info['config'].strip()} kernel={info['corename']} "
           f"({info['source']}, {mlserve.blas_library_path()})")
     print(f"onnxruntime   providers {onnxruntime.get_available_providers()} (MLAS kernels, no BLAS)")
     print(f"timing        median of {args.repeats} samples, ~{args.budget:.2f} s per measurement, "
-          "timeit loop, perf_counter_ns, GC off")
+          "timeit loop, perf_counter_ns, GC off; contenders of a case sampled in rotation")
+    print(f"load average  {C.load_average()} at start")
     print("```")
 
     rng = np.random.default_rng(0)
@@ -571,6 +586,10 @@ def main(argv=None):
         print("scikit-learn's linear predict runs NumPy's matmul, so it uses NumPy's OpenBLAS;")
         print("mlserve calls its own OpenBLAS copy (mlserve/libscipy_openblas.so) only for blocks")
         print(f"above {8192} multiply-adds and plain C loops below that.")
+        two = next(iter(results["predict"].values()))["threadpool_info"].get(2, [])
+        print("2-thread section, threadpoolctl: " + "; ".join(
+            f"{os.path.basename(lib['filepath'])} num_threads={lib['num_threads']}" for lib in two
+        ) + "; mlserve.get_num_threads()=2; onnxruntime intra_op_num_threads=2")
         for name, spec in models.items():
             print(f"onnx graph for {name}: float64 {spec['onnx_ops']['float64']}; "
                   f"float32 {spec['onnx_ops']['float32']}")
@@ -582,9 +601,17 @@ def main(argv=None):
 
     results["latency"] = lat_rows
     results["batch"] = batch_rows
-    print_targets(lat_rows, batch_rows, load)
+    loads = results.get("loadavg_before_2_threads", [])
+    busy = max(loads) if loads and max(loads) > (os.cpu_count() or 1) else None
+    print_targets(lat_rows, batch_rows, load, busy)
+    if busy:
+        print()
+        print("Other processes kept the cpus busy during the 2-thread measurements, so a")
+        print("2-thread BLAS call waits for a descheduled helper thread: those rows measure")
+        print("the machine's contention more than the libraries.")
     print()
-    print(f"total benchmark time {time.perf_counter() - t_start:.0f} s")
+    print(f"total benchmark time {time.perf_counter() - t_start:.0f} s; "
+          f"load average at the end {C.load_average()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=str)
