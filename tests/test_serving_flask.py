@@ -870,3 +870,25 @@ def test_host_app_routing_errors_are_left_to_the_host(client):
     # the blueprint does not take over the host app's own 404 pages
     response = client.get("/not-mlserve")
     assert response.status_code == 404 and not response.is_json
+
+
+def test_edge_values_are_client_errors(client):
+    body = {
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP16", "data": [0, 0, 0, 65520]}]
+    }
+    assert_error(client.post("/ml/v2/models/reg/infer", json=body), 400, "infinity")
+    huge = '{"instances": [[1, 2, 3, ' + "9" * 400 + "]]}"
+    response = client.post("/ml/v1/models/reg:predict", data=huge, content_type="application/json")
+    assert_error(response, 400, "too large for float64")
+    huger = '{"instances": [[1, 2, 3, ' + "9" * 5000 + "]]}"
+    response = client.post("/ml/v1/models/reg:predict", data=huger, content_type="application/json")
+    assert_error(response, 400, "malformed JSON: Exceeds the limit")
+    deep = '{"instances": ' + "[" * 100000 + "]" * 100000 + "}"
+    response = client.post("/ml/v1/models/reg:predict", data=deep, content_type="application/json")
+    assert_error(response, 400, "malformed JSON: nested too deeply")
+    response = client.post("/ml/v1/models/reg:predict", json={"inputs": {"a": [], "b": 0}})
+    assert_error(response, 400, "expected 4 features, got 2")
+    response = client.post(
+        "/ml/v1/models/named:predict", json={"inputs": {"a": [], "b": 0, "c": [1], "d": [2]}}
+    )
+    assert_error(response, 400, "columns must all have the same length")

@@ -84,6 +84,8 @@ def decode_json(body: bytes) -> dict[str, Any]:
         raise BadRequest(f"malformed JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+        raise BadRequest(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"expected a JSON object, got {_json_type(data)}")
     return data
@@ -124,6 +126,8 @@ def to_numeric_array(data: Any, what: str) -> np.ndarray:
     if kind == "O":
         try:
             return array.astype(np.float64)
+        except OverflowError:
+            raise BadRequest(f"{what} has a number too large for float64") from None
         except (TypeError, ValueError):
             pass
     raise BadRequest(f"{what} must contain only numbers, found {_first_non_number(data)}")
@@ -159,13 +163,18 @@ def as_rows(array: np.ndarray, loaded: LoadedModel, what: str) -> np.ndarray:
 def columns_to_rows(columns: Mapping[str, Any], loaded: LoadedModel, what: str) -> np.ndarray:
     """Named feature columns (``{"age": [..], "income": [..]}``) as 2-D rows in the model's order."""
     order = feature_order(list(columns), loaded, what)
-    arrays = [to_numeric_array(columns[name], f"{what} column {name!r}") for name in order]
-    lengths = {a.reshape(a.shape[0], -1).shape for a in arrays if a.ndim >= 1}
-    if any(a.ndim == 0 for a in arrays):
-        arrays = [a.reshape(1) if a.ndim == 0 else a for a in arrays]
-        lengths = {a.reshape(a.shape[0], -1).shape for a in arrays}
-    if len(lengths) != 1 or next(iter(lengths))[1] != 1:
-        raise BadRequest(f"{what} columns must all be 1-D and of the same length")
+    arrays = []
+    for name in order:
+        column = to_numeric_array(columns[name], f"{what} column {name!r}")
+        if column.ndim == 0:
+            column = column.reshape(1)
+        elif column.ndim == 2 and column.shape[1] == 1:
+            column = column[:, 0]
+        if column.ndim != 1:
+            raise BadRequest(f"{what} column {name!r} must be a flat list of numbers")
+        arrays.append(column)
+    if len({column.shape[0] for column in arrays}) > 1:
+        raise BadRequest(f"{what} columns must all have the same length")
     return np.column_stack(arrays)
 
 
@@ -397,8 +406,10 @@ def _decode_v2_tensor(
         )
     values = values.reshape(shape)
     if dtype.kind == "f" and values.dtype.kind in "fiu":
-        # the precision the client declared, as a binary tensor would carry it
-        return values.astype(dtype, copy=False), 0
+        # the precision the client declared, as a binary tensor would carry it; a value
+        # out of range becomes infinity, which the model then rejects with a 400
+        with np.errstate(over="ignore", invalid="ignore"):
+            return values.astype(dtype, copy=False), 0
     return values, 0  # integers and booleans: the model computes in floating point anyway
 
 
