@@ -4,11 +4,13 @@
 #include <string.h>
 
 #include "mls_linear.h"
+#include "mls_tree.h"
 
 /* The registry: kind tag -> family table. One line per family. */
 static const mls_model_vtable *const family_tables[] = {
     &mls_linear_regressor_vtable,
     &mls_logistic_regression_vtable,
+    &mls_tree_ensemble_vtable,
 };
 
 const mls_model_vtable *mls_model_vtable_for(uint32_t kind)

@@ -22,6 +22,7 @@ from ._errors import (
 )
 from ._estimators import LinearRegression, LogisticRegression, Ridge
 from ._io import load, save
+from ._trees import TreeEnsembleModel
 from .convert import convert
 
 __version__ = "0.1.0"
@@ -119,6 +120,7 @@ __all__ = [
     "ModelFormatError",
     "NotFittedError",
     "Ridge",
+    "TreeEnsembleModel",
     "convert",
     "get_num_threads",
     "load",

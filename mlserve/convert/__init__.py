@@ -10,8 +10,10 @@ import numpy as np
 
 from .._errors import ConvertError
 from . import _sklearn
+from . import _lightgbm, _sklearn_trees, _xgboost
 
 _CONVERTERS = dict(_sklearn.CONVERTERS)
+_CONVERTERS.update(_sklearn_trees.CONVERTERS, **_xgboost.CONVERTERS, **_lightgbm.CONVERTERS)
 
 
 def _qualified_name(obj) -> str:

@@ -1,0 +1,2 @@
+"""Converter for LightGBM models (filled in below)."""
+CONVERTERS = {}

@@ -1,0 +1,2 @@
+"""Converter for XGBoost models (filled in below)."""
+CONVERTERS = {}
