@@ -144,6 +144,20 @@ def test_client_errors_over_http_and_the_server_keeps_serving(server):
         requests.post(f"{url}/v1/models/reg:predict", json={"instances": ROWS}).status_code == 200
     )
 
+    # a keep-alive client's connection survives its refused requests
+    with requests.Session() as session:
+        for body, content_type, status in (
+            (too_big, "application/json", 413),
+            (too_big, "text/plain", 415),
+            (b"{", "application/json", 400),
+            (good, "application/json", 200),
+        ):
+            response = session.post(
+                f"{url}/v1/models/reg:predict", data=body, headers={"Content-Type": content_type}
+            )
+            assert response.status_code == status
+            assert session.get(f"{url}/v2/health/live", timeout=5).status_code == 200
+
 
 def test_tritonclient(server, models):
     import tritonclient.http as triton

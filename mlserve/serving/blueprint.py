@@ -40,6 +40,7 @@ NPY = "application/x-npy"
 OCTET = "application/octet-stream"
 CSV = "text/csv"
 READ_CHUNK = 1 << 16
+DRAIN_LIMIT_BYTES = 8 << 20  # drain refused bodies up to this size to keep the connection
 
 _V1_TARGET = re.compile(
     r"(?P<name>[^/:]+)"
@@ -131,7 +132,31 @@ def _before_request() -> None:
 def _handle_error(exc: Exception) -> Response:
     if isinstance(exc, HTTPException) and exc.code and exc.code < 400:
         return exc  # redirects are not errors
+    _discard_unread_body()
     return render_error(exc)
+
+
+def _discard_unread_body() -> None:
+    """Read and drop what is left of a refused request's body (up to DRAIN_LIMIT_BYTES).
+
+    A body left unread stays on the connection: gunicorn drains only a little
+    of it and otherwise closes the connection, so a keep-alive client's next
+    request on it would fail. A body larger than the limit is left alone (the
+    connection closes; the client reconnects).
+    """
+    length = request.content_length
+    if length is not None and length > DRAIN_LIMIT_BYTES:
+        return
+    try:
+        stream = request.stream
+        total = 0
+        while total <= DRAIN_LIMIT_BYTES:
+            chunk = stream.read(READ_CHUNK)
+            if not chunk:
+                break
+            total += len(chunk)
+    except Exception:  # a client that went away: nothing left to keep alive
+        pass
 
 
 # ----------------------------------------------------------------- helpers
