@@ -38,9 +38,15 @@ typedef struct mls_tensor {
     int64_t row_stride;
 } mls_tensor;
 
+/* 1 when every element of X (float32/float64) is finite. Branch-free and
+ * vectorisable: the bits of x * 0 are +-0 for finite x and a NaN otherwise,
+ * so OR-ing them exposes any NaN/inf in the exponent field. */
+int mls_tensor_all_finite(const mls_tensor *X);
+
 /* Checks that every element of X is finite; on the first NaN/inf returns
- * MLS_STATUS_ERR_VALUE with its row and column in the message. */
-mls_status mls_tensor_check_finite(const mls_tensor *X, mls_error *err);
+ * MLS_STATUS_ERR_VALUE naming its row (counted from first_row, so a block
+ * of a larger batch reports the batch's row) and column. */
+mls_status mls_tensor_check_finite(const mls_tensor *X, int64_t first_row, mls_error *err);
 
 /* a * b for sizes, failing on overflow or negative operands. */
 int mls_size_mul(int64_t a, int64_t b, int64_t *out);

@@ -43,7 +43,8 @@ void MLS_BLAS_SYM(dposv_)(const char *uplo, const int *n, const int *nrhs, doubl
 
 static inline int mls_blas_fits_int(int64_t n) { return n >= 0 && n <= INT_MAX; }
 
-/* Threads OpenBLAS may use for calls made from the calling thread. */
+/* Threads OpenBLAS may use per call. Process-wide (OpenBLAS keeps one
+ * setting), so it is a deployment choice, not a per-request one. */
 void mls_blas_set_num_threads(int n);
 int mls_blas_get_num_threads(void);
 /* Build configuration string and core (kernel) name reported by OpenBLAS. */

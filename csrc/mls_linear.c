@@ -33,8 +33,7 @@ typedef struct linear_state {
 static mls_status check_finite_section(const mls_section *s, mls_error *err)
 {
     mls_tensor t = {s->data, s->dtype, 1, mls_section_size(s), mls_section_size(s)};
-    mls_error inner = {0};
-    if (mls_tensor_check_finite(&t, &inner) != MLS_STATUS_OK)
+    if (!mls_tensor_all_finite(&t))
         return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                              "section '%s' contains NaN or infinity", s->name);
     return MLS_STATUS_OK;
@@ -77,9 +76,14 @@ static mls_status init_coef_intercept(mls_model *m, linear_state *st, int allow_
         return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                              "section 'intercept' must have shape (%lld,) to match 'coef'",
                              (long long)k);
-    mls_status s = check_finite_section(coef, err);
-    if (s == MLS_STATUS_OK) s = check_finite_section(intercept, err);
-    if (s != MLS_STATUS_OK) return s;
+    if (m->file == NULL) {
+        /* Caller-built weights are checked once here. A file's weights were
+         * checked when it was created and are covered by its checksums, so a
+         * load does not scan them again (that scan would dominate the load). */
+        mls_status s = check_finite_section(coef, err);
+        if (s == MLS_STATUS_OK) s = check_finite_section(intercept, err);
+        if (s != MLS_STATUS_OK) return s;
+    }
     st->coef = coef->data;
     st->intercept = intercept->data;
     st->k = k;
@@ -96,42 +100,80 @@ static void release_linear_state(mls_model *m)
 
 /* ---- scores: out[i*ldo + j] = X[i] . coef[j] + intercept[j] ------------ */
 
-#define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV)                                                \
-    static void scores_##SUFFIX(const linear_state *st, const T *X, int64_t rows,      \
-                                int64_t d, int64_t ldx, T *out, int64_t ldo)           \
-    {                                                                                  \
-        const T *coef = (const T *)st->coef;                                           \
-        const T *b = (const T *)st->intercept;                                         \
-        const int64_t k = st->k;                                                       \
-        if (rows * k * d <= LINEAR_LOOP_MAX_WORK) {                                    \
-            for (int64_t i = 0; i < rows; i++) {                                       \
-                const T *x = X + i * ldx;                                              \
-                for (int64_t j = 0; j < k; j++) {                                      \
-                    const T *w = coef + j * d;                                         \
-                    T acc = 0;                                                         \
-                    for (int64_t f = 0; f < d; f++) acc += x[f] * w[f];                \
-                    out[i * ldo + j] = acc + b[j];                                     \
-                }                                                                      \
-            }                                                                          \
-            return;                                                                    \
-        }                                                                              \
-        for (int64_t i = 0; i < rows; i++) memcpy(out + i * ldo, b, (size_t)k * sizeof(T)); \
-        /* BLAS sizes are ints: k, d and the strides were checked at init and by     \
-         * the caller; rows are split into int-sized chunks. */                        \
-        for (int64_t r0 = 0; r0 < rows; r0 += INT_MAX) {                              \
-            int64_t n = rows - r0 < INT_MAX ? rows - r0 : INT_MAX;                     \
-            if (k == 1) { /* one output: GEMV streams X once */                         \
-                GEMV(CblasRowMajor, CblasNoTrans, (int)n, (int)d, 1, X + r0 * ldx,      \
-                     (int)ldx, coef, 1, 1, out + r0 * ldo, (int)ldo);                  \
-                continue;                                                              \
-            }                                                                          \
-            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)k, (int)d, 1,    \
-                 X + r0 * ldx, (int)ldx, coef, (int)d, 1, out + r0 * ldo, (int)ldo);   \
-        }                                                                              \
+/* Multiply-adds below which plain loops beat a BLAS call, and rows below
+ * which one GEMV per row beats a GEMM (which packs the whole weight matrix). */
+#define LINEAR_GEMV_MAX_ROWS 4
+
+#define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV)                                             \
+    static void scores_##SUFFIX(const linear_state *st, const T *X, int64_t rows,        \
+                                int64_t d, int64_t ldx, T *out, int64_t ldo)             \
+    {                                                                                    \
+        const T *coef = (const T *)st->coef;                                             \
+        const T *b = (const T *)st->intercept;                                           \
+        const int64_t k = st->k;                                                         \
+        if (rows * k * d <= LINEAR_LOOP_MAX_WORK) {                                      \
+            for (int64_t i = 0; i < rows; i++) {                                         \
+                const T *x = X + i * ldx;                                                \
+                for (int64_t j = 0; j < k; j++) {                                        \
+                    const T *w = coef + j * d;                                           \
+                    T acc = 0;                                                           \
+                    for (int64_t f = 0; f < d; f++) acc += x[f] * w[f];                  \
+                    out[i * ldo + j] = acc + b[j];                                       \
+                }                                                                        \
+            }                                                                            \
+            return;                                                                      \
+        }                                                                                \
+        /* BLAS sizes are ints: k, d and the strides were checked at init and by       \
+         * the caller; rows are split into int-sized chunks. beta = 0, then the        \
+         * intercept is added in one pass over the output. */                           \
+        for (int64_t r0 = 0; r0 < rows; r0 += INT_MAX) {                                \
+            int64_t n = rows - r0 < INT_MAX ? rows - r0 : INT_MAX;                       \
+            if (k == 1) { /* one output: GEMV streams X once */                          \
+                GEMV(CblasRowMajor, CblasNoTrans, (int)n, (int)d, 1, X + r0 * ldx,       \
+                     (int)ldx, coef, 1, 0, out + r0 * ldo, (int)ldo);                   \
+            } else if (n <= LINEAR_GEMV_MAX_ROWS) { /* few rows: stream coef once each */ \
+                for (int64_t i = 0; i < n; i++)                                          \
+                    GEMV(CblasRowMajor, CblasNoTrans, (int)k, (int)d, 1, coef, (int)d,   \
+                         X + (r0 + i) * ldx, 1, 0, out + (r0 + i) * ldo, 1);            \
+            } else {                                                                     \
+                GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)k, (int)d, 1, \
+                     X + r0 * ldx, (int)ldx, coef, (int)d, 0, out + r0 * ldo, (int)ldo); \
+            }                                                                            \
+        }                                                                                \
+        if (k == 1) {                                                                    \
+            const T b0 = b[0];                                                           \
+            for (int64_t i = 0; i < rows; i++) out[i * ldo] += b0;                       \
+        } else {                                                                         \
+            for (int64_t i = 0; i < rows; i++)                                           \
+                for (int64_t j = 0; j < k; j++) out[i * ldo + j] += b[j];                \
+        }                                                                                \
     }
 
 DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv)
 DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv)
+
+/* Scores for rows [r0, r0 + rows) of X into out (leading dimension ldo; for
+ * k == 1, element i at out[i * ldo]). NaN and infinity in the input always
+ * reach the scores (x * w and x + ... keep them; inf * 0 is NaN), so the
+ * input is only rescanned, to name the position, when a score is not
+ * finite: the NaN policy costs a pass over k outputs, not d inputs. */
+static mls_status linear_scores(const mls_model *m, const mls_tensor *X, int64_t r0,
+                                int64_t rows, void *out, int64_t ldo, mls_error *err)
+{
+    const linear_state *st = m->state;
+    const size_t esize = mls_dtype_size(m->dtype);
+    const char *x0 = (const char *)X->data + (size_t)(r0 * X->row_stride) * esize;
+    if (m->dtype == MLS_DTYPE_FLOAT64)
+        scores_f64(st, (const double *)x0, rows, X->cols, X->row_stride, out, ldo);
+    else
+        scores_f32(st, (const float *)x0, rows, X->cols, X->row_stride, out, ldo);
+    mls_tensor scores = {out, m->dtype, rows, st->k, ldo};
+    if (mls_tensor_all_finite(&scores)) return MLS_STATUS_OK;
+    mls_tensor block = {x0, X->dtype, rows, X->cols, X->row_stride};
+    mls_status s = mls_tensor_check_finite(&block, r0, err);
+    if (s != MLS_STATUS_OK) return s;
+    return MLS_STATUS_OK; /* finite input, overflowing score: a legitimate +-inf */
+}
 
 static mls_status check_strides(const mls_tensor *X, int64_t ldo, mls_error *err)
 {
@@ -169,14 +211,9 @@ static mls_status regressor_predict(const mls_model *m, mls_method method,
                                     const mls_tensor *X, void *out, mls_error *err)
 {
     const linear_state *st = m->state;
-    mls_status s = mls_tensor_check_finite(X, err);
-    if (s == MLS_STATUS_OK) s = check_strides(X, st->k, err);
+    mls_status s = check_strides(X, st->k, err);
     if (s != MLS_STATUS_OK) return s;
-    if (m->dtype == MLS_DTYPE_FLOAT64)
-        scores_f64(st, X->data, X->rows, X->cols, X->row_stride, out, st->k);
-    else
-        scores_f32(st, X->data, X->rows, X->cols, X->row_stride, out, st->k);
-    return MLS_STATUS_OK;
+    return linear_scores(m, X, 0, X->rows, out, st->k, err);
 }
 
 const mls_model_vtable mls_linear_regressor_vtable = {
@@ -252,16 +289,18 @@ static void store_label(const linear_state *st, void *out, int64_t i, int64_t id
     }
 }
 
-/* Post-processing per block of scores (rows x k, leading dimension k).
+/* Post-processing of scores (rows x k, leading dimension ld). For
+ * predict_proba the scores may already sit inside `out` (binary: column 1;
+ * softmax: the whole row), so each row reads its scores before writing.
  * Binary probabilities follow scikit-learn: p1 = 1 / (1 + exp(-z)). */
 #define DEFINE_LOGISTIC_FINISH(SUFFIX, T, EXP)                                          \
     static void logistic_finish_##SUFFIX(const linear_state *st, mls_method method,     \
-                                         T *scores, int64_t rows, int64_t row0,          \
-                                         void *out)                                     \
+                                         T *scores, int64_t ld, int64_t rows,            \
+                                         int64_t row0, void *out)                        \
     {                                                                                   \
         const int64_t k = st->k;                                                        \
         for (int64_t i = 0; i < rows; i++) {                                            \
-            T *z = scores + i * k;                                                      \
+            T *z = scores + i * ld;                                                     \
             if (method == MLS_METHOD_PREDICT) {                                         \
                 int64_t best = 0;                                                       \
                 if (k == 1) {                                                           \
@@ -298,41 +337,46 @@ static mls_status logistic_predict(const mls_model *m, mls_method method,
                                    const mls_tensor *X, void *out, mls_error *err)
 {
     const linear_state *st = m->state;
-    mls_status s = mls_tensor_check_finite(X, err);
-    if (s == MLS_STATUS_OK) s = check_strides(X, st->k, err);
-    if (s != MLS_STATUS_OK) return s;
     const int is64 = m->dtype == MLS_DTYPE_FLOAT64;
-    if (method == MLS_METHOD_DECISION_FUNCTION) {
+    mls_status s = check_strides(X, 2 * st->k, err);
+    if (s != MLS_STATUS_OK) return s;
+    if (method == MLS_METHOD_DECISION_FUNCTION)
+        return linear_scores(m, X, 0, X->rows, out, st->k, err);
+    if (method == MLS_METHOD_PREDICT_PROBA) {
+        /* one BLAS call for the whole batch, straight into the output, then
+         * probabilities in place: binary scores go to column 1 (stride 2) */
+        const int64_t ldo = st->k == 1 ? 2 : st->k;
+        const size_t esize = mls_dtype_size(m->dtype);
+        char *scores = (char *)out + (st->k == 1 ? esize : 0);
+        s = linear_scores(m, X, 0, X->rows, scores, ldo, err);
+        if (s != MLS_STATUS_OK) return s;
         if (is64)
-            scores_f64(st, X->data, X->rows, X->cols, X->row_stride, out, st->k);
+            logistic_finish_f64(st, method, (double *)scores, ldo, X->rows, 0, out);
         else
-            scores_f32(st, X->data, X->rows, X->cols, X->row_stride, out, st->k);
+            logistic_finish_f32(st, method, (float *)scores, ldo, X->rows, 0, out);
         return MLS_STATUS_OK;
     }
+    /* labels: score blocks of rows into bounded scratch */
     const size_t esize = mls_dtype_size(m->dtype);
     const int64_t block = X->rows < LINEAR_BLOCK_ROWS ? X->rows : LINEAR_BLOCK_ROWS;
-    /* small batches score on the stack: no allocation on the single-row path */
-    double stack_scores[256];
+    double stack_scores[256]; /* no allocation on the single-row path */
     void *scratch = stack_scores;
     if ((size_t)(block * st->k) * esize > sizeof(stack_scores)) {
         scratch = malloc((size_t)(block * st->k) * esize);
         if (scratch == NULL)
             return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for scores");
     }
-    for (int64_t r0 = 0; r0 < X->rows; r0 += block) {
+    for (int64_t r0 = 0; r0 < X->rows && s == MLS_STATUS_OK; r0 += block) {
         int64_t n = X->rows - r0 < block ? X->rows - r0 : block;
-        if (is64) {
-            scores_f64(st, (const double *)X->data + r0 * X->row_stride, n, X->cols,
-                       X->row_stride, scratch, st->k);
-            logistic_finish_f64(st, method, scratch, n, r0, out);
-        } else {
-            scores_f32(st, (const float *)X->data + r0 * X->row_stride, n, X->cols,
-                       X->row_stride, scratch, st->k);
-            logistic_finish_f32(st, method, scratch, n, r0, out);
-        }
+        s = linear_scores(m, X, r0, n, scratch, st->k, err);
+        if (s != MLS_STATUS_OK) break;
+        if (is64)
+            logistic_finish_f64(st, method, scratch, st->k, n, r0, out);
+        else
+            logistic_finish_f32(st, method, scratch, st->k, n, r0, out);
     }
     if (scratch != stack_scores) free(scratch);
-    return MLS_STATUS_OK;
+    return s;
 }
 
 const mls_model_vtable mls_logistic_regression_vtable = {

@@ -168,6 +168,21 @@ def test_nan_and_inf_rejected_with_position(regressor, value, word):
         model.predict(X.astype(np.float32))
 
 
+def test_nan_position_is_counted_across_blocks(rng):
+    X = rng.normal(size=(6000, 3))
+    model = mlserve.convert(sklearn_linear.LogisticRegression().fit(X, X[:, 0] > 0))
+    X[5000, 2] = np.nan
+    for method in (model.predict, model.predict_proba, model.decision_function):
+        with pytest.raises(ValueError, match="NaN at row 5000, column 2"):
+            method(X)
+
+
+def test_overflowing_scores_from_finite_input_are_returned(rng):
+    X, ref, model = converted_regressor(rng, d=2)
+    big = np.array([[1e308, 1e308]])
+    np.testing.assert_array_equal(model.predict(big), ref.predict(big))
+
+
 def test_classifier_rejects_nan(rng):
     X = rng.normal(size=(50, 3))
     model = mlserve.convert(sklearn_linear.LogisticRegression().fit(X, X[:, 0] > 0))
