@@ -146,6 +146,10 @@ def _targets_from_json(items: list[Mapping[str, Any]]) -> tuple[AliasTarget, ...
     return tuple(AliasTarget(int(i["version"]), float(i.get("weight", 1.0))) for i in items)
 
 
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def validate_name(value: str, what: str = "model name") -> str:
     """Return ``value`` if it is a valid model or alias name, else raise StoreError."""
     if not isinstance(value, str) or not _NAME_PATTERN.fullmatch(value):
@@ -312,7 +316,7 @@ class ModelStore:
         m = manifest if manifest is not None else self.manifest(name)
         if version is not None:
             if isinstance(version, str) and version != LATEST:
-                if not version.isdigit():
+                if not _is_number(version):
                     raise ModelNotFoundError(
                         f"invalid version {version!r} of model {name!r}: expected a number"
                     )
@@ -482,7 +486,7 @@ class ModelStore:
                 orphans = [
                     model_dir / e.name
                     for e in os.scandir(model_dir)
-                    if e.name.isdigit() and int(e.name) not in current.versions
+                    if _is_number(e.name) and int(e.name) not in current.versions
                 ]
                 target = model_dir / str(version)
                 os.rename(staging, target)
@@ -520,7 +524,7 @@ class ModelStore:
     @staticmethod
     def _version_dirs(model_dir: Path) -> list[int]:
         """One more than each numbered directory, so orphans' numbers are skipped."""
-        return [int(e.name) + 1 for e in os.scandir(model_dir) if e.name.isdigit()]
+        return [int(e.name) + 1 for e in os.scandir(model_dir) if _is_number(e.name)]
 
     def set_alias(
         self,

@@ -532,6 +532,9 @@ def test_v2_unknown_model_and_version(client):
     assert_error(
         client.post("/ml/v2/models/reg/versions/x/infer", json=body), 404, "expected a number"
     )
+    assert_error(
+        client.post("/ml/v2/models/reg/versions/\u00b2/infer", json=body), 404, "expected a number"
+    )
 
 
 # ------------------------------------------------------------------ MLflow
