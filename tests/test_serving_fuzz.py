@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import numpy as np
 import pytest
-from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlserve.serving import blueprint
+from mlserve.serving.app import create_app
 from mlserve.store import ModelStore
 from serving_support import fit_classifier, fit_named_classifier, fit_regressor
 
-CLIENT_STATUSES = {200, 400, 404, 413, 415}
+CLIENT_STATUSES = {200, 400, 404, 405, 413, 415}
 ENDPOINTS = [
     "/v1/models/{name}:predict",
     "/v2/models/{name}/infer",
@@ -97,12 +97,12 @@ row_bodies = st.dictionaries(
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
+    """The app ``mlserve serve`` runs (its routing errors are JSON too)."""
     store = ModelStore(tmp_path_factory.mktemp("fuzz") / "models")
     store.publish("reg", fit_regressor())
     store.publish("clf", fit_classifier())
     store.publish("named", fit_named_classifier())
-    app = Flask("fuzz")
-    app.register_blueprint(blueprint(store, reload_interval=0, default_model="named"))
+    app = create_app(store.root, MLSERVE_RELOAD_INTERVAL=0, MLSERVE_DEFAULT_MODEL="named")
     return app.test_client()
 
 
@@ -171,4 +171,40 @@ def test_binary_v2_never_gives_500(client, header, tail, values):
         data=body,
         headers={"Inference-Header-Content-Length": str(len(raw_header))},
     )
+    check(response)
+
+
+url_parts = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="/?#%"), min_size=1, max_size=8
+)
+
+
+@FUZZ
+@given(
+    name=st.one_of(st.sampled_from(["reg", "clf"]), url_parts),
+    ref=st.one_of(st.sampled_from(["1", "2", "latest", "production"]), url_parts),
+    template=st.sampled_from(
+        [
+            "GET /v1/models/{name}",
+            "GET /v1/models/{name}/versions/{ref}",
+            "GET /v1/models/{name}/labels/{ref}/metadata",
+            "POST /v1/models/{name}/versions/{ref}:predict",
+            "POST /v1/models/{name}/labels/{ref}:{ref}",
+            "GET /v2/models/{name}/versions/{ref}",
+            "GET /v2/models/{name}/versions/{ref}/ready",
+            "POST /v2/models/{name}/versions/{ref}/infer",
+            "POST /predict/{name}?version={ref}",
+            "POST /predict/{name}?alias={ref}",
+            "POST /invocations?version={ref}",
+            "GET /models/{name}",
+        ]
+    ),
+)
+def test_any_name_version_or_alias_in_the_url_is_a_client_error(client, name, ref, template):
+    method, path = template.split(" ")
+    url = path.format(name=quote(name, safe=":"), ref=quote(ref, safe=":"))
+    if method == "GET":
+        response = client.get(url)
+    else:
+        response = client.post(url, json={"instances": [[1.0, 2.0, 3.0, 4.0]]})
     check(response)
