@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from mlserve.store import StoreError, validate_alias, validate_name
@@ -11,16 +12,18 @@ __all__ = ["DEFAULTS", "ConfigError", "ServingConfig"]
 
 #: Every configuration key with its default. Keys set in ``app.config`` win
 #: over these; arguments to ``mlserve.blueprint(...)`` win over ``app.config``.
-DEFAULTS: dict[str, Any] = {
-    "MLSERVE_STORE": None,  # a folder path or a ModelStore (MLServe extension only)
-    "MLSERVE_URL_PREFIX": "",  # where the MLServe extension mounts the blueprint
-    "MLSERVE_MAX_BODY_BYTES": 64 * 1024 * 1024,  # larger bodies get 413, as Triton
-    "MLSERVE_RELOAD_INTERVAL": 2.0,  # seconds between store checks; 0 disables polling
-    "MLSERVE_DEFAULT_MODEL": None,  # the model behind /invocations (default: the only one)
-    "MLSERVE_DEFAULT_ALIAS": "production",  # the alias used when a request names none
-    "MLSERVE_WARMUP": True,  # one predict on a zero row before a version takes traffic
-    "MLSERVE_ADMIN_ENABLED": True,  # POST /admin/reload
-}
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "MLSERVE_STORE": None,  # a folder path or a ModelStore (MLServe extension only)
+        "MLSERVE_URL_PREFIX": "",  # where the MLServe extension mounts the blueprint
+        "MLSERVE_MAX_BODY_BYTES": 64 * 1024 * 1024,  # larger bodies get 413, as Triton
+        "MLSERVE_RELOAD_INTERVAL": 2.0,  # seconds between store checks; 0 disables polling
+        "MLSERVE_DEFAULT_MODEL": None,  # the model behind /invocations (default: the only one)
+        "MLSERVE_DEFAULT_ALIAS": "production",  # the alias used when a request names none
+        "MLSERVE_WARMUP": True,  # one predict on a zero row before a version takes traffic
+        "MLSERVE_ADMIN_ENABLED": True,  # POST /admin/reload
+    }
+)
 
 
 class ConfigError(ValueError):
