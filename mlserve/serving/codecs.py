@@ -25,6 +25,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -51,22 +52,26 @@ __all__ = [
 ]
 
 #: KServe V2 tensor datatypes and the numpy dtypes they travel as (little-endian).
-V2_DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
+V2_DATATYPES: Mapping[str, np.dtype] = MappingProxyType(
+    {
+        "BOOL": np.dtype("?"),
+        "UINT8": np.dtype("<u1"),
+        "UINT16": np.dtype("<u2"),
+        "UINT32": np.dtype("<u4"),
+        "UINT64": np.dtype("<u8"),
+        "INT8": np.dtype("<i1"),
+        "INT16": np.dtype("<i2"),
+        "INT32": np.dtype("<i4"),
+        "INT64": np.dtype("<i8"),
+        "FP16": np.dtype("<f2"),
+        "FP32": np.dtype("<f4"),
+        "FP64": np.dtype("<f8"),
+    }
+)
 
-RETURN_CHOICES = {"predict": (PREDICT,), "proba": (PREDICT_PROBA,), "all": (PREDICT, PREDICT_PROBA)}
+RETURN_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"predict": (PREDICT,), "proba": (PREDICT_PROBA,), "all": (PREDICT, PREDICT_PROBA)}
+)
 
 
 # ------------------------------------------------------------------ shared
