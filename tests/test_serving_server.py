@@ -295,3 +295,29 @@ def test_demo_check(tmp_path):
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["model"] == "demo" and answer["version"] == 1
     assert answer["prediction"] in ("churn", "stay")
+
+
+def test_workers_share_the_model_file_by_mmap(tmp_path, models):
+    psutil = pytest.importorskip("psutil")
+    root = tmp_path / "models"
+    store = ModelStore(root)
+    store.publish("reg", models["reg"], alias="production")
+    server = Server(root, "--workers", "2", "--threads", "1", "--reload-interval", "0")
+    try:
+        model_file = str(store.path("reg", 1))
+        deadline = time.monotonic() + 20
+        while True:
+            workers = psutil.Process(server.process.pid).children()
+            mapped = [
+                w.pid
+                for w in workers
+                if any(m.path == model_file for m in w.memory_maps(grouped=True))
+            ]
+            if len(mapped) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert len(mapped) == 2, (
+            f"workers mapping {model_file}: {mapped} of {[w.pid for w in workers]}"
+        )
+    finally:
+        server.stop()
