@@ -96,8 +96,10 @@ mls_status mls_json_parse(const char *in, size_t len, const mls_json_options *op
 void mls_json_doc_free(mls_json_doc *doc);
 
 /* Correctly rounded value of a literal the parser accepted (JSON number
- * grammar, nothing else). Returns 0 if the value overflows (|x| > DBL_MAX
- * after rounding; *out is then +-inf), 1 otherwise. */
+ * grammar, nothing else). Returns 1, or 0 if the value overflows (|x| >
+ * DBL_MAX after rounding; *out is then +-inf), or -1 if the rare slow path
+ * (more than 19 significant digits, ambiguous or subnormal results) could
+ * not allocate its copy of a long literal. */
 int mls_json_number_to_double(const char *s, size_t len, double *out);
 
 /* Shortest decimal that reads back as x, in Python's repr layout ("0.1",
