@@ -84,6 +84,14 @@ core = Extension(
 )
 
 
+def replace_file(src, dst):
+    """Copy by rename: a process that has the old shared library mapped keeps
+    it (rewriting it in place would crash that process with SIGBUS)."""
+    tmp = f"{dst}.tmp{os.getpid()}"
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
 class BuildExtWithBlas(build_ext):
     """Copies the wheel's OpenBLAS next to the built extension ($ORIGIN rpath)."""
 
@@ -94,7 +102,12 @@ class BuildExtWithBlas(build_ext):
         for ext in self.extensions:
             target_dir = os.path.dirname(self.get_ext_fullpath(ext.name))
             os.makedirs(target_dir, exist_ok=True)
-            shutil.copy2(BLAS_SHARED, os.path.join(target_dir, os.path.basename(BLAS_SHARED)))
+            replace_file(BLAS_SHARED, os.path.join(target_dir, os.path.basename(BLAS_SHARED)))
+
+    def copy_file(self, infile, outfile, *args, **kwargs):
+        # used for --inplace / editable builds, into a tree others may be running
+        replace_file(infile, outfile)
+        return outfile, 1
 
 
 setup(
