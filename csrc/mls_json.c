@@ -936,7 +936,7 @@ static inline void mls_json_g(int k, uint64_t *g1, uint64_t *g0)
     *g0 = lo & ((1ULL << 63) - 1);
 }
 
-static void mls_json_schubfach64(uint64_t c, int q, int dk, uint64_t *f, int *e)
+static void mls_json_schubfach64(uint64_t c, int q, uint64_t *f, int *e)
 {
     const uint64_t c_min = 1ULL << 52;
     uint64_t out = c & 1, cb = c << 2, cbr = cb + 2, cbl;
@@ -968,7 +968,7 @@ static void mls_json_schubfach64(uint64_t c, int q, int dk, uint64_t *f, int *e)
     uint64_t t = s + 1;
     int uin = vbl + out <= s << 2;
     int win = (t << 2) + out <= vbr;
-    *e = k + dk;
+    *e = k;
     if (uin != win) {
         *f = uin ? s : t;
         return;
@@ -985,7 +985,7 @@ static inline uint32_t mls_json_rop32(uint64_t g, uint64_t cp)
     return (uint32_t)(vbp | (((x1 & mask32) + mask32) >> 32));
 }
 
-static void mls_json_schubfach32(uint32_t c, int q, int dk, uint64_t *f, int *e)
+static void mls_json_schubfach32(uint32_t c, int q, uint64_t *f, int *e)
 {
     const uint32_t c_min = 1U << 23;
     uint32_t out = c & 1;
@@ -1019,7 +1019,7 @@ static void mls_json_schubfach32(uint32_t c, int q, int dk, uint64_t *f, int *e)
     uint32_t t = s + 1;
     int uin = vbl + out <= s << 2;
     int win = (t << 2) + out <= vbr;
-    *e = k + dk;
+    *e = k;
     if (uin != win) {
         *f = uin ? s : t;
         return;
@@ -1128,7 +1128,7 @@ size_t mls_json_format_f64(double x, char *out)
     uint64_t t = bits & ((1ULL << 52) - 1);
     int bq = (int)((bits >> 52) & 0x7FF);
     uint64_t c, f;
-    int q, e, dk = 0;
+    int q, e;
     if (bq == 0 && t == 0) {
         memcpy(out, neg ? "-0.0" : "0.0", neg ? 4 : 3);
         return neg ? 4 : 3;
@@ -1148,7 +1148,7 @@ size_t mls_json_format_f64(double x, char *out)
         q = -1074;
         c = t;
     }
-    mls_json_schubfach64(c, q, dk, &f, &e);
+    mls_json_schubfach64(c, q, &f, &e);
     return mls_json_layout(out, neg, f, e, -1);
 }
 
@@ -1161,7 +1161,7 @@ size_t mls_json_format_f32(float x, char *out)
     int bq = (int)((bits >> 23) & 0xFF);
     uint32_t c;
     uint64_t f;
-    int q, e, dk = 0;
+    int q, e;
     if (bq == 0 && t == 0) {
         memcpy(out, neg ? "-0.0" : "0.0", neg ? 4 : 3);
         return neg ? 4 : 3;
@@ -1180,7 +1180,7 @@ size_t mls_json_format_f32(float x, char *out)
         q = -149;
         c = t;
     }
-    mls_json_schubfach32(c, q, dk, &f, &e);
+    mls_json_schubfach32(c, q, &f, &e);
     return mls_json_layout(out, neg, f, e, sci);
 }
 
