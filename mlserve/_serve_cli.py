@@ -18,6 +18,7 @@ __all__ = ["register_serving_commands"]
 
 STORE_ENV = "MLSERVE_STORE"
 DEFAULT_STORE = "models"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
 DEMO_MODEL = "demo"
 DEMO_ROW = [0.5, -1.2, 3.3, 0.1]
 CHECK_TIMEOUT_SECONDS = 30.0
@@ -93,6 +94,41 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     type=click.IntRange(1),
     help="Larger request bodies get 413.",
 )
+@click.option(
+    "--max-rows",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Requests with more rows get 413.",
+)
+@click.option(
+    "--api-keys",
+    default=None,
+    envvar="MLSERVE_API_KEYS",
+    type=click.Path(dir_okay=False),
+    help="Keys file (mlserve keys create): requests then need a key. Default: no auth.",
+)
+@click.option(
+    "--rate-limit",
+    default=None,
+    help='Per client (key, or address without keys), e.g. "100/second". Counted per worker '
+    "unless --rate-limit-storage is shared.",
+)
+@click.option(
+    "--rate-limit-storage",
+    default="memory://",
+    show_default=True,
+    help='Where rate limits are counted, e.g. "redis://localhost:6379".',
+)
+@click.option(
+    "--cors-origins", default=None, help='Allowed CORS origins: "*" or comma-separated origins.'
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One JSON line per request on stderr.",
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -103,19 +139,46 @@ def serve_command(
     reload_interval: float,
     default_model: str | None,
     max_body_bytes: int,
+    max_rows: int,
+    api_keys: str | None,
+    rate_limit: str | None,
+    rate_limit_storage: str,
+    cors_origins: str | None,
+    access_log: bool,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root)."""
-    from mlserve.serving.app import create_app
-
     _existing_store(store_dir)
+    if not dev:
+        # before prometheus_client is first imported: each worker then writes its
+        # metrics to files there, and /metrics sums them (mlserve.serving.metrics)
+        _prepare_multiprocess_metrics()
+    from mlserve.serving.app import create_app
+    from mlserve.serving.config import ConfigError, ServingConfig
+
     config = {
         "MLSERVE_RELOAD_INTERVAL": reload_interval,
         "MLSERVE_DEFAULT_MODEL": default_model,
         "MLSERVE_MAX_BODY_BYTES": max_body_bytes,
+        "MLSERVE_MAX_ROWS": max_rows,
+        "MLSERVE_API_KEYS": api_keys,
+        "MLSERVE_RATE_LIMIT": rate_limit,
+        "MLSERVE_RATE_LIMIT_STORAGE": rate_limit_storage,
+        "MLSERVE_CORS_ORIGINS": cors_origins,
+        "MLSERVE_ACCESS_LOG": access_log,
     }
+    try:  # a bad option is a usage error here, not a traceback in every worker
+        ServingConfig.from_mapping(config)
+        if api_keys:
+            from mlserve.serving.security import KeyFile
+
+            KeyFile(api_keys)
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
 
     def factory() -> Any:
+        if access_log:
+            _log_access_to_stderr()
         return create_app(store_dir, **config)
 
     if dev:
@@ -133,8 +196,61 @@ def serve_command(
             "keepalive": 5,
             # one control socket per user would clash between servers on one host
             "control_socket_disable": True,
+            "child_exit": _child_exit,
+            "worker_exit": _worker_exit,
         },
     )
+
+
+def _prepare_multiprocess_metrics() -> None:
+    """Point prometheus_client at a fresh folder shared by this server's workers."""
+    import atexit
+    import glob
+    import shutil
+    import tempfile
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:  # the operator's folder: clear the files of a previous run
+        os.makedirs(directory, exist_ok=True)
+        for path in glob.glob(os.path.join(directory, "*.db")):
+            os.unlink(path)
+        return
+    directory = tempfile.mkdtemp(prefix="mlserve-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    master = os.getpid()
+    atexit.register(lambda: os.getpid() == master and shutil.rmtree(directory, ignore_errors=True))
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """gunicorn child_exit: a dead worker's live gauges (in-flight requests) stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    """gunicorn worker_exit, after in-flight requests finished (graceful_timeout): the
+    micro-batcher drains its queue here when it provides ``drain()``."""
+    try:
+        from mlserve.serving import batching  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    drain = getattr(batching, "drain", None)
+    if callable(drain):
+        drain()
+
+
+def _log_access_to_stderr() -> None:
+    """The mlserve.access logger's JSON lines to stderr (unless the app configured it)."""
+    import logging
+
+    logger = logging.getLogger("mlserve.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 # ------------------------------------------------------------ store commands

@@ -53,6 +53,10 @@ from ._serve_cli import register_serving_commands  # noqa: E402
 
 register_serving_commands(main)
 
+from ._keys_cli import keys_group  # noqa: E402
+
+main.add_command(keys_group)
+
 
 if __name__ == "__main__":
     main()

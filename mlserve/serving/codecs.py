@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mlserve.serving.errors import BadRequest
+from mlserve.serving.errors import BadRequest, PayloadTooLarge
 from mlserve.serving.runtime import PREDICT, PREDICT_PROBA, LoadedModel
 
 __all__ = [
@@ -620,18 +620,57 @@ def decode_simple_json(body: Mapping[str, Any], loaded: LoadedModel) -> SimpleRe
     return SimpleRequest(row.reshape(1, -1), outputs, True)
 
 
-def decode_npy(body: bytes, loaded: LoadedModel, outputs: tuple[str, ...]) -> SimpleRequest:
-    """A raw ``.npy`` body: one row (1-D) or a batch (2-D) of numbers; never unpickles."""
+NPY_MAX_DIMENSION = 2**31 - 1
+
+
+def decode_npy(
+    body: bytes, loaded: LoadedModel, outputs: tuple[str, ...], max_rows: int | None = None
+) -> SimpleRequest:
+    """A raw ``.npy`` body: one row (1-D) or a batch (2-D) of numbers; never unpickles.
+
+    The header is read and checked first (dtype, dimensions, rows against
+    ``max_rows``, and the size its shape claims against the bytes that follow),
+    and the array is then a view of the body: nothing is allocated in
+    proportion to a size the client claims (``np.load`` would allocate the
+    claimed shape before reading the data).
+    """
+    stream = io.BytesIO(body)
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as exc:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    except Exception as exc:  # noqa: BLE001  numpy parses the header with ast and tokenize,
+        # which raise SyntaxError, tokenize.TokenError, RecursionError, ... (found by fuzzing)
         raise BadRequest(f"malformed .npy body: {exc}") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+    if dtype.hasobject:
+        raise BadRequest("malformed .npy body: object arrays are refused (reading them would unpickle)")
+    if dtype.kind not in "biuf" or dtype.itemsize == 0:
         raise BadRequest("the .npy body must hold a numeric array")
+    if len(shape) not in (1, 2):
+        raise BadRequest(f"the .npy array must have 1 or 2 dimensions, got {len(shape)}")
+    if any(d > NPY_MAX_DIMENSION for d in shape):  # numpy cannot even shape (0, 2**62)
+        raise BadRequest(f"malformed .npy body: shape {tuple(shape)} is too large")
+    n_rows = shape[0] if len(shape) == 2 else 1
+    if max_rows is not None and n_rows > max_rows:
+        raise PayloadTooLarge(
+            f"the request has {n_rows} rows; the limit is {max_rows} (MLSERVE_MAX_ROWS)"
+        )
+    offset = stream.tell()
+    count = math.prod(shape)
+    needed = count * dtype.itemsize
+    if len(body) - offset != needed:
+        raise BadRequest(
+            f"malformed .npy body: the header declares shape {tuple(shape)} of {dtype} "
+            f"({needed} bytes) but {len(body) - offset} bytes follow it"
+        )
+    array = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+    array = array.reshape(shape, order="F" if fortran_order else "C")
     if array.ndim == 1:
         return SimpleRequest(array.reshape(1, -1), outputs, True)
-    if array.ndim != 2:
-        raise BadRequest(f"the .npy array must have 1 or 2 dimensions, got {array.ndim}")
     return SimpleRequest(array, outputs, False)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -22,6 +23,17 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "MLSERVE_DEFAULT_ALIAS": "production",  # the alias used when a request names none
         "MLSERVE_WARMUP": True,  # one predict on a zero row before a version takes traffic
         "MLSERVE_ADMIN_ENABLED": True,  # POST /admin/reload
+        "MLSERVE_MAX_ROWS": 100_000,  # rows per request; more get 413 (checked before decoding binary)
+        # security (mlserve/serving/security.py)
+        "MLSERVE_API_KEYS": None,  # path to a keys file (mlserve keys create); None: no auth
+        "MLSERVE_OPEN_ENDPOINTS": ("health",),  # need no key: health, metrics, docs
+        "MLSERVE_RATE_LIMIT": None,  # per client, e.g. "100/second" or "10/second;1000/hour"
+        "MLSERVE_MODEL_RATE_LIMITS": None,  # per client and model, e.g. {"churn": "20/second"}
+        "MLSERVE_RATE_LIMIT_STORAGE": "memory://",  # per worker; "redis://..." to share
+        "MLSERVE_CORS_ORIGINS": None,  # None: no CORS headers; "*" or a list of origins
+        # operations (mlserve/serving/metrics.py)
+        "MLSERVE_METRICS_ENABLED": True,  # GET /metrics (Prometheus)
+        "MLSERVE_ACCESS_LOG": True,  # one JSON line per request on the "mlserve.access" logger
     }
 )
 
@@ -38,6 +50,15 @@ class ServingConfig:
     default_alias: str | None
     warmup: bool
     admin_enabled: bool
+    max_rows: int = DEFAULTS["MLSERVE_MAX_ROWS"]
+    api_keys: str | None = None
+    open_endpoints: frozenset[str] = frozenset({"health"})
+    rate_limit: str | None = None
+    model_rate_limits: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    rate_limit_storage: str = "memory://"
+    cors_origins: tuple[str, ...] | None = None
+    metrics_enabled: bool = True
+    access_log: bool = True
 
     @classmethod
     def from_mapping(
@@ -59,13 +80,22 @@ class ServingConfig:
             default_alias=_optional_name(values, "MLSERVE_DEFAULT_ALIAS", "alias"),
             warmup=_bool(values, "MLSERVE_WARMUP"),
             admin_enabled=_bool(values, "MLSERVE_ADMIN_ENABLED"),
+            max_rows=_positive_int(values, "MLSERVE_MAX_ROWS", "rows"),
+            api_keys=_optional_path(values, "MLSERVE_API_KEYS"),
+            open_endpoints=_open_endpoints(values, "MLSERVE_OPEN_ENDPOINTS"),
+            rate_limit=_optional_rate_limit(values, "MLSERVE_RATE_LIMIT"),
+            model_rate_limits=_model_rate_limits(values, "MLSERVE_MODEL_RATE_LIMITS"),
+            rate_limit_storage=_storage_uri(values, "MLSERVE_RATE_LIMIT_STORAGE"),
+            cors_origins=_cors_origins(values, "MLSERVE_CORS_ORIGINS"),
+            metrics_enabled=_bool(values, "MLSERVE_METRICS_ENABLED"),
+            access_log=_bool(values, "MLSERVE_ACCESS_LOG"),
         )
 
 
-def _positive_int(values: Mapping[str, Any], key: str) -> int:
+def _positive_int(values: Mapping[str, Any], key: str, unit: str = "bytes") -> int:
     value = values[key]
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key} must be a positive integer (bytes), got {value!r}")
+        raise ConfigError(f"{key} must be a positive integer ({unit}), got {value!r}")
     return value
 
 
@@ -91,3 +121,80 @@ def _bool(values: Mapping[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be True or False, got {value!r}")
     return value
+
+
+OPEN_ENDPOINT_GROUPS = ("health", "metrics", "docs")
+
+
+def _optional_path(values: Mapping[str, Any], key: str) -> str | None:
+    value = values[key]
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{key} must be a file path, got {value!r}")
+    return os.fspath(value)
+
+
+def _open_endpoints(values: Mapping[str, Any], key: str) -> frozenset[str]:
+    value = values[key]
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if value is None:
+        value = ()
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        v in OPEN_ENDPOINT_GROUPS for v in value
+    ):
+        raise ConfigError(
+            f"{key} must be a list of {', '.join(OPEN_ENDPOINT_GROUPS)}, got {value!r}"
+        )
+    return frozenset(value)
+
+
+def _rate_limit_text(key: str, value: Any) -> str:
+    from mlserve.serving.security import parse_rate_limit
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a rate limit like '100/second', got {value!r}")
+    try:
+        return parse_rate_limit(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a rate limit like '100/second': {exc}") from None
+
+
+def _optional_rate_limit(values: Mapping[str, Any], key: str) -> str | None:
+    value = values[key]
+    if value is None or value == "":
+        return None
+    return _rate_limit_text(key, value)
+
+
+def _model_rate_limits(values: Mapping[str, Any], key: str) -> Mapping[str, str]:
+    value = values[key] or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must map model names to rate limits, got {value!r}")
+    limits = {}
+    for name, text in value.items():
+        try:
+            validate_name(name, "model name")
+        except (StoreError, TypeError) as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+        limits[name] = _rate_limit_text(f"{key}[{name!r}]", text)
+    return MappingProxyType(limits)
+
+
+def _storage_uri(values: Mapping[str, Any], key: str) -> str:
+    value = values[key]
+    if not isinstance(value, str) or "://" not in value:
+        raise ConfigError(f"{key} must be a storage URI like 'memory://', got {value!r}")
+    return value
+
+
+def _cors_origins(values: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
+    value = values[key]
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be '*', an origin or a list of origins, got {value!r}")
+    return tuple(value)

@@ -30,6 +30,7 @@ class ServingError(Exception):
     """Base of all serving errors; ``status`` is the HTTP status to answer with."""
 
     status = 500
+    headers: dict[str, str] | None = None  # extra response headers (Retry-After, ...)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -79,7 +80,10 @@ def error_response(message: str, status: int) -> Response:
 def render_error(exc: Exception) -> Response:
     """The blueprint's one error handler."""
     if isinstance(exc, ServingError):
-        return error_response(exc.message, exc.status)
+        response = error_response(exc.message, exc.status)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
     if isinstance(exc, ModelNotFoundError):
         return error_response(str(exc), 404)
     if isinstance(exc, StoreError):

@@ -242,10 +242,14 @@ class ServingState:
         self.ready = True
 
     def _load(self, name: str, version: int) -> LoadedModel:
+        from mlserve.serving.metrics import observe_model_load
+
+        start = time.perf_counter()
         model = self.store.load_version(name, version)
         loaded = LoadedModel.from_model(name, version, model)
         if self.config.warmup:
             loaded.warm_up()
+        observe_model_load(name, time.perf_counter() - start)
         return loaded
 
     # ---------------------------------------------------------------- routing

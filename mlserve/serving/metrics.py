@@ -1,0 +1,195 @@
+"""Prometheus metrics, request ids and JSON-lines access logs for the serving blueprint.
+
+Metrics (prometheus_client; exposed at ``GET /metrics`` unless
+``MLSERVE_METRICS_ENABLED`` is false):
+
+==================================== ========= ===================================
+mlserve_requests_total               counter   model, version, endpoint, status
+mlserve_request_duration_seconds     histogram model, endpoint
+mlserve_request_rows                 histogram model, endpoint
+mlserve_requests_in_flight           gauge     (summed over live workers)
+mlserve_model_load_seconds           histogram model
+mlserve_batch_size                   histogram model  (fed by the micro-batcher)
+mlserve_batch_queue_delay_seconds    histogram model  (fed by the micro-batcher)
+==================================== ========= ===================================
+
+Label values are bounded: ``model`` and ``version`` are those of a model
+that was actually served (a request for an unknown name is counted as
+``model=""``), ``endpoint`` is the route's name, so a client cannot grow the
+number of time series by inventing names.
+
+Under gunicorn each worker is a process: ``mlserve serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` to a fresh folder before the workers start (so
+prometheus_client writes each worker's values to memory-mapped files there),
+and marks a worker's files dead when it exits; ``/metrics`` then sums over
+every worker, whichever worker answers the scrape. An app run under another
+server with several processes must set ``PROMETHEUS_MULTIPROC_DIR`` itself
+(see prometheus_client's multiprocess documentation).
+
+The access log is one JSON object per request on the ``mlserve.access``
+logger (standard logging: attach a handler, or let ``mlserve serve`` attach
+one to stderr): time, request id, method, path, endpoint, model, version,
+rows, status, latency in ms, the API key's id (never the key) and the
+client address. The request id is the client's ``X-Request-ID`` when it is a
+short token (up to 128 of ``A-Za-z0-9._:-``), otherwise a new one; it is
+returned in the response's ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = [
+    "MULTIPROC_ENV",
+    "observe_batch",
+    "observe_model_load",
+    "render_metrics",
+    "request_id_from",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+access_log = logging.getLogger("mlserve.access")
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 50_000, 100_000)
+LOAD_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
+
+REQUESTS = Counter(
+    "mlserve_requests",
+    "Requests answered, by model, version, endpoint and HTTP status.",
+    ["model", "version", "endpoint", "status"],
+)
+LATENCY = Histogram(
+    "mlserve_request_duration_seconds",
+    "Time from the request reaching the blueprint to the response leaving it.",
+    ["model", "endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+ROWS = Histogram(
+    "mlserve_request_rows",
+    "Rows per predict request.",
+    ["model", "endpoint"],
+    buckets=ROW_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "mlserve_requests_in_flight",
+    "Requests being served now.",
+    multiprocess_mode="livesum",
+)
+MODEL_LOAD = Histogram(
+    "mlserve_model_load_seconds",
+    "Time to load and warm a model version.",
+    ["model"],
+    buckets=LOAD_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "mlserve_batch_size",
+    "Rows per model call made by the micro-batcher.",
+    ["model"],
+    buckets=ROW_BUCKETS,
+)
+QUEUE_DELAY = Histogram(
+    "mlserve_batch_queue_delay_seconds",
+    "Time a request waited in the micro-batcher's queue.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+def observe_model_load(model: str, seconds: float) -> None:
+    MODEL_LOAD.labels(model).observe(seconds)
+
+
+def observe_batch(model: str, size: int, queue_delay_seconds: float) -> None:
+    """The micro-batcher's hook: one coalesced model call of ``size`` rows, and one
+    request's wait in the queue (call once per batch for the first, once per request
+    for the second, or both per batch with the oldest request's wait)."""
+    BATCH_SIZE.labels(model).observe(size)
+    QUEUE_DELAY.labels(model).observe(queue_delay_seconds)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The exposition text (summed over every gunicorn worker in multiprocess mode)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's request id if it is a short token, else a new random one."""
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class RequestRecord:
+    """What one request did, filled in as it goes; logged and counted when it ends."""
+
+    __slots__ = ("request_id", "start", "model", "version", "rows", "key_id", "done")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.start = time.perf_counter()
+        self.model = ""
+        self.version = ""
+        self.rows: int | None = None
+        self.key_id: str | None = None
+        self.done = False
+
+    def finish(self, *, endpoint: str, status: int, method: str, path: str, remote: Any,
+               log: bool) -> None:  # fmt: skip
+        if self.done:
+            return
+        self.done = True
+        elapsed = time.perf_counter() - self.start
+        endpoint = endpoint.rsplit(".", 1)[-1]
+        REQUESTS.labels(self.model, self.version, endpoint, str(status)).inc()
+        LATENCY.labels(self.model, endpoint).observe(elapsed)
+        if self.rows is not None:
+            ROWS.labels(self.model, endpoint).observe(self.rows)
+        if log and access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                json.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+                        + f".{int(time.time() * 1000) % 1000:03d}Z",
+                        "request_id": self.request_id,
+                        "method": method,
+                        "path": path,
+                        "endpoint": endpoint,
+                        "model": self.model or None,
+                        "version": int(self.version) if self.version else None,
+                        "rows": self.rows,
+                        "status": status,
+                        "latency_ms": round(elapsed * 1000.0, 3),
+                        "key": self.key_id,
+                        "remote": remote,
+                    },
+                    separators=(",", ":"),
+                )
+            )
