@@ -15,7 +15,7 @@ import zlib
 from typing import Any, Mapping
 
 import numpy as np
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import mlserve
@@ -29,7 +29,15 @@ from mlserve.serving.errors import (
     UnsupportedMediaType,
     render_error,
 )
+from mlserve.serving.metrics import (
+    IN_FLIGHT,
+    REQUEST_ID_HEADER,
+    RequestRecord,
+    render_metrics,
+    request_id_from,
+)
 from mlserve.serving.runtime import PREDICT, LoadedModel, ServingState, Timings, predict
+from mlserve.serving.security import Guard
 from mlserve.store import ModelStore
 
 __all__ = ["blueprint", "serving_state"]
@@ -94,11 +102,14 @@ def blueprint(
         key = ".".join(p for p in (setup.name_prefix, setup.name) if p)
         config = ServingConfig.from_mapping(setup.app.config, overrides)
         state = ServingState(store, config)
+        state.guard = Guard(config)  # type: ignore[attr-defined]
         state.refresh()
         setup.app.extensions.setdefault(EXTENSION_KEY, {})[key] = state
 
     bp.register_error_handler(Exception, _handle_error)
     bp.before_request(_before_request)
+    bp.after_request(_after_request)
+    bp.teardown_request(_teardown_request)
     _add_routes(bp)
 
     from mlserve.serving.commands import register_flask_commands
@@ -126,7 +137,91 @@ def _state() -> ServingState:
 
 
 def _before_request() -> None:
-    _state().maybe_refresh()
+    record = RequestRecord(request_id_from(request.headers.get(REQUEST_ID_HEADER)))
+    g.mlserve_record = record
+    IN_FLIGHT.inc()
+    state = _state()
+    if request.method != "OPTIONS":  # CORS preflights carry no credentials
+        key = state.guard.check(
+            _endpoint(), request.method, request.headers, request.remote_addr, _requested_model
+        )
+        record.key_id = key.id if key is not None else None
+    state.maybe_refresh()
+
+
+def _endpoint() -> str:
+    return (request.endpoint or "").rsplit(".", 1)[-1]
+
+
+def _requested_model() -> str | None:
+    """The model a predict request names (for predict:<model> scopes and per-model limits)."""
+    args = request.view_args or {}
+    endpoint = _endpoint()
+    if endpoint == "v1_model":
+        match = _V1_TARGET.fullmatch(args.get("target", ""))
+        return match["name"] if match else None
+    if endpoint == "invocations":
+        try:
+            return _state().default_model_name()
+        except ModelNotFound:
+            return None
+    return args.get("name")
+
+
+def _after_request(response: Response) -> Response:
+    record: RequestRecord | None = g.get("mlserve_record")
+    state = _state()
+    if record is not None:
+        response.headers[REQUEST_ID_HEADER] = record.request_id
+        record.finish(
+            endpoint=_endpoint(), status=response.status_code, method=request.method,
+            path=request.path[:512], remote=request.remote_addr, log=state.config.access_log,
+        )  # fmt: skip
+    state.guard.cors_headers(current_app, response)
+    return response
+
+
+def _teardown_request(exc: BaseException | None) -> None:
+    record: RequestRecord | None = g.pop("mlserve_record", None)
+    if record is None:
+        return
+    IN_FLIGHT.dec()
+    if not record.done:  # an exception no handler turned into a response
+        record.finish(
+            endpoint=_endpoint(), status=500, method=request.method, path=request.path[:512],
+            remote=request.remote_addr, log=_state().config.access_log,
+        )  # fmt: skip
+
+
+def _select(
+    state: ServingState, name: str, version: str | int | None = None, alias: str | None = None
+) -> LoadedModel:
+    """state.select, noting the model and version for the metrics and the access log."""
+    loaded = state.select(name, version, alias)
+    record: RequestRecord | None = g.get("mlserve_record")
+    if record is not None:
+        record.model, record.version = loaded.name, str(loaded.version)
+    return loaded
+
+
+def _predict(
+    loaded: LoadedModel, rows: np.ndarray, outputs: Any, timings: Timings
+) -> dict[str, np.ndarray]:
+    """runtime.predict after the MLSERVE_MAX_ROWS check, noting the row count."""
+    n_rows = int(rows.shape[0]) if rows.ndim else 1
+    record: RequestRecord | None = g.get("mlserve_record")
+    if record is not None:
+        record.rows = n_rows
+    _check_rows(n_rows)
+    return predict(loaded, rows, outputs, timings)
+
+
+def _check_rows(n_rows: int) -> None:
+    limit = _state().config.max_rows
+    if n_rows > limit:
+        raise PayloadTooLarge(
+            f"the request has {n_rows} rows; the limit is {limit} (MLSERVE_MAX_ROWS)"
+        )
 
 
 def _handle_error(exc: Exception) -> Response:
@@ -289,6 +384,7 @@ def _add_routes(bp: Blueprint) -> None:
     # admin, docs
     route("/admin/reload", "admin_reload", _admin_reload, methods=["POST"])
     route("/openapi.json", "openapi", _openapi, methods=["GET"])
+    route("/metrics", "metrics", _metrics, methods=["GET"])
 
 
 # ---------------------------------------------------------------------- V1
@@ -321,10 +417,10 @@ def _v1_model(target: str) -> Response:
     timings = Timings()
     _require_mimetype(JSON)
     body = _read_body(state)
-    loaded = state.select(name, version, label)
+    loaded = _select(state, name, version, label)
     decoded = codecs.decode_v1(codecs.decode_json(body), loaded)
     timings.decode = _since(start)
-    results = predict(loaded, decoded.rows, decoded.outputs, timings)
+    results = _predict(loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
     response = _json_response(codecs.encode_v1(results, decoded))
     timings.encode = _since(start)
@@ -428,11 +524,11 @@ def _v2_infer(name: str, version: str | None = None) -> Response:
     timings = Timings()
     _require_mimetype(JSON, OCTET)
     body = _read_body(state)
-    loaded = state.select(name, version)
+    loaded = _select(state, name, version)
     decoded = codecs.decode_v2(body, request.headers.get("Inference-Header-Content-Length"), loaded)
     timings.decode = _since(start)
     wanted = tuple(output.name for output in decoded.outputs)
-    results = predict(loaded, decoded.rows, wanted, timings)
+    results = _predict(loaded, decoded.rows, wanted, timings)
     start = time.perf_counter()
     payload, header_length = codecs.encode_v2(results, decoded, name, loaded.version)
     if header_length is None:
@@ -453,13 +549,13 @@ def _mlflow_invocations() -> Response:
     timings = Timings()
     mimetype = _require_mimetype(JSON, CSV)
     body = _read_body(state)
-    loaded = state.select(state.default_model_name(), *_parse_query_ref())
+    loaded = _select(state, state.default_model_name(), *_parse_query_ref())
     if mimetype == CSV:
         rows = codecs.decode_mlflow_csv(body, loaded)
     else:
         rows = codecs.decode_mlflow_json(codecs.decode_json(body), loaded)
     timings.decode = _since(start)
-    results = predict(loaded, rows, (PREDICT,), timings)
+    results = _predict(loaded, rows, (PREDICT,), timings)
     start = time.perf_counter()
     response = _json_response(codecs.encode_mlflow(results))
     timings.encode = _since(start)
@@ -483,14 +579,14 @@ def _simple_predict(name: str) -> Response:
     timings = Timings()
     mimetype = _require_mimetype(JSON, NPY)
     body = _read_body(state)
-    loaded = state.select(name, *_parse_query_ref())
+    loaded = _select(state, name, *_parse_query_ref())
     if mimetype == NPY:
         outputs = codecs.outputs_for_return(request.args.get("return"), loaded)
-        decoded = codecs.decode_npy(body, loaded, outputs)
+        decoded = codecs.decode_npy(body, loaded, outputs, max_rows=state.config.max_rows)
     else:
         decoded = codecs.decode_simple_json(codecs.decode_json(body), loaded)
     timings.decode = _since(start)
-    results = predict(loaded, decoded.rows, decoded.outputs, timings)
+    results = _predict(loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
     if request.accept_mimetypes.best_match([JSON, NPY], default=JSON) == NPY and _wants_npy():
         response = Response(codecs.encode_npy(results), mimetype=NPY)
@@ -525,6 +621,14 @@ def _admin_reload() -> Response:
         raise ModelNotFound("the admin endpoints are disabled (MLSERVE_ADMIN_ENABLED)")
     loaded = state.refresh()
     return _json_response({"reloaded": True, "loaded": {k: v for k, v in loaded.items()}})
+
+
+def _metrics() -> Response:
+    """Prometheus metrics (all gunicorn workers summed in multiprocess mode)."""
+    if not _state().config.metrics_enabled:
+        raise ModelNotFound("metrics are disabled (MLSERVE_METRICS_ENABLED)")
+    payload, content_type = render_metrics()
+    return Response(payload, content_type=content_type)
 
 
 def _openapi() -> Response:
