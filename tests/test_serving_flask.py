@@ -166,7 +166,8 @@ def test_v1_nan_literal_and_regressor_probabilities(client):
         data='{"instances": [[1, 2, NaN, 4]]}',
         content_type="application/json",
     )
-    assert_error(response, 400, "NaN at row 0, column 2")
+    # strict JSON: the literal is refused where it stands (a null reaches the model's NaN check)
+    assert_error(response, 400, "column 23: NaN and Infinity are not valid JSON numbers")
     response = client.post("/ml/v1/models/reg:predict", json={"instances": ROWS, "return": "proba"})
     assert_error(response, 400, "not a classifier")
 
@@ -202,7 +203,7 @@ def test_malformed_json_and_content_types(client):
     response = client.post(
         "/ml/v1/models/clf:predict", data=b'{"a": "\xff"}', content_type="application/json"
     )
-    assert_error(response, 400, "not UTF-8")
+    assert_error(response, 400, "malformed JSON: invalid JSON at line 1, column 8: invalid UTF-8")
     response = client.post(
         "/ml/v1/models/clf:predict", data="[1, 2]", content_type="application/json"
     )
@@ -885,6 +886,9 @@ def test_edge_values_are_client_errors(client):
     assert_error(response, 400, "too large for float64")
     huger = '{"instances": [[1, 2, 3, ' + "9" * 5000 + "]]}"
     response = client.post("/ml/v1/models/reg:predict", data=huger, content_type="application/json")
+    assert_error(response, 400, "a number is too large for float64 at line 1, column 26")
+    lone = '{"id": ' + "9" * 5000 + ', "inputs": []}'  # a lone integer is a Python int
+    response = client.post("/ml/v2/models/reg/infer", data=lone, content_type="application/json")
     assert_error(response, 400, "malformed JSON: Exceeds the limit")
     deep = '{"instances": ' + "[" * 100000 + "]" * 100000 + "}"
     response = client.post("/ml/v1/models/reg:predict", data=deep, content_type="application/json")

@@ -239,6 +239,8 @@ def _discard_unread_body() -> None:
     request on it would fail. A body larger than the limit is left alone (the
     connection closes; the client reconnects).
     """
+    if getattr(request, "_cached_data", None) is not None:
+        return  # the body was read whole
     length = request.content_length
     if length is not None and length > DRAIN_LIMIT_BYTES:
         return
@@ -260,6 +262,27 @@ def _discard_unread_body() -> None:
 def _read_body(state: ServingState) -> bytes:
     """The request body, refusing (413) anything over MLSERVE_MAX_BODY_BYTES."""
     limit = state.config.max_body_bytes
+    environ = request.environ
+    raw_length = environ.get("CONTENT_LENGTH")
+    if (
+        raw_length
+        and raw_length.isdigit()
+        and "HTTP_CONTENT_ENCODING" not in environ
+        and "HTTP_TRANSFER_ENCODING" not in environ
+        and getattr(request, "_cached_data", None) is None
+        and request.max_content_length is None  # else werkzeug enforces MAX_CONTENT_LENGTH
+    ):
+        # the common case, without werkzeug's stream wrappers: one read of a known length
+        length = int(raw_length)
+        if length > limit:
+            raise PayloadTooLarge(
+                f"request body is {length} bytes; the limit is {limit} (MLSERVE_MAX_BODY_BYTES)"
+            )
+        body = environ["wsgi.input"].read(length) if length else b""
+        if len(body) != length:
+            raise BadRequest(f"the request body ended after {len(body)} of {length} bytes")
+        request._cached_data = body  # for request.get_data() and the error path
+        return body
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(
@@ -306,6 +329,9 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def _mimetype() -> str:
+    content_type = request.environ.get("CONTENT_TYPE")
+    if content_type == JSON:  # the usual exact header, without parsing it
+        return JSON
     return request.mimetype or ""
 
 
@@ -323,6 +349,11 @@ def _finish(response: Response, loaded: LoadedModel, timings: Timings) -> Respon
     response.headers["X-Model-Version"] = str(loaded.version)
     response.headers["Server-Timing"] = timings.header()
     return response
+
+
+def _predict_response(payload: Any) -> Response:
+    """A predict endpoint's JSON response, encoded in C (output arrays never become lists)."""
+    return Response(codecs.encode_json(payload), mimetype=JSON)
 
 
 def _json_response(payload: Any, status: int = 200) -> Response:
@@ -422,7 +453,7 @@ def _v1_model(target: str) -> Response:
     timings.decode = _since(start)
     results = _predict(loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
-    response = _json_response(codecs.encode_v1(results, decoded))
+    response = _predict_response(codecs.encode_v1(results, decoded))
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
 
@@ -557,7 +588,7 @@ def _mlflow_invocations() -> Response:
     timings.decode = _since(start)
     results = _predict(loaded, rows, (PREDICT,), timings)
     start = time.perf_counter()
-    response = _json_response(codecs.encode_mlflow(results))
+    response = _predict_response(codecs.encode_mlflow(results))
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
 
@@ -591,7 +622,7 @@ def _simple_predict(name: str) -> Response:
     if request.accept_mimetypes.best_match([JSON, NPY], default=JSON) == NPY and _wants_npy():
         response = Response(codecs.encode_npy(results), mimetype=NPY)
     else:
-        response = _json_response(codecs.encode_simple(results, decoded, name, loaded.version))
+        response = _predict_response(codecs.encode_simple(results, decoded, name, loaded.version))
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
 

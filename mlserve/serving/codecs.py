@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mlserve._core import json_decode, json_encode
 from mlserve.serving.errors import BadRequest, PayloadTooLarge
 from mlserve.serving.runtime import PREDICT, PREDICT_PROBA, LoadedModel
 
@@ -42,6 +42,7 @@ __all__ = [
     "decode_simple_json",
     "decode_v1",
     "decode_v2",
+    "encode_json",
     "encode_npy",
     "encode_simple",
     "encode_v1",
@@ -69,6 +70,9 @@ V2_DATATYPES: Mapping[str, np.dtype] = MappingProxyType(
     }
 )
 
+#: Most nested arrays/objects a request body may have (V1 records are 4 deep).
+JSON_MAX_DEPTH = 64
+
 RETURN_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"predict": (PREDICT,), "proba": (PREDICT_PROBA,), "all": (PREDICT, PREDICT_PROBA)}
 )
@@ -78,22 +82,47 @@ RETURN_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 
 
 def decode_json(body: bytes) -> dict[str, Any]:
-    """Parse a JSON object body; anything else is a 400 that says what is wrong."""
+    """Parse a JSON object body in C; anything else is a 400 that says what is wrong.
+
+    Strict RFC 8259 (no NaN/Infinity literals), GIL released for large bodies;
+    every rectangular array of numbers arrives as a float64 ndarray (booleans
+    as a bool ndarray), so no Python float is made per number. Other arrays
+    (ragged, mixed, strings, objects) are lists.
+    """
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise BadRequest("malformed JSON: the body is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest("malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
-        raise BadRequest(f"malformed JSON: {exc}") from None
+        data = json_decode(body, max_depth=JSON_MAX_DEPTH)
+    except ValueError as exc:
+        raise BadRequest(_json_error_message(str(exc))) from None
     if not isinstance(data, dict):
         raise BadRequest(f"expected a JSON object, got {_json_type(data)}")
     return data
+
+
+def _json_error_message(message: str) -> str:
+    """The 400 message for a json_decode error (which names line and column)."""
+    if message.startswith("number out of range"):
+        return "a number is too large for float64" + message[len("number out of range") :]
+    if message.startswith("JSON nested deeper than"):
+        position = message[message.find(" at line") :] if " at line" in message else ""
+        return f"malformed JSON: nested too deeply (more than {JSON_MAX_DEPTH} levels){position}"
+    return f"malformed JSON: {message}"
+
+
+def encode_json(payload: Any) -> bytes:
+    """JSON bytes of a response payload (ndarrays formatted in C); NaN/infinity is a 400.
+
+    A model can only produce NaN or infinity from inputs at the edge of the
+    float range (e.g. 1e308 times a weight); JSON cannot carry them.
+    """
+    try:
+        return json_encode(payload)
+    except ValueError:
+        raise BadRequest(
+            "the prediction is NaN or infinity, which JSON cannot represent "
+            "(are the inputs within range?); request application/x-npy or V2 binary outputs"
+        ) from None
 
 
 def _json_type(value: Any) -> str:
@@ -105,7 +134,13 @@ def _json_type(value: Any) -> str:
         bool: "a boolean",
         type(None): "null",
         dict: "an object",
+        np.ndarray: "an array",
     }.get(type(value), type(value).__name__)
+
+
+def _as_list(value: Any) -> Any:
+    """A JSON array that json_decode packed as an ndarray, as a list (off the hot path)."""
+    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def to_numeric_array(data: Any, what: str) -> np.ndarray:
@@ -115,6 +150,10 @@ def to_numeric_array(data: Any, what: str) -> np.ndarray:
     unless it handles missing values); strings, objects and ragged rows are
     a 400 naming ``what``.
     """
+    if type(data) is np.ndarray:  # json_decode's packed arrays: float64 or bool
+        if data.dtype.kind == "b":
+            return data.astype(np.float64)
+        return data
     if isinstance(data, (str, bytes, dict)) or data is None:
         raise BadRequest(f"{what} must be an array of numbers, got {_json_type(data)}")
     try:
@@ -152,6 +191,20 @@ def _first_non_number(data: Any) -> str:
         elif isinstance(value, np.ndarray):
             stack.extend(reversed(value.tolist()))
     return "a value that is not a number"
+
+
+#: numpy refuses shapes whose non-zero dimensions multiply past this many bytes,
+#: even for an empty array (shape [0, 2**62]); found by fuzzing the V2 and npy decoders
+MAX_ARRAY_BYTES = 2**62
+
+
+def check_dimensions(shape: Sequence[int], itemsize: int, what: str) -> None:
+    """A 400 for a claimed shape numpy cannot represent (checked before any reshape)."""
+    size = itemsize
+    for dimension in shape:
+        size *= max(int(dimension), 1)
+        if size >= MAX_ARRAY_BYTES:
+            raise BadRequest(f"{what}: shape {list(shape)} is too large")
 
 
 def as_rows(array: np.ndarray, loaded: LoadedModel, what: str) -> np.ndarray:
@@ -202,6 +255,7 @@ def feature_order(names: Sequence[str], loaded: LoadedModel, what: str) -> list[
 
 def records_to_rows(records: Any, loaded: LoadedModel, what: str) -> np.ndarray:
     """A list of ``{feature: value}`` objects as 2-D rows in the model's feature order."""
+    records = _as_list(records)
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise BadRequest(f"{what} must be a list of objects mapping feature names to numbers")
     if not records:
@@ -226,6 +280,13 @@ def outputs_for_return(value: Any, loaded: LoadedModel) -> tuple[str, ...]:
     if PREDICT_PROBA in outputs and not loaded.is_classifier:
         raise BadRequest(f"model {loaded.name!r} is not a classifier; it has no probabilities")
     return outputs
+
+
+def _jsonable(array: np.ndarray) -> Any:
+    """An output array as json_encode takes it: numbers stay an ndarray (formatted in C)."""
+    if array.dtype.kind in "fiub":
+        return array
+    return _tolist(array)
 
 
 def _tolist(array: np.ndarray) -> Any:
@@ -256,6 +317,8 @@ def decode_v1(body: Mapping[str, Any], loaded: LoadedModel) -> V1Request:
 
 
 def _instances_to_rows(instances: Any, loaded: LoadedModel, what: str) -> np.ndarray:
+    if type(instances) is np.ndarray:  # rows of numbers, packed by json_decode
+        return as_rows(to_numeric_array(instances, what), loaded, what)
     if not isinstance(instances, list):
         raise BadRequest(f"'{what}' must be a list, got {_json_type(instances)}")
     if instances and isinstance(instances[0], dict):
@@ -286,10 +349,10 @@ def _inputs_to_rows(inputs: Any, loaded: LoadedModel, what: str) -> np.ndarray:
 def encode_v1(results: Mapping[str, np.ndarray], request: V1Request) -> dict[str, Any]:
     """``{"predictions": ...}`` for row requests, ``{"outputs": ...}`` for columnar ones."""
     if len(results) == 1:
-        value = _tolist(next(iter(results.values())))
+        value = _jsonable(next(iter(results.values())))
         return {"outputs": value} if request.columnar else {"predictions": value}
     if request.columnar:
-        return {"outputs": {name: _tolist(a) for name, a in results.items()}}
+        return {"outputs": {name: _jsonable(a) for name, a in results.items()}}
     lists = {name: _tolist(a) for name, a in results.items()}
     n = len(next(iter(lists.values())))
     return {"predictions": [{name: lists[name][i] for name in lists} for i in range(n)]}
@@ -339,7 +402,7 @@ def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2
             )
         body, binary = body[:length], memoryview(body)[length:]
     header = decode_json(body)
-    inputs = header.get("inputs")
+    inputs = _as_list(header.get("inputs"))
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("'inputs' must be a non-empty list of tensors")
     offset = 0
@@ -369,7 +432,7 @@ def _decode_v2_tensor(
     if not isinstance(name, str):
         raise BadRequest(f"input {position} has no 'name'")
     datatype = tensor.get("datatype")
-    shape = tensor.get("shape")
+    shape = _shape_list(tensor.get("shape"))
     if not isinstance(shape, list) or not all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
     ):
@@ -381,6 +444,7 @@ def _decode_v2_tensor(
         raise BadRequest(
             f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(V2_DATATYPES)}"
         )
+    check_dimensions(shape, dtype.itemsize, f"input {name!r}")
     count = math.prod(shape)
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -418,6 +482,17 @@ def _decode_v2_tensor(
     return values, 0  # integers and booleans: the model computes in floating point anyway
 
 
+def _shape_list(shape: Any) -> Any:
+    """A V2 'shape' packed as a float ndarray, as a list of ints when every value is one."""
+    if not isinstance(shape, np.ndarray):
+        return shape
+    if shape.ndim == 1 and shape.dtype.kind == "f" and bool(
+        np.all((shape == np.floor(shape)) & (shape >= 0) & (shape < 2.0**53))
+    ):
+        return [int(s) for s in shape.tolist()]
+    return shape.tolist()
+
+
 def _v2_inputs_to_rows(arrays: list[tuple[str, np.ndarray]], loaded: LoadedModel) -> np.ndarray:
     if len(arrays) == 1:
         name, array = arrays[0]
@@ -444,7 +519,7 @@ def _v2_requested_outputs(
     if not isinstance(parameters, dict):
         raise BadRequest("'parameters' must be an object")
     binary_default = bool(parameters.get("binary_data_output", False))
-    requested = header.get("outputs")
+    requested = _as_list(header.get("outputs"))
     if requested is None:
         return [V2Output(name, binary_default) for name in loaded.outputs], binary_default
     if not isinstance(requested, list):
@@ -500,13 +575,13 @@ def encode_v2(
             tensor["parameters"] = {"binary_data_size": len(raw)}
             raw_parts.append(raw)
         else:
-            tensor["data"] = _tolist(array.ravel())
+            tensor["data"] = _jsonable(array.ravel())
         outputs.append(tensor)
     response: dict[str, Any] = {"model_name": name, "model_version": str(version)}
     if request.id is not None:
         response["id"] = request.id
     response["outputs"] = outputs
-    header = json.dumps(response, separators=(",", ":")).encode()
+    header = encode_json(response)
     if not raw_parts:
         return header, None
     return header + b"".join(raw_parts), len(header)
@@ -534,7 +609,7 @@ def decode_mlflow_json(body: Mapping[str, Any], loaded: LoadedModel) -> np.ndarr
         rows = as_rows(
             to_numeric_array(value["data"], "dataframe_split data"), loaded, "dataframe_split data"
         )
-        columns = value.get("columns")
+        columns = _as_list(value.get("columns"))
         if columns is not None:
             if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
                 raise BadRequest("'dataframe_split' columns must be a list of strings")
@@ -585,8 +660,8 @@ def decode_mlflow_csv(body: bytes, loaded: LoadedModel) -> np.ndarray:
 
 def encode_mlflow(results: Mapping[str, np.ndarray]) -> dict[str, Any]:
     if len(results) == 1:
-        return {"predictions": _tolist(next(iter(results.values())))}
-    return {"predictions": {name: _tolist(a) for name, a in results.items()}}
+        return {"predictions": _jsonable(next(iter(results.values())))}
+    return {"predictions": {name: _jsonable(a) for name, a in results.items()}}
 
 
 # ------------------------------------------------------------------ simple
@@ -620,9 +695,6 @@ def decode_simple_json(body: Mapping[str, Any], loaded: LoadedModel) -> SimpleRe
     return SimpleRequest(row.reshape(1, -1), outputs, True)
 
 
-NPY_MAX_DIMENSION = 2**31 - 1
-
-
 def decode_npy(
     body: bytes, loaded: LoadedModel, outputs: tuple[str, ...], max_rows: int | None = None
 ) -> SimpleRequest:
@@ -652,8 +724,7 @@ def decode_npy(
         raise BadRequest("the .npy body must hold a numeric array")
     if len(shape) not in (1, 2):
         raise BadRequest(f"the .npy array must have 1 or 2 dimensions, got {len(shape)}")
-    if any(d > NPY_MAX_DIMENSION for d in shape):  # numpy cannot even shape (0, 2**62)
-        raise BadRequest(f"malformed .npy body: shape {tuple(shape)} is too large")
+    check_dimensions(shape, dtype.itemsize, "the .npy array")
     n_rows = shape[0] if len(shape) == 2 else 1
     if max_rows is not None and n_rows > max_rows:
         raise PayloadTooLarge(
@@ -679,7 +750,7 @@ def encode_simple(
 ) -> dict[str, Any]:
     response: dict[str, Any] = {"model": name, "version": version}
     for output, array in results.items():
-        values = _tolist(array)
+        values = _jsonable(array)
         if output == PREDICT:
             response["prediction" if request.single else "predictions"] = (
                 values[0] if request.single else values
