@@ -512,6 +512,34 @@ def test_threads_decode_and_encode_concurrently():
     assert not errors
 
 
+@pytest.mark.parametrize("which", ["decode", "encode"])
+def test_gil_is_released_for_large_inputs(which):
+    # With a 5 s switch interval, a thread that holds the GIL keeps it (no
+    # forced switch) until it releases it itself: the main thread, woken by
+    # `started`, can only run before `done` if json_decode/json_encode let go.
+    X = np.random.default_rng(5).normal(size=(20_000, 10))
+    body = json.dumps({"instances": X.tolist()}).encode()
+    call = (lambda: json_decode(body)) if which == "decode" else (lambda: json_encode(X))
+    started, done, seen = threading.Event(), [], []
+
+    def work():
+        started.set()
+        call()
+        done.append(True)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
+    try:
+        t = threading.Thread(target=work)
+        t.start()
+        started.wait()
+        seen.append(bool(done))
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert seen == [False], "the main thread only ran after the call returned: the GIL was held"
+
+
 def test_no_leak():
     psutil = pytest.importorskip("psutil")
     proc = psutil.Process()
