@@ -91,7 +91,7 @@ def test_v1_predict_rows(client, models):
     np.testing.assert_allclose(response.json["predictions"], models["reg"].predict(X))
     assert response.headers["X-Model-Version"] == "1"
     assert re.fullmatch(
-        r"decode;dur=[\d.]+, queue;dur=[\d.]+, compute;dur=[\d.]+, encode;dur=[\d.]+",
+        r"decode;dur=[\d.]+, queue;dur=[\d.]+, compute;dur=[\d.]+, encode;dur=[\d.]+, batch;desc=\d+",
         response.headers["Server-Timing"],
     )
 

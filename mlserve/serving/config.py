@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from mlserve.serving.batching import BatchConfig, BatchingError, parse_batching
 from mlserve.store import StoreError, validate_alias, validate_name
 
 __all__ = ["DEFAULTS", "ConfigError", "ServingConfig"]
@@ -22,6 +23,11 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "MLSERVE_DEFAULT_MODEL": None,  # the model behind /invocations (default: the only one)
         "MLSERVE_DEFAULT_ALIAS": "production",  # the alias used when a request names none
         "MLSERVE_WARMUP": True,  # one predict on a zero row before a version takes traffic
+        # micro-batching (mlserve/serving/batching.py)
+        "MLSERVE_BATCHING": True,  # coalesce concurrent requests for one model version
+        "MLSERVE_BATCH_MAX_SIZE": 64,  # most rows in one batched core call
+        "MLSERVE_BATCH_MAX_DELAY_MS": 2.0,  # longest a queued request waits for others
+        "MLSERVE_BATCHING_MODELS": None,  # per model: {"name": {option: value, ...} or False}
         "MLSERVE_ADMIN_ENABLED": True,  # POST /admin/reload
         "MLSERVE_MAX_ROWS": 100_000,  # rows per request; more get 413 (checked before decoding binary)
         # security (mlserve/serving/security.py)
@@ -50,6 +56,7 @@ class ServingConfig:
     default_alias: str | None
     warmup: bool
     admin_enabled: bool
+    batching: tuple[BatchConfig, Mapping[str, BatchConfig]] = (BatchConfig(), MappingProxyType({}))
     max_rows: int = DEFAULTS["MLSERVE_MAX_ROWS"]
     api_keys: str | None = None
     open_endpoints: frozenset[str] = frozenset({"health"})
@@ -59,6 +66,11 @@ class ServingConfig:
     cors_origins: tuple[str, ...] | None = None
     metrics_enabled: bool = True
     access_log: bool = True
+
+    def batching_for(self, name: str) -> BatchConfig:
+        """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
+        default, per_model = self.batching
+        return per_model.get(name, default)
 
     @classmethod
     def from_mapping(
@@ -80,6 +92,7 @@ class ServingConfig:
             default_alias=_optional_name(values, "MLSERVE_DEFAULT_ALIAS", "alias"),
             warmup=_bool(values, "MLSERVE_WARMUP"),
             admin_enabled=_bool(values, "MLSERVE_ADMIN_ENABLED"),
+            batching=_batching(values),
             max_rows=_positive_int(values, "MLSERVE_MAX_ROWS", "rows"),
             api_keys=_optional_path(values, "MLSERVE_API_KEYS"),
             open_endpoints=_open_endpoints(values, "MLSERVE_OPEN_ENDPOINTS"),
@@ -90,6 +103,18 @@ class ServingConfig:
             metrics_enabled=_bool(values, "MLSERVE_METRICS_ENABLED"),
             access_log=_bool(values, "MLSERVE_ACCESS_LOG"),
         )
+
+
+def _batching(values: Mapping[str, Any]) -> tuple[BatchConfig, Mapping[str, BatchConfig]]:
+    try:
+        return parse_batching(
+            values["MLSERVE_BATCHING"],
+            values["MLSERVE_BATCH_MAX_SIZE"],
+            values["MLSERVE_BATCH_MAX_DELAY_MS"],
+            values["MLSERVE_BATCHING_MODELS"],
+        )
+    except BatchingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _positive_int(values: Mapping[str, Any], key: str, unit: str = "bytes") -> int:

@@ -8,8 +8,9 @@ with one assignment: requests in flight keep the objects they already hold, so
 a publish or an alias move never fails a request.
 
 :func:`predict` is the single function that every protocol (V1, V2, MLflow,
-simple) calls with a decoded float matrix; batching and a C decoder plug in
-there.
+simple) calls with a decoded float matrix. When batching is on for a model,
+each loaded version has a :class:`~mlserve.serving.batching.Batcher` and
+:func:`predict` hands it the validated rows.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mlserve.serving.batching import Batcher, BatchTimeout
 from mlserve.serving.config import ServingConfig
 from mlserve.serving.errors import BadRequest, ModelNotFound, NotReady
 from mlserve.store import Manifest, ModelNotFoundError, ModelStore, StoreError
@@ -36,17 +39,23 @@ PREDICT_PROBA = "predict_proba"
 
 @dataclass
 class Timings:
-    """Milliseconds spent in each stage of one request, for the Server-Timing header."""
+    """Milliseconds spent in each stage of one request, for the Server-Timing header.
+
+    ``queue`` is the wait for a micro-batch and ``batch`` the rows of the core
+    call that computed this request (its own rows when it ran alone).
+    """
 
     decode: float = 0.0
     queue: float = 0.0
     compute: float = 0.0
     encode: float = 0.0
+    batch: int = 0
 
     def header(self) -> str:
         return (
             f"decode;dur={self.decode:.3f}, queue;dur={self.queue:.3f}, "
-            f"compute;dur={self.compute:.3f}, encode;dur={self.encode:.3f}"
+            f"compute;dur={self.compute:.3f}, encode;dur={self.encode:.3f}, "
+            f"batch;desc={self.batch}"
         )
 
 
@@ -69,6 +78,7 @@ class LoadedModel:
     feature_names: tuple[str, ...] | None
     is_classifier: bool
     outputs: Mapping[str, OutputSpec] = field(default_factory=dict)
+    batcher: Batcher | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_model(cls, name: str, version: int, model: Any) -> "LoadedModel":
@@ -131,20 +141,39 @@ def predict(
                 f"model {loaded.name!r} has no output {name!r}; "
                 f"its outputs are {', '.join(loaded.outputs)}"
             )
+    batcher = loaded.batcher
+    if batcher is not None and rows.shape[0]:
+        try:
+            results, queue_ms, compute_ms, batch_rows = batcher.predict(rows, outputs)
+        except (ValueError, TypeError) as exc:
+            raise BadRequest(str(exc)) from exc
+        except BatchTimeout as exc:
+            raise NotReady(str(exc)) from None
+        timings.queue += queue_ms
+        timings.compute += compute_ms
+        timings.batch = batch_rows
+        return results
     start = time.perf_counter()
-    results: dict[str, np.ndarray] = {}
     try:
-        for name in outputs:
-            spec = loaded.outputs[name]
-            if rows.shape[0] == 0:
-                results[name] = np.empty((0, *spec.shape), dtype=spec.dtype)
-            elif name == PREDICT_PROBA:
-                results[name] = loaded.model.predict_proba(rows)
-            else:
-                results[name] = loaded.model.predict(rows)
+        results = _compute(loaded, rows, outputs)
     except (ValueError, TypeError) as exc:
         raise BadRequest(str(exc)) from exc
     timings.compute += (time.perf_counter() - start) * 1000.0
+    timings.batch = rows.shape[0]
+    return results
+
+
+def _compute(loaded: LoadedModel, rows: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """The model's outputs for ``rows`` (the core call; raises the model's errors)."""
+    results: dict[str, np.ndarray] = {}
+    for name in outputs:
+        spec = loaded.outputs[name]
+        if rows.shape[0] == 0:
+            results[name] = np.empty((0, *spec.shape), dtype=spec.dtype)
+        elif name == PREDICT_PROBA:
+            results[name] = loaded.model.predict_proba(rows)
+        else:
+            results[name] = loaded.model.predict(rows)
     return results
 
 
@@ -238,6 +267,9 @@ class ServingState:
             models.update(fresh)
         for key in old.models.keys() - models.keys():
             self.store.forget(*key)
+            batcher = old.models[key].batcher
+            if batcher is not None:
+                batcher.close(timeout=0)  # its worker runs what is queued, then exits
         self._snapshot = _Snapshot(manifests, tokens, models)
         self.ready = True
 
@@ -247,10 +279,20 @@ class ServingState:
         start = time.perf_counter()
         model = self.store.load_version(name, version)
         loaded = LoadedModel.from_model(name, version, model)
+        loaded = self._with_batcher(loaded)
         if self.config.warmup:
             loaded.warm_up()
         observe_model_load(name, time.perf_counter() - start)
         return loaded
+
+    def _with_batcher(self, loaded: LoadedModel) -> LoadedModel:
+        """``loaded`` with a Batcher when batching is on for its model (MLSERVE_BATCHING*)."""
+        config = self.config.batching_for(loaded.name)
+        if not config.enabled:
+            return loaded
+        compute = partial(_compute, loaded)  # the model without the batcher
+        batcher = Batcher(compute, config, loaded.input_dtype, f"{loaded.name}-v{loaded.version}")
+        return replace(loaded, batcher=batcher)
 
     # ---------------------------------------------------------------- routing
 
