@@ -666,4 +666,13 @@ def _openapi() -> Response:
     from mlserve.serving.openapi import openapi_document
 
     prefix = request.path[: -len("/openapi.json")]
-    return _json_response(openapi_document(prefix))
+    state = _state()
+    example, width = None, None
+    names = state.names()
+    if names:
+        try:
+            loaded = state.select(names[0])
+            example, width = loaded.name, loaded.n_features
+        except Exception:  # noqa: BLE001  the document must not depend on a model loading
+            example = names[0]
+    return _json_response(openapi_document(prefix, example, width))

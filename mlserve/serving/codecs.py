@@ -420,9 +420,12 @@ def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2
             f"the body has {len(binary)} bytes of binary tensor data but the inputs "
             f"declare {offset} (binary_data_size)"
         )
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest(f"'id' must be a string, got {_json_type(request_id)}")  # found by schemathesis
     rows = _v2_inputs_to_rows(arrays, loaded)
     outputs, binary_default = _v2_requested_outputs(header, loaded)
-    return V2Request(rows, outputs, header.get("id"), binary_default, dtypes)
+    return V2Request(rows, outputs, request_id, binary_default, dtypes)
 
 
 def _decode_v2_tensor(

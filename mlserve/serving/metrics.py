@@ -129,6 +129,21 @@ def observe_batch(model: str, size: int, queue_delay_seconds: float) -> None:
     QUEUE_DELAY.labels(model).observe(queue_delay_seconds)
 
 
+def batch_listener(model: str) -> Any:
+    """A listener for a micro-batcher's ``BatchStats.listeners`` (mlserve.serving.batching):
+    each core call's rows go to mlserve_batch_size, each request's queue wait to
+    mlserve_batch_queue_delay_seconds."""
+    size = BATCH_SIZE.labels(model)
+    delay = QUEUE_DELAY.labels(model)
+
+    def listen(record: Any) -> None:
+        size.observe(record.rows)
+        for queue_ms in record.queue_ms:
+            delay.observe(queue_ms / 1000.0)
+
+    return listen
+
+
 def render_metrics() -> tuple[bytes, str]:
     """The exposition text (summed over every gunicorn worker in multiprocess mode)."""
     if os.environ.get(MULTIPROC_ENV):

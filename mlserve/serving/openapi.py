@@ -23,16 +23,33 @@ def _json_body(schema: dict[str, Any], *extra: str) -> dict[str, Any]:
     return {"required": True, "content": content}
 
 
-def _responses(ok: str, *errors: int) -> dict[str, Any]:
+_GUARDED = (401, 403, 429)
+
+
+def _responses(
+    ok: str, *errors: int, ok_schema: dict | None = None, guarded: bool = True
+) -> dict[str, Any]:
     descriptions = {
         400: "Malformed body, wrong shape or feature count, non-numeric values, NaN",
         404: "Unknown model, version or alias",
-        413: "Body larger than MLSERVE_MAX_BODY_BYTES",
+        413: "Body larger than MLSERVE_MAX_BODY_BYTES, or more rows than MLSERVE_MAX_ROWS",
         415: "Unsupported Content-Type",
         503: "Not ready",
+        401: "No valid API key (when MLSERVE_API_KEYS is set)",
+        403: "The API key lacks the scope this request needs",
+        429: "Over a rate limit (MLSERVE_RATE_LIMIT); see Retry-After",
     }
     responses: dict[str, Any] = {"200": {"description": ok}}
-    for status in errors:
+    if ok_schema is not None:
+        responses["200"]["content"] = {
+            "application/json": {"schema": ok_schema},
+            # V2 binary tensors, .npy answers to Accept: application/x-npy
+            **({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+               if ok_schema is _V2_OK else {}),
+            **({"application/x-npy": {"schema": {"type": "string", "format": "binary"}}}
+               if ok_schema is _SIMPLE_OK else {}),
+        }  # fmt: skip
+    for status in (*errors, *(_GUARDED if guarded else ())):
         responses[str(status)] = {
             "description": descriptions[status],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -49,31 +66,73 @@ _QUERY_REF = [
 _PREDICT_ERRORS = (400, 404, 413, 415)
 
 
-def _get(summary: str, tag: str, params: list[dict] | None = None, errors: tuple = (404,)) -> dict:
+def _get(
+    summary: str,
+    tag: str,
+    params: list[dict] | None = None,
+    errors: tuple = (404,),
+    ok_schema: dict | None = None,
+    guarded: bool = True,
+) -> dict:
     return {
         "get": {
             "summary": summary,
             "tags": [tag],
             "parameters": params or [],
-            "responses": _responses("OK", *errors),
+            "responses": _responses("OK", *errors, ok_schema=ok_schema, guarded=guarded),
         }
     }
 
 
-def _post(summary: str, tag: str, body: dict, params: list[dict] | None = None) -> dict:
+def _post(
+    summary: str, tag: str, body: dict, params: list[dict] | None = None, ok_schema: dict | None = None
+) -> dict:
     return {
         "post": {
             "summary": summary,
             "tags": [tag],
             "parameters": params or [],
             "requestBody": body,
-            "responses": _responses("Predictions", *_PREDICT_ERRORS),
+            "responses": _responses("Predictions", *_PREDICT_ERRORS, ok_schema=ok_schema),
         }
     }
 
 
-def openapi_document(prefix: str = "") -> dict[str, Any]:
-    """The document, with every path under ``prefix`` (where the blueprint is mounted)."""
+def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required}
+
+
+_HEALTH_OK = _object({"status": {"type": "string"}}, ["status"])
+_SIMPLE_OK = _object(
+    {
+        "model": {"type": "string"},
+        "version": {"type": "integer"},
+        "prediction": {},
+        "predictions": {"type": "array"},
+        "probabilities": {"type": "array"},
+    },
+    ["model", "version"],
+)
+_V1_OK = {"type": "object", "properties": {"predictions": {"type": "array"}, "outputs": {}}}
+_V2_OK = _object(
+    {
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+    },
+    ["model_name", "outputs"],
+)
+
+
+def openapi_document(
+    prefix: str = "", example_model: str | None = None, example_features: int | None = None
+) -> dict[str, Any]:
+    """The document, with every path under ``prefix`` (where the blueprint is mounted).
+
+    ``example_model`` and ``example_features`` (a served model and its width) give
+    the model name parameters and the request bodies working examples.
+    """
     v1_body = _json_body(
         {
             "type": "object",
@@ -120,15 +179,28 @@ def openapi_document(prefix: str = "") -> dict[str, Any]:
         },
         "application/x-npy",
     )
+    name_param = dict(_NAME)
+    if example_model:
+        name_param["schema"] = {"type": "string", "examples": [example_model]}
+        name_param["example"] = example_model
+        row = [0.0] * (example_features or 1)
+        for body, example in [
+            (v1_body, {"instances": [row]}),
+            (v2_body, {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}),
+            (mlflow_body, {"instances": [row]}),
+            (simple_body, {"features": row}),
+        ]:
+            body["content"]["application/json"]["example"] = example
+    _NAME_ = name_param
     paths: dict[str, Any] = {
         "/v1/models": _get("Model names (KServe V1)", "v1", errors=()),
-        "/v1/models/{name}": _get("Model status (TF Serving / KServe V1)", "v1", [_NAME]),
-        "/v1/models/{name}/metadata": _get("Model signature", "v1", [_NAME]),
+        "/v1/models/{name}": _get("Model status (TF Serving / KServe V1)", "v1", [_NAME_]),
+        "/v1/models/{name}/metadata": _get("Model signature", "v1", [_NAME_]),
         "/v1/models/{name}:predict": _post(
-            "Predict (TF Serving / KServe V1)", "v1", v1_body, [_NAME]
+            "Predict (TF Serving / KServe V1)", "v1", v1_body, [_NAME_], ok_schema=_V1_OK
         ),
         "/v1/models/{name}/versions/{version}:predict": _post(
-            "Predict with one version", "v1", v1_body, [_NAME, _VERSION]
+            "Predict with one version", "v1", v1_body, [_NAME_, _VERSION]
         ),
         "/v1/models/{name}/labels/{label}:predict": _post(
             "Predict with the version an alias points to",
@@ -140,33 +212,40 @@ def openapi_document(prefix: str = "") -> dict[str, Any]:
             ],
         ),
         "/v2": _get("Server metadata", "v2", errors=()),
-        "/v2/health/live": _get("Liveness", "v2", errors=()),
-        "/v2/health/ready": _get("Readiness", "v2", errors=(503,)),
-        "/v2/models/{name}": _get("Model metadata", "v2", [_NAME]),
+        "/v2/health/live": _get(
+            "Liveness", "v2", errors=(), guarded=False,
+            ok_schema=_object({"live": {"type": "boolean"}}, ["live"]),
+        ),  # fmt: skip
+        "/v2/health/ready": _get(
+            "Readiness", "v2", errors=(503,), guarded=False,
+            ok_schema=_object({"ready": {"type": "boolean"}}, ["ready"]),
+        ),  # fmt: skip
+        "/v2/models/{name}": _get("Model metadata", "v2", [_NAME_]),
         "/v2/models/{name}/versions/{version}": _get(
-            "Model version metadata", "v2", [_NAME, _VERSION]
+            "Model version metadata", "v2", [_NAME_, _VERSION]
         ),
-        "/v2/models/{name}/ready": _get("Model readiness", "v2", [_NAME]),
+        "/v2/models/{name}/ready": _get("Model readiness", "v2", [_NAME_]),
         "/v2/models/{name}/versions/{version}/ready": _get(
-            "Model version readiness", "v2", [_NAME, _VERSION]
+            "Model version readiness", "v2", [_NAME_, _VERSION]
         ),
         "/v2/models/{name}/infer": _post(
-            "Inference (KServe V2 / Open Inference Protocol)", "v2", v2_body, [_NAME]
+            "Inference (KServe V2 / Open Inference Protocol)", "v2", v2_body, [_NAME_], ok_schema=_V2_OK
         ),
         "/v2/models/{name}/versions/{version}/infer": _post(
-            "Inference with one version", "v2", v2_body, [_NAME, _VERSION]
+            "Inference with one version", "v2", v2_body, [_NAME_, _VERSION]
         ),
         "/invocations": _post(
             "MLflow scoring protocol (the default model)", "mlflow", mlflow_body, _QUERY_REF
         ),
-        "/ping": _get("Health (MLflow)", "mlflow", errors=()),
-        "/health": _get("Health (MLflow)", "mlflow", errors=()),
+        "/ping": _get("Health (MLflow)", "mlflow", errors=(), ok_schema=_HEALTH_OK, guarded=False),
+        "/health": _get("Health (MLflow)", "mlflow", errors=(), ok_schema=_HEALTH_OK, guarded=False),
         "/version": _get("Server version (MLflow)", "mlflow", errors=()),
         "/predict/{name}": _post(
-            "Predict one row or a batch", "simple", simple_body, [_NAME, *_QUERY_REF]
-        ),
+            "Predict one row or a batch", "simple", simple_body, [_NAME_, *_QUERY_REF],
+            ok_schema=_SIMPLE_OK,
+        ),  # fmt: skip
         "/models": _get("List models, versions, aliases and input shapes", "simple", errors=()),
-        "/models/{name}": _get("One model's versions, aliases and shapes", "simple", [_NAME]),
+        "/models/{name}": _get("One model's versions, aliases and shapes", "simple", [_NAME_]),
         "/admin/reload": {
             "post": {
                 "summary": "Re-read the store now (new versions, moved aliases)",
@@ -175,13 +254,31 @@ def openapi_document(prefix: str = "") -> dict[str, Any]:
             }
         },
         "/openapi.json": _get("This document", "docs", errors=()),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (all gunicorn workers)",
+                "tags": ["operations"],
+                "responses": {
+                    **_responses("Metrics in the Prometheus text format", 404),
+                    "200": {
+                        "description": "Metrics in the Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                },
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "mlserve", "version": mlserve.__version__},
         "servers": [{"url": prefix or "/"}],
         "paths": paths,
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
         "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
             "schemas": {
                 "Error": _ERROR,
                 "V2Tensor": {

@@ -1,0 +1,71 @@
+"""Bounded fuzzing: atheris on every request decoder, libFuzzer on the .mls reader; crash corpus replay.
+
+Each target runs for MLSERVE_FUZZ_SECONDS (default 2) here; scripts/fuzz runs
+them for longer. Inputs that once crashed a decoder are kept in
+tests/fuzz/corpus/<target>/ and replayed below on every run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FUZZ = HERE / "fuzz"
+ROOT = HERE.parent
+sys.path.insert(0, str(FUZZ))
+
+from decoders import TARGETS, check  # noqa: E402
+
+SECONDS = int(os.environ.get("MLSERVE_FUZZ_SECONDS", "2"))
+CORPUS = sorted((FUZZ / "corpus").glob("*/*"))
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[f"{p.parent.name}/{p.name}" for p in CORPUS])
+def test_crash_corpus_is_now_a_4xx(path):
+    assert path.parent.name in TARGETS
+    check(path.parent.name, path.read_bytes())
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_atheris_decoder_bounded(target, tmp_path):
+    pytest.importorskip("atheris")
+    result = subprocess.run(
+        [sys.executable, str(FUZZ / "fuzz_decoders_atheris.py"), f"--target={target}",
+         f"-max_total_time={SECONDS}", "-max_len=2048", "-rss_limit_mb=2048", "-seed=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120 + SECONDS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Done" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang (with libFuzzer) not installed")
+def test_libfuzzer_mls_loader_bounded(tmp_path):
+    exe = tmp_path / "fuzz_mls_format"
+    build = subprocess.run(
+        ["clang", "-std=c11", "-g", "-O1", "-D_GNU_SOURCE", "-fsanitize=fuzzer,address,undefined",
+         "-fno-sanitize-recover=undefined", "-I", str(ROOT / "csrc"), str(FUZZ / "fuzz_mls_format.c"),
+         str(ROOT / "csrc" / "mls_format.c"), str(ROOT / "csrc" / "mls_status.c"),
+         str(ROOT / "csrc" / "mls_array.c"), "-o", str(exe)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    if build.returncode != 0 and "fuzzer" in build.stderr:
+        pytest.skip("clang has no libFuzzer runtime: " + build.stderr[-300:])
+    assert build.returncode == 0, build.stderr[-3000:]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    import mlserve
+    from serving_support import fit_classifier, fit_regressor
+
+    for name, model in [("reg", fit_regressor()), ("clf", fit_classifier())]:
+        mlserve.save(model, str(corpus / f"{name}.mls"))
+    result = subprocess.run(
+        [str(exe), f"-max_total_time={SECONDS}", "-max_len=65536", "-seed=1", str(corpus)],
+        capture_output=True, text=True, timeout=120 + SECONDS,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
