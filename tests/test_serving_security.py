@@ -403,5 +403,7 @@ def test_metrics(store):
     assert "mlserve_requests_in_flight" in text
     assert 'mlserve_model_load_seconds_count{model="reg"}' in text
     assert "nosuch-model-xyz" not in text  # unknown names never become label values
+    assert 'mlserve_batch_size_bucket{le="5.0",model="reg"}' in text  # from the micro-batcher
+    assert 'mlserve_batch_queue_delay_seconds_count{model="reg"}' in text
     disabled = make_app(store, MLSERVE_METRICS_ENABLED=False)
     assert disabled.get("/ml/metrics").status_code == 404

@@ -292,6 +292,9 @@ class ServingState:
             return loaded
         compute = partial(_compute, loaded)  # the model without the batcher
         batcher = Batcher(compute, config, loaded.input_dtype, f"{loaded.name}-v{loaded.version}")
+        from mlserve.serving.metrics import batch_listener
+
+        batcher.stats.listeners.append(batch_listener(loaded.name))  # Prometheus histograms
         return replace(loaded, batcher=batcher)
 
     # ---------------------------------------------------------------- routing
