@@ -108,10 +108,10 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError("server exited:\n" + "".join(self.log))
             try:
-                if requests.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}{self.ready_path}", timeout=10).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # still starting: a busy machine can take seconds to answer
             time.sleep(0.05)
         raise RuntimeError("server did not get ready:\n" + "".join(self.log))
 
