@@ -196,6 +196,19 @@ def test_max_delay_bounds_the_wait_while_the_model_is_busy():
     batcher.close()
 
 
+def test_a_cheap_model_is_never_queued():
+    model = Model()
+    batcher = Batcher(model, BatchConfig(max_batch_size=64, max_delay_ms=50, min_compute_ms=5))
+    batcher.predict(rows_for(0), ("predict",))  # a direct call measures the model: ~0 ms
+    assert batcher.direct_ms is not None and batcher.direct_ms < 5
+    blocker = start_blocked(batcher, model)  # busy, but the model is cheap: no queue
+    out, queue_ms, _, batch_rows = batcher.predict(rows_for(1), ("predict",))
+    assert queue_ms == 0.0 and batch_rows == 1 and batcher._thread is None
+    model.hold.set()
+    blocker.join(5)
+    batcher.close()
+
+
 def test_an_idle_batcher_is_bypassed():
     model = Model()
     batcher = Batcher(model, BatchConfig(max_batch_size=64, max_delay_ms=5))
@@ -327,11 +340,14 @@ def test_parse_batching_defaults():
 # ------------------------------------------------------------ through Flask
 
 
+WIDTH, OUTPUTS = 2048, 1024  # 16 MB of float64 weights: about a millisecond per row
+
+
 @pytest.fixture()
 def heavy_store(tmp_path):
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(64, 256))
-    Y = rng.normal(size=(64, 128))
+    X = rng.normal(size=(64, WIDTH))
+    Y = rng.normal(size=(64, OUTPUTS))
     model = mlserve.Ridge(alpha=1.0).fit(X, Y)
     store = ModelStore(tmp_path / "models")
     store.publish("heavy", model, alias="production")
@@ -341,13 +357,13 @@ def heavy_store(tmp_path):
 def test_blueprint_predicts_through_the_batcher(heavy_store):
     store, model = heavy_store
     app = Flask("host")
-    app.config["MLSERVE_BATCHING_MODELS"] = {"heavy": {"max_delay_ms": 20}}
+    app.config["MLSERVE_BATCHING_MODELS"] = {"heavy": {"max_delay_ms": 20, "min_compute_ms": 0}}
     app.register_blueprint(mlserve.blueprint(store), url_prefix="/ml")
     state = serving_state(app)
     loaded = state.select("heavy")
     assert loaded.batcher is not None and loaded.batcher.config.max_delay_ms == 20
     rng = np.random.default_rng(1)
-    X = rng.normal(size=(24, 256))
+    X = rng.normal(size=(24, WIDTH))
 
     def call(i):
         client = app.test_client()
@@ -368,7 +384,7 @@ def test_blueprint_predicts_through_the_batcher(heavy_store):
 
 
 def client_post_nan(app):
-    row = [0.0] * 256
+    row = [0.0] * WIDTH
     row[3] = None
     return app.test_client().post("/ml/v1/models/heavy:predict", json={"instances": [row]})
 
@@ -381,7 +397,7 @@ def test_gunicorn_gthread_forms_batches_under_concurrent_load(heavy_store, tmp_p
     server = Server(store.root, "--workers", "1", "--threads", "8")
     try:
         rng = np.random.default_rng(2)
-        X = rng.normal(size=(96, 256))
+        X = rng.normal(size=(96, WIDTH))
         url = f"{server.url}/v1/models/heavy:predict"
 
         def call(i):
@@ -389,7 +405,7 @@ def test_gunicorn_gthread_forms_batches_under_concurrent_load(heavy_store, tmp_p
                 response = session.post(url, json={"instances": X[i : i + 1].tolist()}, timeout=30)
             assert response.status_code == 200, response.text
             np.testing.assert_allclose(
-                response.json()["predictions"], model.predict(X[i : i + 1]), rtol=1e-10
+                response.json()["predictions"], model.predict(X[i : i + 1]), rtol=1e-9, atol=1e-9
             )
             match = re.search(r"batch;desc=(\d+)", response.headers["Server-Timing"])
             return int(match.group(1))

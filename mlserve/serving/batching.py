@@ -7,7 +7,12 @@ hands its rows to the batcher, which
 
 * runs the request **directly**, in the caller's thread with no queue hop,
   when nothing else is queued or computing for this version (an idle server,
-  a single-threaded worker, or a request of ``max_batch_size`` rows or more);
+  a single-threaded worker, or a request of ``max_batch_size`` rows or more),
+  and always for a model whose direct calls average under ``min_compute_ms``
+  (0.5 ms): handing a request to another thread and back costs Python two GIL
+  hand-offs, which under load is more than a cheap model's whole compute
+  (measured: LogisticRegression on 20 features at 64 clients lost 70% of its
+  throughput to the queue), so only models heavy enough to gain are batched;
 * otherwise **queues** it. One worker thread per batcher waits on a condition
   variable and dispatches the queued rows as one batch as soon as the version
   is not computing (greedy: a batch forms while the previous computation
@@ -69,6 +74,7 @@ OPTION_NAMES = (
     "adaptive",
     "latency_objective_ms",
     "adaptive_step",
+    "min_compute_ms",
 )
 
 
@@ -91,6 +97,7 @@ class BatchConfig:
     adaptive: bool = False  # AIMD on the batch size against latency_objective_ms
     latency_objective_ms: float = 50.0  # of one batch's compute, in adaptive mode
     adaptive_step: int = 4  # rows added after each full batch that met the objective
+    min_compute_ms: float = 0.5  # models faster than this per call are never queued
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], where: str) -> "BatchConfig":
@@ -132,6 +139,7 @@ class BatchConfig:
         non_negative("max_delay_ms")
         non_negative("timeout_s", strict=True)
         non_negative("latency_objective_ms", strict=True)
+        non_negative("min_compute_ms")
 
 
 def parse_batching(
@@ -289,6 +297,10 @@ class Batcher:
         self._closed = False
         self._thread: threading.Thread | None = None
         self.stats = BatchStats(_lock=self._lock)  # counters share the batcher's lock
+        # moving average of a direct call's compute time: a model cheaper than
+        # min_compute_ms is never queued (a queue hop costs more than it saves)
+        self.direct_ms: float | None = None
+        self._cheap = False
         self.current_max = config.max_batch_size if not config.adaptive else min(
             config.max_batch_size, config.adaptive_step
         )
@@ -311,7 +323,12 @@ class Batcher:
         cond = self._cond
         lock = self._lock
         lock.acquire()
-        if self._closed or n >= self.current_max or not (self._queue or self._computing):
+        if (
+            self._cheap
+            or not (self._queue or self._computing)
+            or n >= self.current_max
+            or self._closed
+        ):
             # bypass: nothing to batch with; run in this thread, no queue hop
             self._computing += 1
             lock.release()
@@ -325,6 +342,11 @@ class Batcher:
                 self._computing -= 1
                 stats.direct_calls += 1
                 stats.direct_rows += n
+                ms = (end - start) * 1000.0
+                average = self.direct_ms
+                average = ms if average is None else 0.8 * average + 0.2 * ms
+                self.direct_ms = average
+                self._cheap = average < self.config.min_compute_ms
                 if self._queue:
                     cond.notify()  # the worker may dispatch now
                 lock.release()
