@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import threading
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -188,7 +189,7 @@ dumps_options = st.fixed_dictionaries(
 )
 
 # MLSERVE_JSON_EXAMPLES=2000 for a longer run than the default quick one
-EXAMPLES = int(os.environ.get("MLSERVE_JSON_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("MLSERVE_JSON_EXAMPLES", "50"))
 FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -432,15 +433,34 @@ def test_encode_ndarray_equals_json_dumps_tolist(a):
 
 
 @FAST
-@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=2, max_side=20),
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=2, max_side=8),
                   elements={"allow_nan": False, "allow_infinity": False}))
 def test_encode_float32_shortest(a):
     out = json_encode(a)
-    back = json_decode(out, float32=True)
-    assert back.tobytes() == a.tobytes() or (a.size and np.array_equal(back, a))  # -0.0 == 0.0
-    assert json.loads(out) == [[float(str(x)) for x in row] for row in a] if a.ndim == 2 else True
     texts = out.decode().replace("[", "").replace("]", "").split(", ") if a.size else []
-    assert texts == [str(x) for x in a.ravel()]  # repr(np.float32(x))
+    assert texts == [str(x) for x in a.ravel()]  # repr(np.float32(x)): shortest, numpy's layout
+    for text, x in zip(texts, a.ravel()):
+        # the text rounds to x in float32 (exactly, not through a double)
+        with np.errstate(over="ignore"):
+            v, below, above = Fraction(text), np.nextafter(x, -np.inf), np.nextafter(x, np.inf)
+        half_down = (Fraction(float(x)) - Fraction(float(below))) / 2 if np.isfinite(below) else None
+        half_up = (Fraction(float(above)) - Fraction(float(x))) / 2 if np.isfinite(above) else None
+        d = v - Fraction(float(x))
+        even = int(np.asarray(x).view(np.uint32)) % 2 == 0
+        assert half_up is None or d < half_up or (d == half_up and even), (text, x)
+        assert half_down is None or -d < half_down or (-d == half_down and even), (text, x)
+    # json_decode(float32=True) reads like np.asarray(json.loads(...), np.float32): through a
+    # double. For about one float in 10^9 that gives the neighbour (double rounding, e.g.
+    # 7.038531e-26); numpy's own repr/parse pair has the same property.
+    back = json_decode(out, float32=True)
+    assert back.tobytes() == np.asarray(json.loads(out), dtype=np.float64).astype(np.float32).tobytes()
+
+
+def test_float32_double_rounding_is_numpys():
+    x = np.array([0x15AE43FD], np.uint32).view(np.float32)
+    assert json_encode(x) == b"[7.038531e-26]" and str(x[0]) == "7.038531e-26"
+    back = json_decode(json_encode(x), float32=True)
+    assert back.tobytes() == np.float32(float("7.038531e-26")).tobytes() != x.tobytes()
 
 
 def test_encode_float_formats():
@@ -556,7 +576,7 @@ def test_no_leak():
 
     run(1000)
     before = proc.memory_info().rss
-    run(5000)
+    run(3000)
     assert proc.memory_info().rss - before < 4 << 20
 
 
@@ -566,7 +586,7 @@ def test_no_leak():
 def test_atheris_fuzz_bounded(tmp_path):
     pytest.importorskip("atheris")
     res = subprocess.run(
-        [sys.executable, os.path.join(FUZZ, "fuzz_json_atheris.py"), "-max_total_time=4", "-max_len=512",
+        [sys.executable, os.path.join(FUZZ, "fuzz_json_atheris.py"), "-max_total_time=3", "-max_len=512",
          "-rss_limit_mb=2048"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )

@@ -12,7 +12,7 @@
  * UTF-8, NDARRAY shapes matching their packed data, every number literal
  * converting to its packed value). The input's first bytes are also read as
  * a double and a float, formatted, and parsed back: the text must be the
- * same value. A crash, a sanitizer report or an abort is a finding.
+ * same value (for the float: read with strtof, see fuzz_roundtrip). A crash, a sanitizer report or an abort is a finding.
  */
 #include <math.h>
 #include <stdint.h>
@@ -190,8 +190,11 @@ static void fuzz_roundtrip(const uint8_t *data, size_t size)
             FUZZ_CHECK(n > 0 && n <= MLS_JSON_FLOAT_MAX_CHARS);
             text[n] = '\0';
             FUZZ_CHECK(mls_json_number_to_double(text, n, &y) == 1);
-            float z = (float)y;
-            FUZZ_CHECK(memcmp(&x, &z, 4) == 0);
+            /* the text rounds to x when read straight into a float. Read
+             * through a double first (as json_decode(float32=True) and
+             * numpy do), a handful of floats come back as a neighbour:
+             * 7.038531e-26 is nearest to the double that is exactly half-way
+             * between two floats (double rounding), so no check on y here. */
             FUZZ_CHECK(strtof(text, NULL) == x);
         }
     }
