@@ -58,8 +58,12 @@ enum { CMP_LE = 0, CMP_LT = 1 };
 /* LightGBM's kZeroThreshold (a float literal widened to double). */
 #define ZERO_THRESHOLD ((double)1e-35f)
 
+#ifndef LANES
 #define LANES 8
-#define BLOCK_ROWS 64
+#endif
+#ifndef BLOCK_ROWS
+#define BLOCK_ROWS 256
+#endif
 /* Branch-free steps per thread below which a batch stays on one thread. */
 #define THREAD_MIN_STEPS 200000
 
@@ -92,6 +96,7 @@ typedef struct tree_state {
     const mls_section *classes;
     double *count;    /* (n_outputs,) trees adding to each output (mean) */
     int32_t *depth;   /* (n_trees,) longest root-to-leaf path */
+    int32_t *min_depth; /* (n_trees,) shortest root-to-leaf path */
     void *fast_nodes; /* node32 or node64 (n_nodes,), NULL for reference */
     int64_t total_depth;
 } tree_state;
@@ -272,9 +277,10 @@ static mls_status init_nodes(tree_state *st, mls_error *err)
     if (off[0] != 0 || off[st->n_trees] != st->n_nodes)
         return bad(err, "section 'tree_offsets' must start at 0 and end at %lld nodes, got %lld", (long long)st->n_nodes, (long long)off[st->n_trees]);
     st->depth = calloc((size_t)st->n_trees, sizeof(int32_t));
+    st->min_depth = calloc((size_t)st->n_trees, sizeof(int32_t));
     st->count = calloc((size_t)st->n_outputs, sizeof(double));
     int32_t *node_depth = malloc((size_t)st->n_nodes * sizeof(int32_t));
-    if (st->depth == NULL || st->count == NULL || node_depth == NULL) {
+    if (st->depth == NULL || st->min_depth == NULL || st->count == NULL || node_depth == NULL) {
         free(node_depth);
         return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory validating a tree model");
     }
@@ -295,7 +301,7 @@ static mls_status init_nodes(tree_state *st, mls_error *err)
         }
         st->count[col] += 1;
         int64_t size = end - begin;
-        int32_t max_depth = 0;
+        int32_t max_depth = 0, min_depth = INT32_MAX;
         for (int64_t i = 0; i < size; i++) node_depth[begin + i] = 0;
         for (int64_t i = 0; i < size; i++) {
             int64_t g = begin + i;
@@ -312,6 +318,7 @@ static mls_status init_nodes(tree_state *st, mls_error *err)
                     break;
                 }
                 if (node_depth[g] > max_depth) max_depth = node_depth[g];
+                if (node_depth[g] < min_depth) min_depth = node_depth[g];
                 continue;
             }
             if (f >= st->n_features) {
@@ -341,6 +348,7 @@ static mls_status init_nodes(tree_state *st, mls_error *err)
             if (node_depth[begin + c + 1] < d) node_depth[begin + c + 1] = d;
         }
         st->depth[t] = max_depth;
+        st->min_depth[t] = min_depth == INT32_MAX ? 0 : min_depth;
         st->total_depth += max_depth;
     }
     free(node_depth);
@@ -398,6 +406,7 @@ static void tree_release(mls_model *m)
     if (st != NULL) {
         free(st->count);
         free(st->depth);
+        free(st->min_depth);
         free(st->fast_nodes);
         free(st);
     }
@@ -517,6 +526,15 @@ static void ref_block(const tree_state *st, const double *xd, int64_t rows, doub
         (POS) = nd_->next + (RIGHT(x_, nd_->thr) | ((x_ != x_) & (int)(fd_ >> 31))); \
     } while (0)
 
+/* Rows without NaN skip the missing-value term (leaf thresholds are NaN,
+ * so a leaf still stays put: every comparison with NaN is false). */
+#define STEP_NONAN(NODES, POS, ROW, RIGHT)                                      \
+    do {                                                                        \
+        const __typeof__(*(NODES)) *nd_ = (NODES) + (POS);                      \
+        const __typeof__(nd_->thr) x_ = (ROW)[nd_->fd & 0x7fffffffu];           \
+        (POS) = nd_->next + RIGHT(x_, nd_->thr);                                \
+    } while (0)
+
 static inline void add_leaf(const tree_state *st, int32_t pos, double *o)
 {
     const int64_t W = st->leaf_width;
@@ -531,7 +549,7 @@ static inline void add_leaf(const tree_state *st, int32_t pos, double *o)
 /* rows: pointers to the block's rows (already of the threshold's type).
  * Many rows: 8 rows walk each tree together. Few rows: 8 trees walk each
  * row together. Either way each row's leaves are added in tree order. */
-#define DEFINE_FAST_BLOCK(SUFFIX, T, NODE_T, RIGHT)                                         \
+#define DEFINE_FAST_BLOCK(SUFFIX, T, NODE_T, RIGHT, STEP)                                         \
     static void fast_block_##SUFFIX(const tree_state *st, const T *const *rows, int64_t n,   \
                                     double *acc)                                             \
     {                                                                                        \
@@ -540,31 +558,28 @@ static inline void add_leaf(const tree_state *st, int32_t pos, double *o)
         if (n >= LANES) {                                                                    \
             for (int64_t t = 0; t < n_trees; t++) {                                          \
                 const int32_t root = (int32_t)st->offsets[t];                                \
-                const int32_t depth = st->depth[t];                                          \
+                const int32_t depth = st->depth[t], min_depth = st->min_depth[t];            \
                 double *acc_t = acc + st->tree_output[t];                                    \
                 int64_t r = 0;                                                               \
                 for (; r + LANES <= n; r += LANES) {                                         \
-                    int32_t p0 = root, p1 = root, p2 = root, p3 = root, p4 = root, p5 = root, \
-                            p6 = root, p7 = root;                                            \
+                    int32_t p[LANES];                                                        \
                     const T *const *rw = rows + r;                                           \
-                    for (int32_t d = 0; d < depth; d++) {                                    \
-                        STEP(nodes, p0, rw[0], RIGHT);                                       \
-                        STEP(nodes, p1, rw[1], RIGHT);                                       \
-                        STEP(nodes, p2, rw[2], RIGHT);                                       \
-                        STEP(nodes, p3, rw[3], RIGHT);                                       \
-                        STEP(nodes, p4, rw[4], RIGHT);                                       \
-                        STEP(nodes, p5, rw[5], RIGHT);                                       \
-                        STEP(nodes, p6, rw[6], RIGHT);                                       \
-                        STEP(nodes, p7, rw[7], RIGHT);                                       \
+                    _Pragma("GCC unroll 16") for (int l = 0; l < LANES; l++) p[l] = root;    \
+                    int32_t d = 0;                                                           \
+                    for (; d < min_depth; d++) {                                             \
+                        _Pragma("GCC unroll 16") for (int l = 0; l < LANES; l++)             \
+                            STEP(nodes, p[l], rw[l], RIGHT);                                 \
                     }                                                                        \
-                    add_leaf(st, p0, acc_t + (r + 0) * K);                                   \
-                    add_leaf(st, p1, acc_t + (r + 1) * K);                                   \
-                    add_leaf(st, p2, acc_t + (r + 2) * K);                                   \
-                    add_leaf(st, p3, acc_t + (r + 3) * K);                                   \
-                    add_leaf(st, p4, acc_t + (r + 4) * K);                                   \
-                    add_leaf(st, p5, acc_t + (r + 5) * K);                                   \
-                    add_leaf(st, p6, acc_t + (r + 6) * K);                                   \
-                    add_leaf(st, p7, acc_t + (r + 7) * K);                                   \
+                    for (; d < depth; d++) { /* stop once every lane sits on a leaf */       \
+                        int32_t moved = 0;                                                   \
+                        _Pragma("GCC unroll 16") for (int l = 0; l < LANES; l++) {           \
+                            const int32_t old = p[l];                                        \
+                            STEP(nodes, p[l], rw[l], RIGHT);                                 \
+                            moved |= old ^ p[l];                                             \
+                        }                                                                    \
+                        if (!moved) break;                                                   \
+                    }                                                                        \
+                    for (int l = 0; l < LANES; l++) add_leaf(st, p[l], acc_t + (r + l) * K); \
                 }                                                                            \
                 for (; r < n; r++) {                                                         \
                     int32_t p = root;                                                        \
@@ -580,20 +595,25 @@ static inline void add_leaf(const tree_state *st, int32_t pos, double *o)
             int64_t t = 0;                                                                   \
             for (; t + LANES <= n_trees; t += LANES) {                                       \
                 int32_t p[LANES];                                                            \
-                int32_t depth = 0;                                                           \
+                int32_t depth = 0, min_depth = INT32_MAX;                                    \
                 for (int l = 0; l < LANES; l++) {                                            \
                     p[l] = (int32_t)st->offsets[t + l];                                      \
                     if (st->depth[t + l] > depth) depth = st->depth[t + l];                  \
+                    if (st->min_depth[t + l] < min_depth) min_depth = st->min_depth[t + l];  \
                 }                                                                            \
-                for (int32_t d = 0; d < depth; d++) {                                        \
-                    STEP(nodes, p[0], row, RIGHT);                                           \
-                    STEP(nodes, p[1], row, RIGHT);                                           \
-                    STEP(nodes, p[2], row, RIGHT);                                           \
-                    STEP(nodes, p[3], row, RIGHT);                                           \
-                    STEP(nodes, p[4], row, RIGHT);                                           \
-                    STEP(nodes, p[5], row, RIGHT);                                           \
-                    STEP(nodes, p[6], row, RIGHT);                                           \
-                    STEP(nodes, p[7], row, RIGHT);                                           \
+                int32_t d = 0;                                                               \
+                for (; d < min_depth; d++) {                                                 \
+                    _Pragma("GCC unroll 16") for (int l = 0; l < LANES; l++)                 \
+                        STEP(nodes, p[l], row, RIGHT);                                       \
+                }                                                                            \
+                for (; d < depth; d++) {                                                     \
+                    int32_t moved = 0;                                                       \
+                    _Pragma("GCC unroll 16") for (int l = 0; l < LANES; l++) {               \
+                        const int32_t old = p[l];                                            \
+                        STEP(nodes, p[l], row, RIGHT);                                       \
+                        moved |= old ^ p[l];                                                 \
+                    }                                                                        \
+                    if (!moved) break;                                                       \
                 }                                                                            \
                 for (int l = 0; l < LANES; l++) add_leaf(st, p[l], a + st->tree_output[t + l]); \
             }                                                                                \
@@ -605,10 +625,14 @@ static inline void add_leaf(const tree_state *st, int32_t pos, double *o)
         }                                                                                    \
     }
 
-DEFINE_FAST_BLOCK(f32_le, float, node32, RIGHT_LE)
-DEFINE_FAST_BLOCK(f32_lt, float, node32, RIGHT_LT)
-DEFINE_FAST_BLOCK(f64_le, double, node64, RIGHT_LE)
-DEFINE_FAST_BLOCK(f64_lt, double, node64, RIGHT_LT)
+DEFINE_FAST_BLOCK(f32_le, float, node32, RIGHT_LE, STEP)
+DEFINE_FAST_BLOCK(f32_lt, float, node32, RIGHT_LT, STEP)
+DEFINE_FAST_BLOCK(f64_le, double, node64, RIGHT_LE, STEP)
+DEFINE_FAST_BLOCK(f64_lt, double, node64, RIGHT_LT, STEP)
+DEFINE_FAST_BLOCK(f32_le_nonan, float, node32, RIGHT_LE, STEP_NONAN)
+DEFINE_FAST_BLOCK(f32_lt_nonan, float, node32, RIGHT_LT, STEP_NONAN)
+DEFINE_FAST_BLOCK(f64_le_nonan, double, node64, RIGHT_LE, STEP_NONAN)
+DEFINE_FAST_BLOCK(f64_lt_nonan, double, node64, RIGHT_LT, STEP_NONAN)
 
 /* ---- scores -> outputs ------------------------------------------------------ */
 
@@ -744,15 +768,23 @@ static void run_rows(tree_job *job)
         if (st->reference) {
             ref_block(st, conv, n, acc);
         } else if (st->thr_f32) {
+            const float *const *rows = (const float *const *)ptr_stack;
+            int has_nan = 0;
+            for (int64_t r = 0; r < n && !has_nan; r++)
+                for (int64_t j = 0; j < d; j++) has_nan |= rows[r][j] != rows[r][j];
             if (st->compare == CMP_LE)
-                fast_block_f32_le(st, (const float *const *)ptr_stack, n, acc);
+                (has_nan ? fast_block_f32_le : fast_block_f32_le_nonan)(st, rows, n, acc);
             else
-                fast_block_f32_lt(st, (const float *const *)ptr_stack, n, acc);
+                (has_nan ? fast_block_f32_lt : fast_block_f32_lt_nonan)(st, rows, n, acc);
         } else {
+            const double *const *rows = (const double *const *)ptr_stack;
+            int has_nan = 0;
+            for (int64_t r = 0; r < n && !has_nan; r++)
+                for (int64_t j = 0; j < d; j++) has_nan |= rows[r][j] != rows[r][j];
             if (st->compare == CMP_LE)
-                fast_block_f64_le(st, (const double *const *)ptr_stack, n, acc);
+                (has_nan ? fast_block_f64_le : fast_block_f64_le_nonan)(st, rows, n, acc);
             else
-                fast_block_f64_lt(st, (const double *const *)ptr_stack, n, acc);
+                (has_nan ? fast_block_f64_lt : fast_block_f64_lt_nonan)(st, rows, n, acc);
         }
         if (st->aggregate == AGG_MEAN)
             for (int64_t r = 0; r < n; r++)
