@@ -737,9 +737,18 @@ static void run_rows(tree_job *job)
         acc = malloc((size_t)(BLOCK_ROWS * K) * sizeof(double));
         if (acc == NULL) goto nomem;
     }
+    /* converted rows: on the stack for small batches (no allocation on the
+     * single-row path), else one block's worth */
+    double conv_stack[512];
+    const int64_t cap = job->row_end - job->row_begin < BLOCK_ROWS ? job->row_end - job->row_begin
+                                                                  : BLOCK_ROWS;
     if (copy || st->reference) {
-        conv = malloc((size_t)(BLOCK_ROWS * d) * esize);
-        if (conv == NULL) goto nomem;
+        if ((size_t)(cap * d) * esize <= sizeof(conv_stack)) {
+            conv = conv_stack;
+        } else {
+            conv = malloc((size_t)(cap * d) * esize);
+            if (conv == NULL) goto nomem;
+        }
     }
     for (int64_t r0 = job->row_begin; r0 < job->row_end; r0 += BLOCK_ROWS) {
         const int64_t n = job->row_end - r0 < BLOCK_ROWS ? job->row_end - r0 : BLOCK_ROWS;
@@ -798,7 +807,7 @@ nomem:
     job->status = MLS_STATUS_ERR_NOMEM;
 done:
     if (acc != acc_stack) free(acc);
-    free(conv);
+    if (conv != conv_stack) free(conv);
 }
 
 static void *run_rows_thread(void *arg)
