@@ -309,7 +309,9 @@ static PyObject *codec_json_decode(PyObject *module, PyObject *args, PyObject *k
      * runs without the GIL: a mutable buffer is copied first. */
     const char *in = (const char *)view.buf;
     char *copy = NULL;
-    if (!(PyBytes_Check(body) || (PyMemoryView_Check(body) && view.obj != NULL && PyBytes_Check(view.obj)))) {
+    if (!(PyBytes_Check(body) ||
+          (PyMemoryView_Check(body) && PyMemoryView_GET_BASE(body) != NULL &&
+           PyBytes_Check(PyMemoryView_GET_BASE(body))))) {
         copy = (char *)PyMem_RawMalloc(view.len ? (size_t)view.len : 1);
         if (copy == NULL) {
             PyBuffer_Release(&view);
