@@ -449,9 +449,7 @@ def _decode_v2_tensor(
         )
     check_dimensions(shape, dtype.itemsize, f"input {name!r}")
     count = math.prod(shape)
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest(f"input {name!r}: 'parameters' must be an object")
+    parameters = _optional_object(tensor.get("parameters"), f"input {name!r}: 'parameters'")
     if "shared_memory_region" in parameters:
         raise BadRequest(f"input {name!r}: shared memory is not supported")
     size = parameters.get("binary_data_size")
@@ -515,13 +513,28 @@ def _v2_inputs_to_rows(arrays: list[tuple[str, np.ndarray]], loaded: LoadedModel
     return columns_to_rows(columns, loaded, "inputs")
 
 
+def _optional_object(value: Any, what: str) -> Mapping[str, Any]:
+    """A JSON object that may be absent (decoded arrays are ndarrays: never test truth)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be an object")
+    return value
+
+
+def _optional_flag(value: Any, what: str) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest(f"'{what}' must be true or false")
+    return value
+
+
 def _v2_requested_outputs(
     header: Mapping[str, Any], loaded: LoadedModel
 ) -> tuple[list[V2Output], bool]:
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest("'parameters' must be an object")
-    binary_default = bool(parameters.get("binary_data_output", False))
+    parameters = _optional_object(header.get("parameters"), "'parameters'")
+    binary_default = _optional_flag(parameters.get("binary_data_output"), "binary_data_output")
     requested = _as_list(header.get("outputs"))
     if requested is None:
         return [V2Output(name, binary_default) for name in loaded.outputs], binary_default
@@ -537,12 +550,13 @@ def _v2_requested_outputs(
                 f"model {loaded.name!r} has no output {name!r}; "
                 f"its outputs are {', '.join(loaded.outputs)}"
             )
-        params = item.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise BadRequest(f"output {name!r}: 'parameters' must be an object")
-        if params.get("class_count"):
+        params = _optional_object(item.get("parameters"), f"output {name!r}: 'parameters'")
+        if params.get("class_count") is not None:
             raise BadRequest("the classification extension (class_count) is not supported")
-        outputs.append(V2Output(name, bool(params.get("binary_data", binary_default))))
+        binary = params.get("binary_data")
+        outputs.append(
+            V2Output(name, binary_default if binary is None else _optional_flag(binary, "binary_data"))
+        )
     return outputs, binary_default
 
 
