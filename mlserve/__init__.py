@@ -47,17 +47,24 @@ def get_num_threads() -> int:
 
 def blas_library_path() -> str | None:
     """Path of the OpenBLAS shared library the extension loaded."""
+    here = _os.path.dirname(_os.path.abspath(_core.__file__))
+    candidates = []
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
-                if "openblas" in line and "libscipy_openblas64" not in line:
-                    path = line.split(None, 5)[-1].strip()
-                    if _os.path.dirname(path) == _os.path.dirname(_core.__file__) or (
-                        "scipy_openblas" not in _os.path.basename(path)
-                    ):
-                        return path
+                path = line.split(None, 5)[-1].strip()
+                if "openblas" in _os.path.basename(path) and path not in candidates:
+                    candidates.append(path)
     except OSError:
-        pass
+        return None
+    # the wheel's copy sits next to the extension; a system OpenBLAS does not,
+    # and other packages (NumPy, SciPy) load their own, prefixed copies
+    for path in candidates:
+        if _os.path.dirname(path) == here:
+            return path
+    for path in candidates:
+        if "scipy_openblas" not in _os.path.basename(path):
+            return path
     return None
 
 
