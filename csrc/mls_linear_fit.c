@@ -51,6 +51,8 @@
 /* scikit-learn: maxls = 50, ftol = 64 * eps, L-BFGS-B's default m = 10. */
 #define LOGISTIC_MAX_LINESEARCH 50
 #define LOGISTIC_HISTORY 10
+/* A stop without progress: max |g| still above this fraction of its start. */
+#define LOGISTIC_STUCK_RATIO 1e-3
 
 /* ---- shared helpers ----------------------------------------------------- */
 
@@ -131,6 +133,21 @@ static mls_status check_weights(const double *w, int64_t n, double *sum, mls_err
                              "sample_weight sums to infinity; rescale the weights");
     *sum = s;
     return MLS_STATUS_OK;
+}
+
+static int all_finite(const double *a, int64_t count)
+{
+    double acc = 0.0;
+    for (int64_t i = 0; i < count; i++) acc += a[i] * 0.0;
+    return acc == 0.0;
+}
+
+static mls_status overflow_error(const char *what, mls_error *err)
+{
+    return mls_error_set(err, MLS_STATUS_ERR_NUMERIC,
+                         "%s overflows double precision: the values of X or y are too "
+                         "large; rescale them",
+                         what);
 }
 
 static mls_status check_blas_size(const char *what, int64_t v, mls_error *err)
@@ -322,6 +339,10 @@ static mls_status ls_solve_ridge_primal(const ls_problem *p, double alpha, doubl
         mls_cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)d, (int)rows,
                         1.0, Yb, (int)k, Xb, (int)d, 1.0, coef, (int)d);
     }
+    if (!all_finite(G, d * d) || !all_finite(coef, k * d)) {
+        st = overflow_error("ridge: X'WX", err);
+        goto done;
+    }
     for (int64_t j = 0; j < d; j++) G[j * d + j] += alpha;
     int dn = (int)d, nrhs = (int)k, info = 0;
     mls_lapack_dposv("L", &dn, &nrhs, G, &dn, coef, &dn, &info, 1);
@@ -361,6 +382,10 @@ static mls_status ls_solve_ridge_dual(const ls_problem *p, double alpha, double 
     ls_fill_rows(p, 0, n, Xw, Yw);
     mls_cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)n, (int)d, 1.0, Xw, (int)d,
                     0.0, K, (int)n);
+    if (!all_finite(K, n * n)) {
+        st = overflow_error("ridge: XWX'", err);
+        goto done;
+    }
     for (int64_t i = 0; i < n; i++) K[i * n + i] += alpha;
     /* A column-major (n, k) = row-major (k, n) = Yw'. */
     for (int64_t i = 0; i < n; i++)
@@ -441,6 +466,10 @@ mls_status mls_linear_fit_least_squares(const double *X, int64_t n, int64_t d,
             }
             intercept[c] = b;
         }
+        if (!all_finite(coef, k * d) || !all_finite(intercept, k))
+            st = overflow_error(alpha == 0.0 ? "least squares: the solution"
+                                             : "ridge: the solution",
+                                err);
     }
     free(means);
     return st;
@@ -641,6 +670,17 @@ mls_status mls_logistic_fit(const double *X, int64_t n, int64_t d, const int64_t
     opts.ftol = 64 * DBL_EPSILON;
     mls_lbfgs_result res;
     st = mls_lbfgs_minimize(logistic_fun, &ctx, x, nvar, &opts, &res, err);
+    if (st == MLS_STATUS_OK &&
+        (res.stop == MLS_LBFGS_STOP_LINESEARCH || res.stop == MLS_LBFGS_STOP_STALLED) &&
+        res.grad_max > tol && res.grad_max > LOGISTIC_STUCK_RATIO * res.grad_max_start)
+        /* Stopping short of tol is normal once rounding dominates, but not
+         * while the gradient is still of the size it had at the start. */
+        st = mls_error_set(err, MLS_STATUS_ERR_NUMERIC,
+                           "logistic regression: L-BFGS could not decrease the objective "
+                           "after %d iterations (largest gradient component %g, %g at "
+                           "the start); the features are probably badly scaled: "
+                           "standardise them",
+                           res.n_iter, res.grad_max, res.grad_max_start);
     if (st == MLS_STATUS_OK) {
         memcpy(coef, x, (size_t)(rows * d) * sizeof(double));
         if (fit_intercept) {

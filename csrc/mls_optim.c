@@ -414,6 +414,9 @@ static mls_status linesearch_more_thuente(lbfgs_run *w, double stp, ls_outcome *
         }
         any_finite = 1;
         double trial = stp;
+#ifdef MLS_OPTIM_TRACE
+        fprintf(stderr, "  ls k=%d stp=%.6e f=%.6e gd=%.6e (f0=%.6e gd0=%.6e)\n", k, stp, w->f, w->gd, w->f0, w->gd0);
+#endif
         if (ls_iterate(&ls, w->f, w->gd, &stp) != LS_FG) {
             w->stp = trial;
             *out = LS_ACCEPTED;
@@ -541,7 +544,7 @@ mls_status mls_lbfgs_minimize(mls_lbfgs_fun fun, void *ctx, double *x, int64_t n
         goto done;
     }
     r.f = w.f;
-    r.grad_max = vec_max_abs(w.g, n);
+    r.grad_max = r.grad_max_start = vec_max_abs(w.g, n);
     if (r.grad_max <= opts->gtol) {
         r.stop = MLS_LBFGS_STOP_GTOL;
         goto done;

@@ -64,6 +64,7 @@ typedef enum mls_lbfgs_stop {
 typedef struct mls_lbfgs_result {
     double f;          /* f at the returned x */
     double grad_max;   /* max |g| at the returned x */
+    double grad_max_start; /* max |g| at the starting point */
     int n_iter;        /* iterations run (accepted steps) */
     int64_t n_eval;    /* evaluations of fun */
     int n_restarts;    /* memory resets after a failed line search */
