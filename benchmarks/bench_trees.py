@@ -119,7 +119,7 @@ def compile_treelite(tl_model, workdir, name, nthread_build=2):
     return lambda nthread: tl2cgen.Predictor(libpath, nthread=nthread, verbose=False)
 
 
-def make_contenders(key, est, workdir, threads, treelite_max_trees=10**9):
+def make_contenders(key, est, workdir, threads, treelite_max_trees=10**9, no_lleaves=False):
     """name -> (callable(X) -> proba-like output, input converter, reference)."""
     out = {}
     mls = mlserve.convert(est)
@@ -191,7 +191,7 @@ def make_contenders(key, est, workdir, threads, treelite_max_trees=10**9):
                                lambda X: X.astype(np.float32) if key == "xgb" else X)
         except Exception as exc:  # noqa: BLE001
             print(f"  treelite for {key} failed: {type(exc).__name__}: {exc}"[:200])
-    if key == "lgbm" and _try_import("lleaves") is not None:
+    if key == "lgbm" and not no_lleaves and _try_import("lleaves") is not None:
         import lleaves
 
         try:
@@ -241,8 +241,9 @@ def run(args):
     print(f"load average  {C.load_average()} at start")
     workdir = args.workdir or tempfile.mkdtemp(prefix="mlserve-bench-trees-")
     models = train_models(args.quick, workdir)
+    batches = tuple(args.rows or BATCHES)
     rng = np.random.default_rng(0)
-    X_all = rng.normal(size=(max(BATCHES), N_FEATURES)) * 2
+    X_all = rng.normal(size=(max(max(batches), 2000), N_FEATURES)) * 2
     results, rows = [], []
     for key, est in models.items():
         if args.only and key not in args.only:
@@ -251,18 +252,18 @@ def run(args):
             mlserve.set_num_threads(threads)
             with threadpool_limits(threads):
                 contenders, mls = make_contenders(key, est, workdir, threads,
-                                                  args.treelite_max_trees)
+                                                  args.treelite_max_trees, args.no_lleaves)
                 reference = est.predict_proba(X_all[:2000])
                 errors = check(key, contenders, X_all[:2000], reference)
                 if threads == 1:
                     print(f"\n{key}: {mls} max |proba - source|: "
                           + ", ".join(f"{n} {e:.1e}" for n, e in errors.items()))
-                for n in BATCHES:
+                for n in batches:
                     X = X_all[:n]
                     ns = {"X_" + name: conv(X) for name, (fn, conv) in contenders.items()}
                     ns.update({"f_" + name: fn for name, (fn, conv) in contenders.items()})
                     stmts = {name: f"f_{name}(X_{name})" for name in contenders}
-                    budget = args.budget * (3 if n == max(BATCHES) else 1)
+                    budget = args.budget * (3 if n == max(batches) else 1)
                     m = C.measure_interleaved(stmts, ns, budget_s=budget, repeats=args.repeats)
                     base = m["mlserve"].median_ns
                     for name, meas in m.items():
@@ -295,6 +296,8 @@ def main(argv=None):
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     p.add_argument("--treelite-max-trees", type=int, default=10**9,
                    help="skip tl2cgen for larger models (compiling 5000 trees takes long)")
+    p.add_argument("--rows", type=int, nargs="*", help="batch sizes (default 1 1024 100000)")
+    p.add_argument("--no-lleaves", action="store_true", help="skip lleaves (LLVM compile)")
     args = p.parse_args(argv)
     if args.budget is None:
         args.budget = 0.03 if args.quick else 0.3
