@@ -407,3 +407,24 @@ def test_metrics(store):
     assert 'mlserve_batch_queue_delay_seconds_count{model="reg"}' in text
     disabled = make_app(store, MLSERVE_METRICS_ENABLED=False)
     assert disabled.get("/ml/metrics").status_code == 404
+
+
+def test_many_publishes_keep_a_bounded_set_of_versions_loaded(store, models):
+    from mlserve.serving import serving_state
+    from mlserve.serving.runtime import MAX_EXTRA_VERSIONS
+
+    app = Flask("host")
+    app.register_blueprint(blueprint(store, reload_interval=0), url_prefix="/ml")
+    client = app.test_client()
+    state = serving_state(app)
+    for _ in range(12):
+        version = store.publish("reg", models["reg"], alias="production")
+        assert client.post("/ml/admin/reload").status_code == 200
+        assert client.post("/ml/predict/reg", json={"features": ROW}).headers["X-Model-Version"] == str(version)
+    for old in range(1, 8):  # named explicitly: the most recently used few stay loaded
+        assert client.post(f"/ml/predict/reg?version={old}", json={"features": ROW}).status_code == 200
+    client.post("/ml/admin/reload")
+    loaded = state.refresh()["reg"]
+    assert loaded[-1] == version
+    assert len(loaded) <= 1 + MAX_EXTRA_VERSIONS, loaded
+    assert set(range(8 - MAX_EXTRA_VERSIONS, 8)) <= set(loaded)

@@ -34,6 +34,7 @@ __all__ = ["LoadedModel", "ServingState", "Timings", "predict", "PREDICT", "PRED
 log = logging.getLogger("mlserve.serving")
 
 PREDICT = "predict"
+MAX_EXTRA_VERSIONS = 4  # per model: loaded versions kept beyond those aliases and "latest" need
 PREDICT_PROBA = "predict_proba"
 
 
@@ -194,6 +195,7 @@ class ServingState:
         self._refresh_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._last_refresh = 0.0
+        self._used: dict[tuple[str, int], float] = {}  # when each loaded version last answered
         self.ready = False
 
     # -------------------------------------------------------------- refreshing
@@ -258,14 +260,23 @@ class ServingState:
                     continue
                 manifest, token = previous, old.tokens.get(name)
                 fresh = {k: v for k, v in old.models.items() if k[0] == name}
-            # keep versions loaded on demand that still exist
-            for key, value in old.models.items():
-                if key[0] == name and key[1] in manifest.versions:
-                    fresh.setdefault(key, value)
+            # besides the versions an alias or "latest" points at, keep the
+            # MAX_EXTRA_VERSIONS most recently used ones that still exist (a version a
+            # request named, the one an alias just left: a rollback is instant); a
+            # server that sees many publishes must not keep every version it ever
+            # served (found by the soak: +4% RSS over 112 publishes)
+            extra = sorted(
+                (key for key in old.models
+                 if key[0] == name and key not in fresh and key[1] in manifest.versions),
+                key=lambda k: self._used.get(k, 0.0),
+            )[-MAX_EXTRA_VERSIONS:]  # fmt: skip
+            for key in extra:
+                fresh[key] = old.models[key]
             manifests[name] = manifest
             tokens[name] = token
             models.update(fresh)
         for key in old.models.keys() - models.keys():
+            self._used.pop(key, None)
             self.store.forget(*key)
             batcher = old.models[key].batcher
             if batcher is not None:
@@ -328,6 +339,7 @@ class ServingState:
             raise ModelNotFound(str(exc)) from None
         loaded = snap.models.get((name, number))
         if loaded is not None:
+            self._used[(name, number)] = time.monotonic()
             return loaded
         return self._load_on_demand(name, number)
 
@@ -346,6 +358,7 @@ class ServingState:
                 raise NotReady(f"model {name!r} version {version} cannot be loaded") from exc
             models = dict(snap.models)
             models[(name, version)] = loaded
+            self._used[(name, version)] = time.monotonic()
             self._snapshot = _Snapshot(snap.manifests, snap.tokens, models)
             return loaded
 
