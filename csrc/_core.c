@@ -613,6 +613,23 @@ done:
     return result;
 }
 
+/* Wraps a model opened from an .mls image, with its metadata string; frees
+ * the model on failure. */
+static PyObject *model_new_from_file(PyObject *module, mls_model *model)
+{
+    size_t meta_len;
+    const char *meta = mls_file_metadata(model->file, &meta_len);
+    /* the format reader has checked that the metadata is UTF-8 */
+    PyObject *metadata = PyUnicode_DecodeUTF8(meta, (Py_ssize_t)meta_len, "strict");
+    if (metadata == NULL) {
+        mls_model_free(model);
+        return NULL;
+    }
+    PyObject *result = model_new(module, model, metadata);
+    Py_DECREF(metadata);
+    return result;
+}
+
 PyDoc_STRVAR(core_load_doc,
              "load(path, verify=True)\n--\n\n"
              "Map an .mls file and return its Model; arrays are used in place. With "
@@ -639,18 +656,7 @@ static PyObject *core_load(PyObject *module, PyObject *args, PyObject *kwargs)
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
     if (status != MLS_STATUS_OK) return mls_raise_from_error(module, &err);
-    size_t meta_len;
-    const char *meta = mls_file_metadata(model->file, &meta_len);
-    PyObject *metadata = PyUnicode_DecodeUTF8(meta, (Py_ssize_t)meta_len, "strict");
-    if (metadata == NULL) {
-        mls_model_free(model);
-        PyErr_Clear();
-        mls_error_set(&err, MLS_STATUS_ERR_FORMAT, "metadata is not valid UTF-8");
-        return mls_raise_from_error(module, &err);
-    }
-    PyObject *result = model_new(module, model, metadata);
-    Py_DECREF(metadata);
-    return result;
+    return model_new_from_file(module, model);
 }
 
 PyDoc_STRVAR(core_loads_doc,
@@ -687,20 +693,9 @@ static PyObject *core_loads(PyObject *module, PyObject *args, PyObject *kwargs)
         free(buffer);
         return mls_raise_from_error(module, &err);
     }
-    size_t meta_len;
-    const char *meta = mls_file_metadata(model->file, &meta_len);
-    PyObject *metadata = PyUnicode_DecodeUTF8(meta, (Py_ssize_t)meta_len, "strict");
-    if (metadata == NULL) {
-        mls_model_free(model);
-        free(buffer);
-        PyErr_Clear();
-        mls_error_set(&err, MLS_STATUS_ERR_FORMAT, "metadata is not valid UTF-8");
-        return mls_raise_from_error(module, &err);
-    }
-    PyObject *result = model_new(module, model, metadata);
-    Py_DECREF(metadata);
+    PyObject *result = model_new_from_file(module, model);
     if (result == NULL) {
-        free(buffer); /* model_new freed the model */
+        free(buffer); /* the model was freed with the failure */
         return NULL;
     }
     ((ModelObject *)result)->buffer = buffer;
