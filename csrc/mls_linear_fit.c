@@ -7,7 +7,9 @@
  *   - alpha == 0: minimum-norm least squares by LAPACK dgelsd (SVD), with
  *     singular values below LSTSQ_RCOND * max(n, d) * s_max treated as zero
  *     (numpy.linalg.lstsq's default), so exactly collinear columns give the
- *     minimum-norm coefficients;
+ *     minimum-norm coefficients. scikit-learn >= 1.9 passes cond = 1e-6
+ *     (LinearRegression(tol=1e-6)) instead: results differ only for X of
+ *     condition number between 1e6 and ~1e13, which it truncates;
  *   - alpha > 0, d <= n: Cholesky solve of (Xc'WXc + alpha I) coef' = Xc'WYc,
  *     the Gram matrix accumulated block by block (no copy of X);
  *   - alpha > 0, d > n: the dual (kernel) system (XwXw' + alpha I) A = Yw,
@@ -17,12 +19,21 @@
  * scikit-learn's LinearModelLoss scales it, which has the same minimiser as
  * the one in mls_linear.h:
  *   F(W, b) = sum_i w_i loss_i / S + ||W||_F^2 / (2 C S),   S = sum_i w_i.
- * The solver stops when max |grad F| <= tol (scikit-learn passes tol as gtol
- * to scipy's L-BFGS-B), when one iteration decreases F by a relative
- * 64 * DBL_EPSILON or less (scikit-learn's ftol: F no longer moves in double
- * precision), when no step decreases F even along -grad F, or after max_iter
- * iterations. It starts from zero and takes the same steps as scikit-learn's
- * solver='lbfgs', so both agree closely for any tol, not only at the optimum.
+ * Starting from zero, L-BFGS (m = 10, the More-Thuente line search, at most
+ * 50 evaluations per line search) takes the steps scipy's L-BFGS-B takes
+ * for scikit-learn's solver='lbfgs', so both agree closely at any tol, not
+ * only at the optimum (their paths part only on ill-conditioned problems).
+ * Convergence: max |grad F| <= tol, exactly as scikit-learn passes tol to
+ * L-BFGS-B as gtol (tol is absolute, on the scaled objective above).
+ * Where L-BFGS-B would also stop because F stopped decreasing by more than a
+ * relative 64 * DBL_EPSILON (its ftol in scikit-learn), this goes on while
+ * the gradient is above tol, with a line search on the directional
+ * derivative (mls_optim.h, "polish"), so a tight tol (1e-8, 1e-10) gets
+ * coefficients orders of magnitude closer to the optimum than L-BFGS-B's.
+ * It also stops after max_iter iterations (not an error: *n_iter says so), or
+ * when no step decreases F any more; the latter is an ERR_NUMERIC only while
+ * max |grad F| is still above 1e-3 of its value at the start (no progress
+ * at all: typically features of absurd scale).
  * Binary: z = x.w + b, loss = log(1 + e^z) - y z, computed as
  * log1p(e^-|z|) + max(z, 0) - y z. Multinomial: loss = logsumexp(z) - z_y,
  * with the maximum subtracted first. The softmax is unchanged when the same
@@ -424,8 +435,8 @@ mls_status mls_linear_fit_least_squares(const double *X, int64_t n, int64_t d,
     if (!isfinite(alpha) || alpha < 0.0)
         return mls_error_set(err, MLS_STATUS_ERR_ARGUMENT,
                              "alpha must be finite and >= 0, got %g", alpha);
-    int64_t nd, nk;
-    if (!mls_size_mul(n, d, &nd) || !mls_size_mul(n, k, &nk) || !mls_size_mul(k, d, &nd))
+    int64_t nd, nk, kd;
+    if (!mls_size_mul(n, d, &nd) || !mls_size_mul(n, k, &nk) || !mls_size_mul(k, d, &kd))
         return mls_error_set(err, MLS_STATUS_ERR_SHAPE,
                              "least squares fit: %lld x %lld is too large", (long long)n,
                              (long long)d);

@@ -32,9 +32,6 @@
 #include <string.h>
 
 #include "mls_array.h"
-#ifdef MLS_OPTIM_TRACE
-#include <stdio.h>
-#endif
 
 #define LBFGS_STPMAX 1e10 /* lbfgsb.f: big */
 
@@ -414,9 +411,6 @@ static mls_status linesearch_more_thuente(lbfgs_run *w, double stp, ls_outcome *
         }
         any_finite = 1;
         double trial = stp;
-#ifdef MLS_OPTIM_TRACE
-        fprintf(stderr, "  ls k=%d stp=%.6e f=%.6e gd=%.6e (f0=%.6e gd0=%.6e)\n", k, stp, w->f, w->gd, w->f0, w->gd0);
-#endif
         if (ls_iterate(&ls, w->f, w->gd, &stp) != LS_FG) {
             w->stp = trial;
             *out = LS_ACCEPTED;
@@ -501,10 +495,10 @@ mls_status mls_lbfgs_minimize(mls_lbfgs_fun fun, void *ctx, double *x, int64_t n
 
     const int m = opts->m;
     /* 2 m history vectors + g, x0, g0, d, best x; then 2 m scalars. */
-    int64_t vec_count, elems, bytes;
+    int64_t vec_count, bytes;
     if (!mls_size_mul((int64_t)2 * m + 5, n, &vec_count) ||
         vec_count > INT64_MAX - (int64_t)2 * m ||
-        !mls_size_mul(elems = vec_count + (int64_t)2 * m, (int64_t)sizeof(double), &bytes) ||
+        !mls_size_mul(vec_count + (int64_t)2 * m, (int64_t)sizeof(double), &bytes) ||
         (uint64_t)bytes > SIZE_MAX)
         return mls_error_set(err, MLS_STATUS_ERR_NOMEM,
                              "L-BFGS workspace for %lld variables and m=%d is too large",
@@ -621,9 +615,6 @@ mls_status mls_lbfgs_minimize(mls_lbfgs_fun fun, void *ctx, double *x, int64_t n
 
         r.n_iter++;
         const double gmax = vec_max_abs(w.g, n);
-#ifdef MLS_OPTIM_TRACE
-        fprintf(stderr, "it %d pol %d f %.17g df %.3e gmax %.3e stp %.3e nev %lld col %d\n", r.n_iter, polishing, w.f, w.f0 - w.f, gmax, w.stp, (long long)r.n_eval, col);
-#endif
         if (gmax <= opts->gtol) {
             r.stop = MLS_LBFGS_STOP_GTOL;
             break;
