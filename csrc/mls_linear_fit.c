@@ -385,7 +385,8 @@ static mls_status ls_solve_ridge_dual(const ls_problem *p, double alpha, double 
     if (Xw == NULL) goto done;
     Yw = alloc_doubles(y_len, 0, "the weighted, centred y", &st, err);
     if (Yw == NULL) goto done;
-    K = alloc_doubles(kk_len, 0, "the ridge kernel matrix", &st, err);
+    /* Zeroed: dsyrk writes one triangle only and all_finite reads both. */
+    K = alloc_doubles(kk_len, 1, "the ridge kernel matrix", &st, err);
     if (K == NULL) goto done;
     A = alloc_doubles(y_len, 0, "the dual coefficients", &st, err);
     if (A == NULL) goto done;
