@@ -15,7 +15,7 @@ import zlib
 from typing import Any, Mapping
 
 import numpy as np
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import mlserve
@@ -32,6 +32,7 @@ from mlserve.serving.errors import (
 from mlserve.serving.metrics import (
     IN_FLIGHT,
     REQUEST_ID_HEADER,
+    RequestMetrics,
     RequestRecord,
     render_metrics,
     request_id_from,
@@ -102,7 +103,8 @@ def blueprint(
         key = ".".join(p for p in (setup.name_prefix, setup.name) if p)
         config = ServingConfig.from_mapping(setup.app.config, overrides)
         state = ServingState(store, config)
-        state.guard = Guard(config)  # type: ignore[attr-defined]
+        state.guard = Guard(config)
+        state.request_metrics = RequestMetrics()
         state.refresh()
         setup.app.extensions.setdefault(EXTENSION_KEY, {})[key] = state
 
@@ -133,63 +135,79 @@ def serving_state(app: Any = None, name: str | None = None) -> ServingState:
 
 
 def _state() -> ServingState:
-    return current_app.extensions[EXTENSION_KEY][request.blueprint]
+    """This request's ServingState (noted on the request by _before_request)."""
+    req = request._get_current_object()
+    state = getattr(req, "mlserve_state", None)
+    if state is None:
+        state = current_app.extensions[EXTENSION_KEY][req.blueprint]
+    return state  # type: ignore[no-any-return]
+
+
+# The hooks run on every request, so each looks the request, the state and the
+# route's name up once (each werkzeug proxy access costs a context lookup).
 
 
 def _before_request() -> None:
-    record = RequestRecord(request_id_from(request.headers.get(REQUEST_ID_HEADER)))
-    g.mlserve_record = record
+    req = request._get_current_object()
+    state: ServingState = current_app.extensions[EXTENSION_KEY][req.blueprint]
+    endpoint = (req.endpoint or "").rsplit(".", 1)[-1]
+    record = RequestRecord(request_id_from(req.headers.get(REQUEST_ID_HEADER)), endpoint)
+    req.mlserve_state = state  # type: ignore[attr-defined]
+    req.mlserve_record = record  # type: ignore[attr-defined]
     IN_FLIGHT.inc()
-    state = _state()
-    if request.method != "OPTIONS":  # CORS preflights carry no credentials
+    if req.method != "OPTIONS":  # CORS preflights carry no credentials
         key = state.guard.check(
-            _endpoint(), request.method, request.headers, request.remote_addr, _requested_model
-        )
+            endpoint, req.method, req.headers, req.remote_addr,
+            lambda: _requested_model(req, state, endpoint),
+        )  # fmt: skip
         record.key_id = key.id if key is not None else None
     state.maybe_refresh()
 
 
-def _endpoint() -> str:
-    return (request.endpoint or "").rsplit(".", 1)[-1]
+def _record() -> RequestRecord | None:
+    return getattr(request._get_current_object(), "mlserve_record", None)
 
 
-def _requested_model() -> str | None:
+def _requested_model(req: Any, state: ServingState, endpoint: str) -> str | None:
     """The model a predict request names (for predict:<model> scopes and per-model limits)."""
-    args = request.view_args or {}
-    endpoint = _endpoint()
+    args = req.view_args or {}
     if endpoint == "v1_model":
         match = _V1_TARGET.fullmatch(args.get("target", ""))
         return match["name"] if match else None
     if endpoint == "invocations":
         try:
-            return _state().default_model_name()
+            return state.default_model_name()
         except ModelNotFound:
             return None
-    return args.get("name")
+    return args.get("name")  # type: ignore[no-any-return]
 
 
 def _after_request(response: Response) -> Response:
-    record: RequestRecord | None = g.get("mlserve_record")
+    req = request._get_current_object()
+    record: RequestRecord | None = getattr(req, "mlserve_record", None)
     state = _state()
     if record is not None:
         response.headers[REQUEST_ID_HEADER] = record.request_id
         record.finish(
-            endpoint=_endpoint(), status=response.status_code, method=request.method,
-            path=request.path[:512], remote=request.remote_addr, log=state.config.access_log,
+            state.request_metrics, status=response.status_code, method=req.method,
+            path=req.path[:512], remote=req.remote_addr, log=state.config.access_log,
         )  # fmt: skip
     state.guard.cors_headers(current_app, response)
     return response
 
 
 def _teardown_request(exc: BaseException | None) -> None:
-    record: RequestRecord | None = g.pop("mlserve_record", None)
+    req = request._get_current_object()
+    record: RequestRecord | None = getattr(req, "mlserve_record", None)
     if record is None:
         return
+    req.mlserve_record = None  # type: ignore[attr-defined]
     IN_FLIGHT.dec()
     if not record.done:  # an exception no handler turned into a response
+        state = _state()
         record.finish(
-            endpoint=_endpoint(), status=500, method=request.method, path=request.path[:512],
-            remote=request.remote_addr, log=_state().config.access_log,
+            state.request_metrics, status=500, method=req.method, path=req.path[:512],
+            remote=req.remote_addr, log=state.config.access_log,
         )  # fmt: skip
 
 
@@ -198,26 +216,26 @@ def _select(
 ) -> LoadedModel:
     """state.select, noting the model and version for the metrics and the access log."""
     loaded = state.select(name, version, alias)
-    record: RequestRecord | None = g.get("mlserve_record")
+    record = _record()
     if record is not None:
         record.model, record.version = loaded.name, str(loaded.version)
     return loaded
 
 
 def _predict(
-    loaded: LoadedModel, rows: np.ndarray, outputs: Any, timings: Timings
+    state: ServingState, loaded: LoadedModel, rows: np.ndarray, outputs: Any, timings: Timings
 ) -> dict[str, np.ndarray]:
     """runtime.predict after the MLSERVE_MAX_ROWS check, noting the row count."""
     n_rows = int(rows.shape[0]) if rows.ndim else 1
-    record: RequestRecord | None = g.get("mlserve_record")
+    record = _record()
     if record is not None:
         record.rows = n_rows
-    _check_rows(n_rows)
+    _check_rows(n_rows, state)
     return predict(loaded, rows, outputs, timings)
 
 
-def _check_rows(n_rows: int) -> None:
-    limit = _state().config.max_rows
+def _check_rows(n_rows: int, state: ServingState) -> None:
+    limit = state.config.max_rows
     if n_rows > limit:
         raise PayloadTooLarge(
             f"the request has {n_rows} rows; the limit is {limit} (MLSERVE_MAX_ROWS)"
@@ -451,7 +469,7 @@ def _v1_model(target: str) -> Response:
     loaded = _select(state, name, version, label)
     decoded = codecs.decode_v1(codecs.decode_json(body), loaded)
     timings.decode = _since(start)
-    results = _predict(loaded, decoded.rows, decoded.outputs, timings)
+    results = _predict(state, loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
     response = _predict_response(codecs.encode_v1(results, decoded))
     timings.encode = _since(start)
@@ -559,7 +577,7 @@ def _v2_infer(name: str, version: str | None = None) -> Response:
     decoded = codecs.decode_v2(body, request.headers.get("Inference-Header-Content-Length"), loaded)
     timings.decode = _since(start)
     wanted = tuple(output.name for output in decoded.outputs)
-    results = _predict(loaded, decoded.rows, wanted, timings)
+    results = _predict(state, loaded, decoded.rows, wanted, timings)
     start = time.perf_counter()
     payload, header_length = codecs.encode_v2(results, decoded, name, loaded.version)
     if header_length is None:
@@ -586,7 +604,7 @@ def _mlflow_invocations() -> Response:
     else:
         rows = codecs.decode_mlflow_json(codecs.decode_json(body), loaded)
     timings.decode = _since(start)
-    results = _predict(loaded, rows, (PREDICT,), timings)
+    results = _predict(state, loaded, rows, (PREDICT,), timings)
     start = time.perf_counter()
     response = _predict_response(codecs.encode_mlflow(results))
     timings.encode = _since(start)
@@ -617,7 +635,7 @@ def _simple_predict(name: str) -> Response:
     else:
         decoded = codecs.decode_simple_json(codecs.decode_json(body), loaded)
     timings.decode = _since(start)
-    results = _predict(loaded, decoded.rows, decoded.outputs, timings)
+    results = _predict(state, loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
     if request.accept_mimetypes.best_match([JSON, NPY], default=JSON) == NPY and _wants_npy():
         response = Response(codecs.encode_npy(results), mimetype=NPY)

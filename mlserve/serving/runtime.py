@@ -197,6 +197,9 @@ class ServingState:
         self._last_refresh = 0.0
         self._used: dict[tuple[str, int], float] = {}  # when each loaded version last answered
         self.ready = False
+        # set by the blueprint that owns this state (mlserve.serving.blueprint)
+        self.guard: Any = None
+        self.request_metrics: Any = None
 
     # -------------------------------------------------------------- refreshing
 
