@@ -49,6 +49,15 @@ def _existing_store(store_dir: str) -> Any:
 # ------------------------------------------------------------------- serve
 
 
+def _json_option(name: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=name) from None
+
+
 def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
     """Run ``app_factory()`` under gunicorn in this process (each worker builds its own app)."""
     try:
@@ -129,6 +138,33 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     show_default=True,
     help="One JSON line per request on stderr.",
 )
+@click.option(
+    "--batching/--no-batching",
+    default=True,
+    show_default=True,
+    help="Coalesce concurrent requests for one model version into one core call.",
+)
+@click.option(
+    "--max-batch-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most rows in one batched core call.",
+)
+@click.option(
+    "--max-delay-ms",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Longest a queued request waits for others to join its batch.",
+)
+@click.option(
+    "--batching-models",
+    default=None,
+    metavar="JSON",
+    help='Per-model batching options as JSON, e.g. \'{"churn": {"max_batch_size": 16}, '
+    '"tiny": false}\' (keys as MLSERVE_BATCHING_MODELS).',
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -145,6 +181,10 @@ def serve_command(
     rate_limit_storage: str,
     cors_origins: str | None,
     access_log: bool,
+    batching: bool,
+    max_batch_size: int,
+    max_delay_ms: float,
+    batching_models: str | None,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root)."""
@@ -166,6 +206,10 @@ def serve_command(
         "MLSERVE_RATE_LIMIT_STORAGE": rate_limit_storage,
         "MLSERVE_CORS_ORIGINS": cors_origins,
         "MLSERVE_ACCESS_LOG": access_log,
+        "MLSERVE_BATCHING": batching,
+        "MLSERVE_BATCH_MAX_SIZE": max_batch_size,
+        "MLSERVE_BATCH_MAX_DELAY_MS": max_delay_ms,
+        "MLSERVE_BATCHING_MODELS": _json_option("--batching-models", batching_models),
     }
     try:  # a bad option is a usage error here, not a traceback in every worker
         ServingConfig.from_mapping(config)

@@ -394,7 +394,11 @@ def client_post_nan(app):
 
 def test_gunicorn_gthread_forms_batches_under_concurrent_load(heavy_store, tmp_path):
     store, model = heavy_store
-    server = Server(store.root, "--workers", "1", "--threads", "8")
+    # the CLI's batching flags reach the batcher: no batch above --max-batch-size
+    server = Server(
+        store.root, "--workers", "1", "--threads", "8", "--max-batch-size", "3",
+        "--max-delay-ms", "5",
+    )  # fmt: skip
     try:
         rng = np.random.default_rng(2)
         X = rng.normal(size=(96, WIDTH))
@@ -417,6 +421,26 @@ def test_gunicorn_gthread_forms_batches_under_concurrent_load(heavy_store, tmp_p
             if max(sizes) > 1:
                 break
         assert max(sizes) > 1, sizes
-        assert max(sizes) <= 64  # MLSERVE_BATCH_MAX_SIZE default
+        assert max(sizes) <= 3, sizes
+    finally:
+        server.stop()
+
+
+def test_serve_without_batching_makes_one_call_per_request(heavy_store):
+    store, _ = heavy_store
+    server = Server(store.root, "--workers", "1", "--threads", "8", "--no-batching")
+    try:
+        X = np.random.default_rng(4).normal(size=(32, WIDTH))
+        url = f"{server.url}/v1/models/heavy:predict"
+
+        def call(i):
+            with requests.Session() as session:
+                response = session.post(url, json={"instances": X[i : i + 1].tolist()}, timeout=30)
+            assert response.status_code == 200, response.text
+            return int(re.search(r"batch;desc=(\d+)", response.headers["Server-Timing"]).group(1))
+
+        with ThreadPoolExecutor(16) as pool:
+            sizes = list(pool.map(call, range(32)))
+        assert sizes == [1] * 32
     finally:
         server.stop()

@@ -128,3 +128,21 @@ def test_store_command_errors(tmp_path, model_file, args, message):
 def test_serve_refuses_a_missing_store(tmp_path):
     result = invoke("serve", tmp_path / "missing", "--port", "0")
     assert result.exit_code == 1 and "no model store at" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-batch-size", "0"], "--max-batch-size"),
+        (["--max-delay-ms", "-1"], "--max-delay-ms"),
+        (["--batching-models", "{not json"], "not valid JSON"),
+        (["--batching-models", '{"reg": {"max_batch_size": 0}}'], "max_batch_size must be"),
+        (["--batching-models", '{"reg": {"colour": 1}}'], "unknown batching option 'colour'"),
+    ],
+)
+def test_serve_refuses_bad_batching_options(tmp_path, model_file, args, message):
+    store_dir = tmp_path / "store"
+    invoke("publish", model_file, "--name", "reg", "--store", store_dir)
+    result = invoke("serve", store_dir, "--port", "0", *args)
+    assert result.exit_code == 2 or result.exit_code == 1, result.output
+    assert message in result.output, result.output
