@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _core
 from ._errors import NotFittedError
+from ._mixins import ClassifierMixin, RegressorMixin
 
 FORMAT_VERSION = f"{_core.FORMAT_MAJOR}.{_core.FORMAT_MINOR}"
 
@@ -185,6 +186,15 @@ class _MLServeEstimator:
         """The metadata saved with the model (kind, shapes, classes, versions, ...)."""
         return json.loads(self._fitted_model().metadata)
 
+    def _set_features(self, X: np.ndarray, feature_names: list | None) -> None:
+        """n_features_in_ and feature_names_in_ of the training data (fit, before
+        _build_metadata reads them)."""
+        if feature_names is not None:
+            self.feature_names_in_ = np.asarray(feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.n_features_in_ = X.shape[1]
+
     def _build_metadata(self, n_outputs: int, output_shape: list, extra: dict) -> str:
         meta = {
             "kind": self._kind,
@@ -251,9 +261,8 @@ def _is_json_scalar(value) -> bool:
 # ------------------------------------------------------------------ regressors
 
 
-class _LinearRegressorBase(_MLServeEstimator):
+class _LinearRegressorBase(RegressorMixin, _MLServeEstimator):
     _kind = "linear_regressor"
-    _estimator_type = "regressor"
 
     def _penalty(self) -> float:
         return 0.0
@@ -293,11 +302,7 @@ class _LinearRegressorBase(_MLServeEstimator):
         coef, intercept = _core.fit_least_squares(X, Y, w, alpha, bool(self.fit_intercept))
         if y_was_1d:
             coef = coef[0]
-        if feature_names is not None:
-            self.feature_names_in_ = np.asarray(feature_names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self.n_features_in_ = X.shape[1]
+        self._set_features(X, feature_names)
         n_outputs = Y.shape[1]
         metadata = self._build_metadata(
             n_outputs, [] if y_was_1d else [n_outputs], {"training": _training_statistics(X)}
@@ -310,28 +315,6 @@ class _LinearRegressorBase(_MLServeEstimator):
         self.coef_ = arrays["coef"]
         intercept = arrays["intercept"]
         self.intercept_ = float(intercept[0]) if self.coef_.ndim == 1 else intercept
-
-    def predict(self, X):
-        """Predict targets for one row (1-D) or a batch (2-D), in C.
-
-        Returns
-        -------
-        ndarray of shape (n_samples,) or (n_samples, n_targets)
-        """
-        return self._fitted_model().predict(X)
-
-    def score(self, X, y, sample_weight=None):
-        """Coefficient of determination R^2 of the prediction."""
-        y = np.asarray(y, dtype=np.float64)
-        pred = self.predict(X).reshape(y.shape)
-        w = np.ones(y.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
-        w = w.reshape(-1, *([1] * (y.ndim - 1)))
-        numerator = (w * (y - pred) ** 2).sum(axis=0)
-        denominator = (w * (y - np.average(y, axis=0, weights=w.ravel())) ** 2).sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(denominator != 0, 1 - numerator / np.where(denominator, denominator, 1),
-                          np.where(numerator == 0, 1.0, 0.0))
-        return float(np.mean(r2))
 
 
 class LinearRegression(_LinearRegressorBase):
@@ -390,7 +373,7 @@ class Ridge(_LinearRegressorBase):
 # ----------------------------------------------------------------- classifier
 
 
-class LogisticRegression(_MLServeEstimator):
+class LogisticRegression(ClassifierMixin, _MLServeEstimator):
     """L2-regularised logistic regression (binary and multinomial), in C.
 
     Minimises ``C * sum_i w_i * log_loss_i + 0.5 * ||coef||^2`` with L-BFGS,
@@ -418,7 +401,6 @@ class LogisticRegression(_MLServeEstimator):
     """
 
     _kind = "logistic_regression"
-    _estimator_type = "classifier"
 
     def __init__(self, C=1.0, fit_intercept=True, max_iter=100, tol=1e-4):
         self.C = C
@@ -500,11 +482,7 @@ class LogisticRegression(_MLServeEstimator):
                 ConvergenceWarning,
                 stacklevel=2,
             )
-        if feature_names is not None:
-            self.feature_names_in_ = np.asarray(feature_names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self.n_features_in_ = X.shape[1]
+        self._set_features(X, feature_names)
         arrays = {"coef": coef, "intercept": intercept}
         if classes.dtype in (np.int64, np.float64):
             arrays["classes"] = classes  # predict returns these labels straight from C
@@ -524,41 +502,12 @@ class LogisticRegression(_MLServeEstimator):
     def _install_arrays(self, arrays: dict, meta: dict) -> None:
         self.coef_ = arrays["coef"]
         self.intercept_ = arrays["intercept"]
-        self.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+        self._install_classes(arrays, meta)
         self.n_iter_ = np.asarray([meta.get("n_iter", 0)], dtype=np.int32)
-        # C returns numeric labels itself; other labels are mapped from indices.
-        self._labels_from_core_ = "classes" in arrays
-
-    def predict(self, X):
-        """Class labels for one row (1-D) or a batch (2-D), in C.
-
-        Returns
-        -------
-        ndarray of shape (n_samples,), with the dtype of ``classes_``
-        """
-        model = self._fitted_model()
-        if self._labels_from_core_:
-            return model.predict(X)
-        return self.classes_.take(model.predict(X))
-
-    def predict_proba(self, X):
-        """Probability of each class, shape (n_samples, n_classes), in C."""
-        return self._fitted_model().predict_proba(X)
-
-    def predict_log_proba(self, X):
-        """Log of predict_proba."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
 
     def decision_function(self, X):
         """Scores ``X @ coef_.T + intercept_``: shape (n_samples,) for 2 classes."""
         return self._fitted_model().decision_function(X)
-
-    def score(self, X, y, sample_weight=None):
-        """Mean accuracy."""
-        y = np.asarray(y)
-        correct = (self.predict(X) == y).astype(np.float64)
-        return float(np.average(correct, weights=sample_weight))
 
 
 ESTIMATORS = {cls.__name__: cls for cls in (LinearRegression, Ridge, LogisticRegression)}

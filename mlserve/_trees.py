@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _core
 from ._estimators import ESTIMATORS, _MLServeEstimator
+from ._mixins import ClassifierMixin, RegressorMixin
 
 # config indices and codes (csrc/mls_tree.h)
 AGGREGATE = {"sum": 0, "mean": 1}
@@ -74,8 +75,7 @@ class TreeEnsembleModel(_MLServeEstimator):
         self.n_outputs_ = int(meta["n_outputs"])
         self.source_ = meta.get("source") or {}
         if self._task_ == "classification":
-            self.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
-            self._labels_from_core_ = "classes" in arrays
+            ClassifierMixin._install_classes(self, arrays, meta)
         elif hasattr(self, "classes_"):
             del self.classes_
 
@@ -89,6 +89,8 @@ class TreeEnsembleModel(_MLServeEstimator):
         if self._task_ != "classification":
             raise AttributeError(f"this TreeEnsembleModel is a regressor and has no {method}")
 
+    # A classifier or a regressor by the model it holds: it calls the mixins'
+    # methods by name rather than inheriting them (see _mixins).
     def predict(self, X):
         """Class labels (classifiers) or values (regressors) for one row or a batch.
 
@@ -96,10 +98,9 @@ class TreeEnsembleModel(_MLServeEstimator):
         -------
         ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
-        model = self._fitted_model()
-        if self._task_ == "classification" and not self._labels_from_core_:
-            return self.classes_.take(model.predict(X))
-        return model.predict(X)
+        if self._estimator_type == "classifier":
+            return ClassifierMixin.predict(self, X)
+        return RegressorMixin.predict(self, X)
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes) (classifiers)."""
@@ -107,10 +108,7 @@ class TreeEnsembleModel(_MLServeEstimator):
         self._require_classifier("predict_proba")
         return model.predict_proba(X)
 
-    def predict_log_proba(self, X):
-        """Log of predict_proba."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
+    predict_log_proba = ClassifierMixin.predict_log_proba
 
     def decision_function(self, X):
         """Raw scores before the link (margins); shape (n_samples,) for one output."""
@@ -118,10 +116,10 @@ class TreeEnsembleModel(_MLServeEstimator):
 
     def score(self, X, y, sample_weight=None):
         """Accuracy (classifiers) or R^2 (regressors)."""
+        if self._estimator_type == "classifier":
+            return ClassifierMixin.score(self, X, y, sample_weight)
         y = np.asarray(y)
         pred = self.predict(X)
-        if self._task_ == "classification":
-            return float(np.average((pred == y).astype(np.float64), weights=sample_weight))
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         y = y.reshape(pred.shape).astype(np.float64)
         resid = np.average((y - pred) ** 2, axis=0, weights=w)
@@ -157,7 +155,9 @@ class TreeBuilder:
 
     add_tree takes, per source node: left and right child ids, a leaf mask,
     the split feature, the threshold, flags (FLAG_*) and, for leaves, a row
-    of values (n_nodes x width; rows of split nodes are ignored).
+    of values (n_nodes x width). It reads only what each node needs: the
+    children, feature, threshold and flags of a leaf and the values of a
+    split are ignored, so a converter passes its source's arrays as they are.
     """
 
     def __init__(self, threshold_dtype=np.float64):

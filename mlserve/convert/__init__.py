@@ -11,14 +11,10 @@ import numpy as np
 from .._errors import ConvertError
 from . import _sklearn
 from . import _lightgbm, _sklearn_trees, _xgboost
+from ._common import qualified_name
 
 _CONVERTERS = dict(_sklearn.CONVERTERS)
 _CONVERTERS.update(_sklearn_trees.CONVERTERS, **_xgboost.CONVERTERS, **_lightgbm.CONVERTERS)
-
-
-def _qualified_name(obj) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def supported() -> list[str]:
@@ -49,11 +45,11 @@ def convert(estimator, *, dtype=np.float64):
     if dtype not in (np.float64, np.float32):
         raise ConvertError(f"dtype must be float64 or float32, got {dtype}")
     for cls in type(estimator).__mro__:
-        converter = _CONVERTERS.get(f"{cls.__module__}.{cls.__qualname__}")
+        converter = _CONVERTERS.get(qualified_name(cls))
         if converter is not None:
             return converter(estimator, dtype)
     raise ConvertError(
-        f"mlserve.convert does not support {_qualified_name(estimator)}; supported: "
+        f"mlserve.convert does not support {qualified_name(type(estimator))}; supported: "
         + ", ".join(supported())
     )
 

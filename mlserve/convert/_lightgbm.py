@@ -15,7 +15,6 @@ order, as LightGBM does, so outputs match to rounding (about 1e-15).
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from .._trees import (
     TreeBuilder,
     build_model,
 )
+from ._common import booster_classes, booster_source
 
 # objective name -> (task, link)
 _OBJECTIVES = {
@@ -133,20 +133,9 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, num_iterati
         _add_tree(builder, info["tree_structure"], output=i % K)
     if builder.n_trees == 0:
         raise ConvertError("the LightGBM model has no trees")
-    if task == "classification":
-        classes = np.asarray(classes) if classes is not None else np.arange(max(n_class, 2))
-    else:
-        classes = None
-    source = {
-        "library": "lightgbm",
-        "estimator": (
-            f"{type(estimator).__module__}.{type(estimator).__qualname__}"
-            if estimator is not None
-            else "lightgbm.basic.Booster"
-        ),
-        "version": getattr(sys.modules.get("lightgbm"), "__version__", None),
-        "objective": dump.get("objective"),
-    }
+    source = booster_source(
+        "lightgbm", "lightgbm.basic.Booster", estimator, objective=dump.get("objective")
+    )
     names = dump.get("feature_names")
     if names and all(n == f"Column_{j}" for j, n in enumerate(names)):
         names = None  # LightGBM's placeholders, not the user's names
@@ -154,7 +143,7 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, num_iterati
         builder,
         n_features=n_features,
         n_outputs=K,
-        classes=classes,
+        classes=booster_classes(task, classes, n_class),
         aggregate="mean" if dump.get("average_output") else "sum",
         link=link,
         compare="<=",

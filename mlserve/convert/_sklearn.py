@@ -6,35 +6,16 @@ import json
 import numpy as np
 
 from .. import _core
-from .._errors import ConvertError, NotFittedError
+from .._errors import ConvertError
 from .._estimators import LinearRegression, LogisticRegression, Ridge
-
-
-def _require_fitted(est, *attributes):
-    missing = [a for a in attributes if not hasattr(est, a)]
-    if missing:
-        raise NotFittedError(
-            f"{type(est).__name__} is not fitted (missing {', '.join(missing)}); fit it "
-            "before converting"
-        )
+from ._common import qualified_name, require_fitted, source_info
 
 
 def _base_metadata(target, est, n_outputs, output_shape, dtype, extra):
     meta = json.loads(target._build_metadata(n_outputs, output_shape, extra))
     meta["dtype"] = dtype.name
-    meta["source"] = {
-        "library": "scikit-learn",
-        "estimator": f"{type(est).__module__}.{type(est).__qualname__}",
-        "version": _sklearn_version(),
-    }
+    meta["source"] = source_info("scikit-learn", "sklearn", qualified_name(type(est)))
     return json.dumps(meta)
-
-
-def _sklearn_version() -> str | None:
-    import sys
-
-    module = sys.modules.get("sklearn")
-    return getattr(module, "__version__", None)
 
 
 def _copy_params(target, est):
@@ -49,7 +30,7 @@ def _feature_names(target, est):
 
 
 def convert_linear_regressor(est, dtype, target_cls):
-    _require_fitted(est, "coef_", "intercept_")
+    require_fitted(est, "coef_", "intercept_")
     target = target_cls()
     _copy_params(target, est)
     coef = np.ascontiguousarray(est.coef_, dtype=dtype)
@@ -71,7 +52,7 @@ def convert_linear_regressor(est, dtype, target_cls):
 
 
 def convert_logistic(est, dtype):
-    _require_fitted(est, "coef_", "intercept_", "classes_")
+    require_fitted(est, "coef_", "intercept_", "classes_")
     classes = np.asarray(est.classes_)
     n_classes = classes.shape[0]
     multi_class = getattr(est, "multi_class", "auto")

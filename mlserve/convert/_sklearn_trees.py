@@ -14,11 +14,9 @@ Exactness notes (checked by tests/test_trees_sklearn.py):
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
-from .._errors import ConvertError, NotFittedError
+from .._errors import ConvertError
 from .._trees import (
     FLAG_CAT_STRICT,
     FLAG_CAT_OOR_LEFT,
@@ -27,26 +25,25 @@ from .._trees import (
     TreeBuilder,
     build_model,
 )
+from ._common import qualified_name, require_fitted, source_info
 
 
-def _require_fitted(est, *attributes):
-    missing = [a for a in attributes if not hasattr(est, a)]
-    if missing:
-        raise NotFittedError(
-            f"{type(est).__name__} is not fitted (missing {', '.join(missing)}); fit it "
-            "before converting"
-        )
-
-
-def _source(est, **extra):
-    module = sys.modules.get("sklearn")
-    src = {
-        "library": "scikit-learn",
-        "estimator": f"{type(est).__module__}.{type(est).__qualname__}",
-        "version": getattr(module, "__version__", None),
-    }
-    src.update(extra)
-    return src
+def _build_model(est, builder, dtype, *, n_outputs, classes, aggregate, link, base_score,
+                 **source_extra):
+    """build_model for a scikit-learn estimator: ``<=`` splits, its features and names."""
+    return build_model(
+        builder,
+        n_features=int(est.n_features_in_),
+        n_outputs=n_outputs,
+        classes=classes,
+        aggregate=aggregate,
+        link=link,
+        compare="<=",
+        base_score=base_score,
+        dtype=dtype,
+        source=source_info("scikit-learn", "sklearn", qualified_name(type(est)), **source_extra),
+        feature_names=getattr(est, "feature_names_in_", None),
+    )
 
 
 def _float32_down(threshold: np.ndarray) -> np.ndarray:
@@ -60,24 +57,15 @@ def _float32_down(threshold: np.ndarray) -> np.ndarray:
 
 def _add_sklearn_tree(builder: TreeBuilder, tree, values: np.ndarray, output: int = 0):
     """One sklearn Tree (tree_) with leaf values (n_nodes, width)."""
-    left = tree.children_left
-    is_leaf = left == -1
     missing_left = getattr(tree, "missing_go_to_left", None)
     flags = (
         np.zeros(tree.node_count, dtype=np.uint8)
         if missing_left is None
         else np.where(np.asarray(missing_left) != 0, FLAG_DEFAULT_LEFT, 0).astype(np.uint8)
     )
-    builder.add_tree(
-        left,
-        tree.children_right,
-        is_leaf,
-        np.where(is_leaf, 0, tree.feature),
-        _float32_down(np.where(is_leaf, 0.0, tree.threshold)),
-        flags,
-        values,
-        output,
-    )
+    left = tree.children_left
+    builder.add_tree(left, tree.children_right, left == -1, tree.feature,
+                     _float32_down(tree.threshold), flags, values, output)
 
 
 def _classifier_values(tree) -> np.ndarray:
@@ -96,17 +84,13 @@ def _check_single_output_classifier(est):
         )
 
 
-def _feature_names(est):
-    return getattr(est, "feature_names_in_", None)
-
-
 def convert_decision_tree(est, dtype, *, trees=None):
-    _require_fitted(est, "tree_")
+    require_fitted(est, "tree_")
     return _convert_forest(est, dtype, [est])
 
 
 def convert_forest(est, dtype):
-    _require_fitted(est, "estimators_")
+    require_fitted(est, "estimators_")
     return _convert_forest(est, dtype, list(est.estimators_))
 
 
@@ -124,23 +108,12 @@ def _convert_forest(est, dtype, members):
         n_outputs = int(est.n_outputs_)
         for member in members:
             _add_sklearn_tree(builder, member.tree_, np.asarray(member.tree_.value)[:, :, 0])
-    return build_model(
-        builder,
-        n_features=int(est.n_features_in_),
-        n_outputs=n_outputs,
-        classes=classes,
-        aggregate="mean",
-        link="identity",
-        compare="<=",
-        base_score=0.0,
-        dtype=dtype,
-        source=_source(est),
-        feature_names=_feature_names(est),
-    )
+    return _build_model(est, builder, dtype, n_outputs=n_outputs, classes=classes,
+                        aggregate="mean", link="identity", base_score=0.0)
 
 
 def convert_gradient_boosting(est, dtype):
-    _require_fitted(est, "estimators_", "init_")
+    require_fitted(est, "estimators_", "init_")
     is_classifier = hasattr(est, "classes_")
     loss = getattr(est, "loss", None)
     n_features = int(est.n_features_in_)
@@ -174,19 +147,8 @@ def convert_gradient_boosting(est, dtype):
     else:
         classes = None
         link = "identity"
-    return build_model(
-        builder,
-        n_features=n_features,
-        n_outputs=K,
-        classes=classes,
-        aggregate="sum",
-        link=link,
-        compare="<=",
-        base_score=baseline,
-        dtype=dtype,
-        source=_source(est, loss=loss),
-        feature_names=_feature_names(est),
-    )
+    return _build_model(est, builder, dtype, n_outputs=K, classes=classes, aggregate="sum",
+                        link=link, base_score=baseline, loss=loss)
 
 
 _HGB_LINKS = {
@@ -257,7 +219,7 @@ def _raw_category_words(code_bits, raw_values, missing_left):
 
 
 def convert_hist_gradient_boosting(est, dtype):
-    _require_fitted(est, "_predictors", "_baseline_prediction")
+    require_fitted(est, "_predictors", "_baseline_prediction")
     loss_name = type(est._loss).__name__
     link = _HGB_LINKS.get(loss_name)
     if link is None:
@@ -266,7 +228,6 @@ def convert_hist_gradient_boosting(est, dtype):
         if type(est._loss.link).__name__ == "IdentityLink":
             link = "identity"
     is_classifier = hasattr(est, "classes_")
-    n_features = int(est.n_features_in_)
     baseline = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
     K = baseline.shape[0]
     raw_categories, perm = _hgb_raw_categories(est)
@@ -301,30 +262,11 @@ def convert_hist_gradient_boosting(est, dtype):
                 flags[node] |= FLAG_CATEGORICAL | FLAG_CAT_STRICT
                 if missing_left[node]:
                     flags[node] |= FLAG_CAT_OOR_LEFT
-            builder.add_tree(
-                nodes["left"].astype(np.int64),
-                nodes["right"].astype(np.int64),
-                is_leaf,
-                np.where(is_leaf, 0, perm[nodes["feature_idx"]]),
-                np.where(is_leaf, 0.0, threshold),
-                flags,
-                nodes["value"].astype(np.float64),
-                output=k,
-            )
+            builder.add_tree(nodes["left"], nodes["right"], is_leaf, perm[nodes["feature_idx"]],
+                             threshold, flags, nodes["value"], output=k)
     classes = np.asarray(est.classes_) if is_classifier else None
-    return build_model(
-        builder,
-        n_features=n_features,
-        n_outputs=K,
-        classes=classes,
-        aggregate="sum",
-        link=link,
-        compare="<=",
-        base_score=baseline,
-        dtype=dtype,
-        source=_source(est, loss=loss_name),
-        feature_names=_feature_names(est),
-    )
+    return _build_model(est, builder, dtype, n_outputs=K, classes=classes, aggregate="sum",
+                        link=link, base_score=baseline, loss=loss_name)
 
 
 _PREFIX = "sklearn.ensemble."

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
 import numpy as np
 
 from .._errors import ConvertError
 from .._trees import FLAG_DEFAULT_LEFT, TreeBuilder, build_model
+from ._common import booster_classes, booster_source
 
 # objective -> (task, link, base_score transform to margin)
 _OBJECTIVES = {
@@ -100,48 +100,23 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, n_iteration
                 "(enable_categorical); one-hot or ordinal-encode the features instead"
             )
         left = np.asarray(tree["left_children"], dtype=np.int64)
-        right = np.asarray(tree["right_children"], dtype=np.int64)
-        cond = np.asarray(tree["split_conditions"], dtype=np.float64)
-        is_leaf = left == -1
-        builder.add_tree(
-            left,
-            right,
-            is_leaf,
-            np.where(is_leaf, 0, np.asarray(tree["split_indices"], dtype=np.int64)),
-            np.where(is_leaf, 0, cond).astype(np.float32),
-            np.where(np.asarray(tree["default_left"]) != 0, FLAG_DEFAULT_LEFT, 0),
-            np.where(is_leaf, cond.astype(np.float32).astype(np.float64), 0.0),
-            output=int(tree_info[i]) if K > 1 else 0,
-        )
+        cond = np.asarray(tree["split_conditions"], dtype=np.float32)  # a leaf's: its value
+        flags = np.where(np.asarray(tree["default_left"]) != 0, FLAG_DEFAULT_LEFT, 0)
+        builder.add_tree(left, tree["right_children"], left == -1, tree["split_indices"], cond,
+                         flags, cond, output=int(tree_info[i]) if K > 1 else 0)
     if builder.n_trees == 0:
         raise ConvertError("the XGBoost model has no trees")
-    if task == "classification":
-        if classes is None:
-            classes = np.arange(max(n_class, 2))
-        classes = np.asarray(classes)
-    else:
-        classes = None
-    source = {
-        "library": "xgboost",
-        "estimator": (
-            f"{type(estimator).__module__}.{type(estimator).__qualname__}"
-            if estimator is not None
-            else "xgboost.core.Booster"
-        ),
-        "version": getattr(sys.modules.get("xgboost"), "__version__", None),
-        "objective": objective,
-    }
     return build_model(
         builder,
         n_features=n_features,
         n_outputs=K,
-        classes=classes,
+        classes=booster_classes(task, classes, n_class),
         aggregate="sum",
         link=link,
         compare="<",
         base_score=np.asarray(base, dtype=np.float64),
         dtype=dtype,
-        source=source,
+        source=booster_source("xgboost", "xgboost.core.Booster", estimator, objective=objective),
         feature_names=booster.feature_names,
     )
 
