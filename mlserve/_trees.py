@@ -118,15 +118,7 @@ class TreeEnsembleModel(_MLServeEstimator):
         """Accuracy (classifiers) or R^2 (regressors)."""
         if self._estimator_type == "classifier":
             return ClassifierMixin.score(self, X, y, sample_weight)
-        y = np.asarray(y)
-        pred = self.predict(X)
-        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        y = y.reshape(pred.shape).astype(np.float64)
-        resid = np.average((y - pred) ** 2, axis=0, weights=w)
-        total = np.average((y - np.average(y, axis=0, weights=w)) ** 2, axis=0, weights=w)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(total > 0, 1 - resid / total, 0.0)
-        return float(np.mean(r2))
+        return RegressorMixin.score(self, X, y, sample_weight)
 
 
 def _bfs_order(left: np.ndarray, right: np.ndarray, is_leaf: np.ndarray, root: int = 0):

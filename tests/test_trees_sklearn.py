@@ -257,3 +257,19 @@ def test_regressor_has_no_predict_proba(rng):
         model.predict_proba(X)
     with pytest.raises(NotImplementedError):
         model.fit(X, y)
+
+
+def test_score_matches_scikit_learn(rng):
+    X = rng.normal(size=(80, 4))
+    y = X[:, 0] - 2 * X[:, 1] + 0.1 * rng.normal(size=80)
+    w = rng.uniform(0.5, 2.0, size=80)
+    reg = tree.DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, y)
+    ours = mlserve.convert(reg)
+    assert ours.score(X, y) == pytest.approx(reg.score(X, y), rel=1e-12)
+    assert ours.score(X, y, sample_weight=w) == pytest.approx(reg.score(X, y, sample_weight=w), rel=1e-12)
+    # a constant target predicted exactly: scikit-learn's R^2 is 1.0, not 0.0
+    constant = np.full(80, 3.5)
+    flat = tree.DecisionTreeRegressor().fit(X, constant)
+    assert mlserve.convert(flat).score(X, constant) == flat.score(X, constant) == 1.0
+    clf = tree.DecisionTreeClassifier(max_depth=3, random_state=0).fit(X, y > 0)
+    assert mlserve.convert(clf).score(X, y > 0) == pytest.approx(clf.score(X, y > 0), rel=1e-12)
