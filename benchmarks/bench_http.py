@@ -10,8 +10,10 @@ Servers (each ``gunicorn -k gthread --workers W --threads T``, loopback only):
 Models: "cheap", a LogisticRegression on 20 features (the HTTP path is all that
 matters), and "heavy", a multi-output Ridge with 2048 features and 1024
 outputs (16 MB of float64 weights: one row is a full pass over them, a batch
-shares it). Both are fitted with scikit-learn; mlserve serves the converted
-model (mlserve.convert), so both sides compute the same function.
+shares it), and "forest", a RandomForestClassifier of 100 trees of depth 10 on
+20 features (the tree family; scikit-learn's predict starts a thread pool per
+call). All are fitted with scikit-learn; mlserve serves the converted model
+(mlserve.convert), so both sides compute the same function.
 
 Load: wrk (https://github.com/wg/wrk) with a Lua script that POSTs one body
 file, at concurrency 1, 8 and 64 with single-row V1 bodies
@@ -106,7 +108,7 @@ def app_factory() -> Any:
 
         return app
     models = {}
-    for name in ("cheap", "heavy"):
+    for name in ("cheap", "heavy", "forest"):
         with open(Path(os.environ["BENCH_DIR"]) / f"{name}.pkl", "rb") as f:
             models[name] = pickle.load(f)
 
@@ -270,6 +272,7 @@ print(json.dumps({{'inside': inside, 'sizes': sizes}}))
 
 
 def build_models(directory: Path) -> dict[str, Any]:
+    from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression, Ridge
 
     import mlserve
@@ -281,12 +284,15 @@ def build_models(directory: Path) -> dict[str, Any]:
     Xh = rng.normal(size=(64, HEAVY_FEATURES))
     Yh = rng.normal(size=(64, HEAVY_OUTPUTS))
     heavy = Ridge(alpha=1.0).fit(Xh, Yh)
+    Xf = rng.normal(size=(5000, CHEAP_FEATURES))
+    yf = (Xf[:, 0] * Xf[:, 1] + Xf[:, 2] > 0).astype(np.int64)
+    forest = RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0).fit(Xf, yf)
     store = mlserve.ModelStore(directory / "store")
-    for name, model in (("cheap", cheap), ("heavy", heavy)):
+    for name, model in (("cheap", cheap), ("heavy", heavy), ("forest", forest)):
         with open(directory / f"{name}.pkl", "wb") as f:
             pickle.dump(model, f)
         store.publish(name, mlserve.convert(model), alias="production")
-    return {"cheap": cheap, "heavy": heavy}
+    return {"cheap": cheap, "heavy": heavy, "forest": forest}
 
 
 def write_body(path: Path, n_features: int, rows: int, seed: int) -> Path:
@@ -346,7 +352,7 @@ def main() -> None:
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--quick", action="store_true", help="2 s runs, 0.5 s warm-up")
     parser.add_argument("--servers", default="abcd")
-    parser.add_argument("--cases", default="cheap:1,cheap:8,cheap:64,heavy:1,heavy:8,heavy:64,cheap1000:8")
+    parser.add_argument("--cases", default="cheap:1,cheap:8,cheap:64,heavy:1,heavy:8,heavy:64,cheap1000:8,forest:1,forest:64")
     parser.add_argument("--mlserve-config", default=None, help="extra MLSERVE_* keys for (c), (d) as JSON")
     parser.add_argument("--profile", default=None, help="SERVER:CASE (e.g. c:heavy:64): py-spy the worker")
     parser.add_argument("--json", default=None, help="write the raw results here")
@@ -371,6 +377,7 @@ def main() -> None:
         "cheap": (write_body(directory / "cheap1.json", CHEAP_FEATURES, 1, 1), 1, "cheap"),
         "heavy": (write_body(directory / "heavy1.json", HEAVY_FEATURES, 1, 2), 1, "heavy"),
         "cheap1000": (write_body(directory / "cheap1000.json", CHEAP_FEATURES, 1000, 4), 1000, "cheap"),
+        "forest": (write_body(directory / "forest1.json", CHEAP_FEATURES, 1, 5), 1, "forest"),
     }
     env = {
         "BENCH_DIR": str(directory),
@@ -543,6 +550,14 @@ def summarize(results: dict, args: Any, full_batch_ms: float, one_row_ms: float)
             f"{args.max_delay_ms:g} + 3 x {full_batch_ms:.1f} = {bound:.1f} ms "
             f"({'met' if p99 <= bound else 'MISSED'})"
         )
+    for conc in ("1", "8", "64"):
+        r_cb = ratio("c", "b", f"forest:{conc}", "rows_per_s")
+        if r_cb is not None:
+            r_dc = ratio("d", "c", f"forest:{conc}", "rows_per_s")
+            lines.append(
+                f"- forest @{conc} (no target): (c)/(b) rows/s = {r_cb:.2f}"
+                + (f"; (d)/(c) = {r_dc:.2f}" if r_dc is not None else "")
+            )
     r_big = ratio("c", "b", "cheap1000:8", "rows_per_s")
     if r_big is not None:
         lines.append(
