@@ -19,10 +19,12 @@
  * scikit-learn's LinearModelLoss scales it, which has the same minimiser as
  * the one in mls_linear.h:
  *   F(W, b) = sum_i w_i loss_i / S + ||W||_F^2 / (2 C S),   S = sum_i w_i.
- * Starting from zero, L-BFGS (m = 10, the More-Thuente line search, at most
- * 50 evaluations per line search) takes the steps scipy's L-BFGS-B takes
- * for scikit-learn's solver='lbfgs', so both agree closely at any tol, not
- * only at the optimum (their paths part only on ill-conditioned problems).
+ * Starting from zero, L-BFGS (m = 10, a More-Thuente line search, at most
+ * 50 evaluations per line search) runs the algorithm scipy's L-BFGS-B runs
+ * for scikit-learn's solver='lbfgs' (independently implemented, so its steps
+ * are close to L-BFGS-B's rather than guaranteed identical), and both agree
+ * closely at any tol, not only at the optimum (their paths part mainly on
+ * ill-conditioned problems).
  * Convergence: max |grad F| <= tol, exactly as scikit-learn passes tol to
  * L-BFGS-B as gtol (tol is absolute, on the scaled objective above).
  * Where L-BFGS-B would also stop because F stopped decreasing by more than a

@@ -1,14 +1,16 @@
 /* mls_optim.h: unconstrained minimisation of smooth functions by L-BFGS.
  *
- * The algorithm is the one scipy's L-BFGS-B runs when no variable is bounded
- * (and so the one behind scikit-learn's solver='lbfgs'): the two-loop
+ * The algorithm is L-BFGS as scipy's L-BFGS-B runs it when no variable is
+ * bounded (and so as scikit-learn's solver='lbfgs' does): the two-loop
  * recursion over the last m (s, y) pairs with the initial matrix scaled by
- * s'y / y'y, a first step of 1 / ||g||, and the More-Thuente line search of
- * MINPACK-2 (dcsrch), which returns a step satisfying the strong Wolfe
- * conditions
+ * s'y / y'y, a first step of 1 / ||g||, and a line search that returns a step
+ * satisfying the strong Wolfe conditions
  *     f(x + t d) <= f(x) + ls_ftol * t * g'd,   |g(x + t d)'d| <= ls_gtol * |g'd|.
- * With the same options it therefore takes the same steps as scikit-learn,
- * up to rounding.
+ * The line search is mlserve's own implementation of the algorithm of More
+ * and Thuente (ACM TOMS 20(3), 1994; see mls_optim.c), the algorithm
+ * L-BFGS-B's line search implements too. With the same options the steps are
+ * therefore close to scikit-learn's, but not identical: the two line searches
+ * differ in details, and paths can drift apart on ill-conditioned problems.
  *
  * Stops when max |g| <= gtol (converged), after max_iter iterations or
  * max_eval evaluations, or when no step along the steepest descent direction
@@ -48,7 +50,9 @@ typedef struct mls_lbfgs_options {
                            default 64 * DBL_EPSILON (scikit-learn's choice) */
     double ls_ftol;     /* sufficient decrease (Armijo) constant; default 1e-3 */
     double ls_gtol;     /* curvature constant; default 0.9 */
-    double ls_xtol;     /* relative width of an acceptable step interval; default 0.1 */
+    double ls_xtol;     /* the line search takes its best step (if it decreased f) after
+                           a trial inside an interval narrower than ls_xtol times the
+                           step; default 0.1 */
     int polish;         /* go on past an ftol stall while max |g| > gtol; default 1 */
 } mls_lbfgs_options;
 
