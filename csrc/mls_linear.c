@@ -108,7 +108,8 @@ static void release_linear_state(mls_model *m)
 
 #define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV)                                             \
     static void scores_##SUFFIX(const linear_state *st, const T *X, int64_t rows,        \
-                                int64_t d, int64_t ldx, T *out, int64_t ldo)             \
+                                int64_t d, int64_t ldx, T *out, int64_t ldo,             \
+                                int add_intercept)                                       \
     {                                                                                    \
         const T *coef = (const T *)st->coef;                                             \
         const T *b = (const T *)st->intercept;                                           \
@@ -120,7 +121,7 @@ static void release_linear_state(mls_model *m)
                     const T *w = coef + j * d;                                           \
                     T acc = 0;                                                           \
                     for (int64_t f = 0; f < d; f++) acc += x[f] * w[f];                  \
-                    out[i * ldo + j] = acc + b[j];                                       \
+                    out[i * ldo + j] = add_intercept ? acc + b[j] : acc;                 \
                 }                                                                        \
             }                                                                            \
             return;                                                                      \
@@ -142,6 +143,7 @@ static void release_linear_state(mls_model *m)
                      X + r0 * ldx, (int)ldx, coef, (int)d, 0, out + r0 * ldo, (int)ldo); \
             }                                                                            \
         }                                                                                \
+        if (!add_intercept) return;                                                      \
         if (k == 1) {                                                                    \
             const T b0 = b[0];                                                           \
             for (int64_t i = 0; i < rows; i++) out[i * ldo] += b0;                       \
@@ -155,17 +157,21 @@ DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv)
 DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv)
 
 /* Scores for rows [r0, r0 + rows) of X into out (leading dimension ldo; for
- * k == 1, element i at out[i * ldo]), without any NaN check. */
+ * k == 1, element i at out[i * ldo]), without any NaN check. Without
+ * add_intercept, out holds X . coef only and the caller adds the intercept
+ * (in T, so the sum rounds as it would here). */
 static void compute_scores(const mls_model *m, const mls_tensor *X, int64_t r0, int64_t rows,
-                           void *out, int64_t ldo)
+                           void *out, int64_t ldo, int add_intercept)
 {
     const linear_state *st = m->state;
     const size_t esize = mls_dtype_size(m->dtype);
     const char *x0 = (const char *)X->data + (size_t)(r0 * X->row_stride) * esize;
     if (m->dtype == MLS_DTYPE_FLOAT64)
-        scores_f64(st, (const double *)x0, rows, X->cols, X->row_stride, out, ldo);
+        scores_f64(st, (const double *)x0, rows, X->cols, X->row_stride, out, ldo,
+                   add_intercept);
     else
-        scores_f32(st, (const float *)x0, rows, X->cols, X->row_stride, out, ldo);
+        scores_f32(st, (const float *)x0, rows, X->cols, X->row_stride, out, ldo,
+                   add_intercept);
 }
 
 /* Called when a score of rows [r0, r0 + rows) is not finite: an error
@@ -187,7 +193,7 @@ static mls_status check_input_rows(const mls_model *m, const mls_tensor *X, int6
 static mls_status linear_scores(const mls_model *m, const mls_tensor *X, int64_t r0,
                                 int64_t rows, void *out, int64_t ldo, mls_error *err)
 {
-    compute_scores(m, X, r0, rows, out, ldo);
+    compute_scores(m, X, r0, rows, out, ldo, 1);
     mls_tensor scores = {out, m->dtype, rows, ((const linear_state *)m->state)->k, ldo};
     if (mls_tensor_all_finite(&scores)) return MLS_STATUS_OK;
     return check_input_rows(m, X, r0, rows, err);
@@ -334,8 +340,9 @@ DEFINE_LOGISTIC_LABELS(f32, float)
 /* Values per exp block: the binary path's scratch lives on the stack. */
 #define LOGISTIC_EXP_BLOCK 512
 
-/* Binary probabilities for rows [r0, r0 + n): the scores sit in column 1 of
- * `out` (2 columns), p1 = 1 / (1 + exp(-z)) as scikit-learn, p0 = 1 - p1.
+/* Binary probabilities: X . coef sits in column 1 of `out` (2 columns);
+ * blocks of rows add the intercept (no separate pass over the column), then
+ * p1 = 1 / (1 + exp(-z)) as scikit-learn, p0 = 1 - p1.
  * exp runs over the whole block (mls_vmath_exp_f64, vectorised); large |z|
  * gives exp(-z) = 0 or +inf and so p1 = 1 or 0, never NaN. float32 models
  * compute in double and round once. The scores of the block are checked
@@ -346,11 +353,12 @@ DEFINE_LOGISTIC_LABELS(f32, float)
                                                T *out, mls_error *err)                  \
     {                                                                                   \
         double e[LOGISTIC_EXP_BLOCK];                                                   \
+        const T b0 = *(const T *)((const linear_state *)m->state)->intercept;           \
         for (int64_t r0 = 0; r0 < X->rows; r0 += LOGISTIC_EXP_BLOCK) {                  \
             const int64_t n =                                                           \
                 X->rows - r0 < LOGISTIC_EXP_BLOCK ? X->rows - r0 : LOGISTIC_EXP_BLOCK;  \
             T *o = out + 2 * r0;                                                        \
-            for (int64_t i = 0; i < n; i++) e[i] = -(double)o[2 * i + 1];               \
+            for (int64_t i = 0; i < n; i++) e[i] = -(double)(T)(o[2 * i + 1] + b0);     \
             mls_tensor block = {e, MLS_DTYPE_FLOAT64, 1, n, n};                         \
             if (!mls_tensor_all_finite(&block)) {                                       \
                 mls_status s = check_input_rows(m, X, r0, n, err);                      \
@@ -425,7 +433,7 @@ static mls_status logistic_predict(const mls_model *m, mls_method method,
          * probabilities in place */
         if (st->k == 1) { /* binary: scores to column 1 (stride 2) */
             const size_t esize = mls_dtype_size(m->dtype);
-            compute_scores(m, X, 0, X->rows, (char *)out + esize, 2);
+            compute_scores(m, X, 0, X->rows, (char *)out + esize, 2, 0);
             if (is64) return logistic_binary_f64(m, X, out, err);
             return logistic_binary_f32(m, X, out, err);
         }
