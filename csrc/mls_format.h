@@ -5,7 +5,8 @@
  *   header, 128 bytes
  *     0   u8[8]  magic "\x89MLS\r\n\x1a\n"
  *     8   u16    format major version (MLS_FORMAT_MAJOR); a reader rejects a
- *                file whose major is newer than its own
+ *                file whose major is newer than its own. 2 changed only
+ *                the section checksum (chunked); this build reads 1.x too
  *     10  u16    format minor version (additive changes only)
  *     12  u32    model kind (mls_kind in mls_model.h; opaque here)
  *     16  u64    total file size in bytes
@@ -21,7 +22,9 @@
  *     64  u32    dtype (mls_dtype)   68 u32 ndim (0..4)
  *     72  u64[4] shape (unused dims 0)
  *     104 u64    data offset (multiple of 64)  112 u64 data length in bytes
- *     120 u64    checksum64(data bytes, seed 0)
+ *     120 u64    checksum of the data bytes: 2.x chunked (4 MiB chunks, so
+ *                that a load verifies a large section on several threads),
+ *                1.x checksum64(data, seed 0); exact rule in mls_format.c
  *   then each section's data, starting on a 64-byte boundary.
  *
  * Every offset, length, count and shape is checked against the bytes that
@@ -38,7 +41,7 @@
 #include "mls_array.h"
 #include "mls_status.h"
 
-#define MLS_FORMAT_MAJOR 1
+#define MLS_FORMAT_MAJOR 2
 #define MLS_FORMAT_MINOR 0
 #define MLS_FORMAT_ALIGN 64
 #define MLS_SECTION_NAME_MAX 64 /* including the terminating NUL */
@@ -72,7 +75,8 @@ typedef struct mls_file mls_file;
 
 /* Maps `path` read-only and validates it (see the layout above). With
  * verify_data, the checksum of every section's data is checked too (one read
- * pass); the header, metadata and table are always checked. */
+ * pass, sections of 32 MiB and more on up to 4 threads for a 2.x file); the
+ * header, metadata and table are always checked. */
 mls_status mls_format_open(const char *path, int verify_data, mls_file **out,
                            mls_error *err);
 

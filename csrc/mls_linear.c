@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "mls_blas.h"
+#include "mls_vmath.h"
 
 typedef struct linear_state {
     const void *coef;      /* (k, d) row-major */
@@ -107,7 +108,8 @@ static void release_linear_state(mls_model *m)
 
 #define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV)                                             \
     static void scores_##SUFFIX(const linear_state *st, const T *X, int64_t rows,        \
-                                int64_t d, int64_t ldx, T *out, int64_t ldo)             \
+                                int64_t d, int64_t ldx, T *out, int64_t ldo,             \
+                                int add_intercept)                                       \
     {                                                                                    \
         const T *coef = (const T *)st->coef;                                             \
         const T *b = (const T *)st->intercept;                                           \
@@ -119,7 +121,7 @@ static void release_linear_state(mls_model *m)
                     const T *w = coef + j * d;                                           \
                     T acc = 0;                                                           \
                     for (int64_t f = 0; f < d; f++) acc += x[f] * w[f];                  \
-                    out[i * ldo + j] = acc + b[j];                                       \
+                    out[i * ldo + j] = add_intercept ? acc + b[j] : acc;                 \
                 }                                                                        \
             }                                                                            \
             return;                                                                      \
@@ -141,6 +143,7 @@ static void release_linear_state(mls_model *m)
                      X + r0 * ldx, (int)ldx, coef, (int)d, 0, out + r0 * ldo, (int)ldo); \
             }                                                                            \
         }                                                                                \
+        if (!add_intercept) return;                                                      \
         if (k == 1) {                                                                    \
             const T b0 = b[0];                                                           \
             for (int64_t i = 0; i < rows; i++) out[i * ldo] += b0;                       \
@@ -154,26 +157,46 @@ DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv)
 DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv)
 
 /* Scores for rows [r0, r0 + rows) of X into out (leading dimension ldo; for
- * k == 1, element i at out[i * ldo]). NaN and infinity in the input always
- * reach the scores (x * w and x + ... keep them; inf * 0 is NaN), so the
- * input is only rescanned, to name the position, when a score is not
- * finite: the NaN policy costs a pass over k outputs, not d inputs. */
-static mls_status linear_scores(const mls_model *m, const mls_tensor *X, int64_t r0,
-                                int64_t rows, void *out, int64_t ldo, mls_error *err)
+ * k == 1, element i at out[i * ldo]), without any NaN check. Without
+ * add_intercept, out holds X . coef only and the caller adds the intercept
+ * (in T, so the sum rounds as it would here). */
+static void compute_scores(const mls_model *m, const mls_tensor *X, int64_t r0, int64_t rows,
+                           void *out, int64_t ldo, int add_intercept)
 {
     const linear_state *st = m->state;
     const size_t esize = mls_dtype_size(m->dtype);
     const char *x0 = (const char *)X->data + (size_t)(r0 * X->row_stride) * esize;
     if (m->dtype == MLS_DTYPE_FLOAT64)
-        scores_f64(st, (const double *)x0, rows, X->cols, X->row_stride, out, ldo);
+        scores_f64(st, (const double *)x0, rows, X->cols, X->row_stride, out, ldo,
+                   add_intercept);
     else
-        scores_f32(st, (const float *)x0, rows, X->cols, X->row_stride, out, ldo);
-    mls_tensor scores = {out, m->dtype, rows, st->k, ldo};
-    if (mls_tensor_all_finite(&scores)) return MLS_STATUS_OK;
+        scores_f32(st, (const float *)x0, rows, X->cols, X->row_stride, out, ldo,
+                   add_intercept);
+}
+
+/* Called when a score of rows [r0, r0 + rows) is not finite: an error
+ * naming the first NaN or infinity in those input rows, or OK when the
+ * input is finite (an overflowing score is a legitimate +-inf). */
+static mls_status check_input_rows(const mls_model *m, const mls_tensor *X, int64_t r0,
+                                   int64_t rows, mls_error *err)
+{
+    const size_t esize = mls_dtype_size(m->dtype);
+    const char *x0 = (const char *)X->data + (size_t)(r0 * X->row_stride) * esize;
     mls_tensor block = {x0, X->dtype, rows, X->cols, X->row_stride};
-    mls_status s = mls_tensor_check_finite(&block, r0, err);
-    if (s != MLS_STATUS_OK) return s;
-    return MLS_STATUS_OK; /* finite input, overflowing score: a legitimate +-inf */
+    return mls_tensor_check_finite(&block, r0, err);
+}
+
+/* Scores, then the NaN policy. NaN and infinity in the input always reach
+ * the scores (x * w and x + ... keep them; inf * 0 is NaN), so the input is
+ * only rescanned, to name the position, when a score is not finite: the
+ * policy costs a pass over k outputs, not d inputs. */
+static mls_status linear_scores(const mls_model *m, const mls_tensor *X, int64_t r0,
+                                int64_t rows, void *out, int64_t ldo, mls_error *err)
+{
+    compute_scores(m, X, r0, rows, out, ldo, 1);
+    mls_tensor scores = {out, m->dtype, rows, ((const linear_state *)m->state)->k, ldo};
+    if (mls_tensor_all_finite(&scores)) return MLS_STATUS_OK;
+    return check_input_rows(m, X, r0, rows, err);
 }
 
 static mls_status check_strides(const mls_tensor *X, int64_t ldo, mls_error *err)
@@ -290,49 +313,111 @@ static void store_label(const linear_state *st, void *out, int64_t i, int64_t id
     }
 }
 
-/* Post-processing of scores (rows x k, leading dimension ld). For
- * predict_proba the scores may already sit inside `out` (binary: column 1;
- * softmax: the whole row), so each row reads its scores before writing.
- * Binary probabilities follow scikit-learn: p1 = 1 / (1 + exp(-z)). */
-#define DEFINE_LOGISTIC_FINISH(SUFFIX, T, EXP)                                          \
-    static void logistic_finish_##SUFFIX(const linear_state *st, mls_method method,     \
-                                         T *scores, int64_t ld, int64_t rows,            \
-                                         int64_t row0, void *out)                        \
+/* Labels from scores (rows x k, leading dimension ld): the arg max, or
+ * z > 0 for a binary model. */
+#define DEFINE_LOGISTIC_LABELS(SUFFIX, T)                                               \
+    static void logistic_labels_##SUFFIX(const linear_state *st, const T *scores,       \
+                                         int64_t ld, int64_t rows, int64_t row0,         \
+                                         void *out)                                     \
     {                                                                                   \
         const int64_t k = st->k;                                                        \
         for (int64_t i = 0; i < rows; i++) {                                            \
-            T *z = scores + i * ld;                                                     \
-            if (method == MLS_METHOD_PREDICT) {                                         \
-                int64_t best = 0;                                                       \
-                if (k == 1) {                                                           \
-                    best = z[0] > 0;                                                    \
-                } else {                                                                \
-                    for (int64_t j = 1; j < k; j++)                                     \
-                        if (z[j] > z[best]) best = j;                                   \
-                }                                                                       \
-                store_label(st, out, row0 + i, best);                                   \
-            } else if (k == 1) { /* binary proba */                                     \
-                T p1 = (T)1 / ((T)1 + EXP(-z[0]));                                      \
-                T *o = (T *)out + (row0 + i) * 2;                                       \
-                o[0] = (T)1 - p1;                                                       \
-                o[1] = p1;                                                              \
-            } else { /* softmax, shifted by the max for stability */                    \
-                T *o = (T *)out + (row0 + i) * k;                                       \
-                T zmax = z[0];                                                          \
+            const T *z = scores + i * ld;                                               \
+            int64_t best = 0;                                                           \
+            if (k == 1) {                                                               \
+                best = z[0] > 0;                                                        \
+            } else {                                                                    \
+                for (int64_t j = 1; j < k; j++)                                         \
+                    if (z[j] > z[best]) best = j;                                       \
+            }                                                                           \
+            store_label(st, out, row0 + i, best);                                       \
+        }                                                                               \
+    }
+
+DEFINE_LOGISTIC_LABELS(f64, double)
+DEFINE_LOGISTIC_LABELS(f32, float)
+
+/* Values per exp block: the binary path's scratch lives on the stack. */
+#define LOGISTIC_EXP_BLOCK 512
+
+/* Binary probabilities: X . coef sits in column 1 of `out` (2 columns);
+ * blocks of rows add the intercept (no separate pass over the column), then
+ * p1 = 1 / (1 + exp(-z)) as scikit-learn, p0 = 1 - p1.
+ * exp runs over the whole block (mls_vmath_exp_f64, vectorised); large |z|
+ * gives exp(-z) = 0 or +inf and so p1 = 1 or 0, never NaN. float32 models
+ * compute in double and round once. The scores of the block are checked
+ * for NaN/inf here (one pass over a contiguous copy) rather than in
+ * linear_scores, whose strided check would cost a call per row. */
+#define DEFINE_LOGISTIC_BINARY(SUFFIX, T)                                               \
+    static mls_status logistic_binary_##SUFFIX(const mls_model *m, const mls_tensor *X, \
+                                               T *out, mls_error *err)                  \
+    {                                                                                   \
+        double e[LOGISTIC_EXP_BLOCK];                                                   \
+        const T b0 = *(const T *)((const linear_state *)m->state)->intercept;           \
+        for (int64_t r0 = 0; r0 < X->rows; r0 += LOGISTIC_EXP_BLOCK) {                  \
+            const int64_t n =                                                           \
+                X->rows - r0 < LOGISTIC_EXP_BLOCK ? X->rows - r0 : LOGISTIC_EXP_BLOCK;  \
+            T *o = out + 2 * r0;                                                        \
+            for (int64_t i = 0; i < n; i++) e[i] = -(double)(T)(o[2 * i + 1] + b0);     \
+            mls_tensor block = {e, MLS_DTYPE_FLOAT64, 1, n, n};                         \
+            if (!mls_tensor_all_finite(&block)) {                                       \
+                mls_status s = check_input_rows(m, X, r0, n, err);                      \
+                if (s != MLS_STATUS_OK) return s;                                       \
+            }                                                                           \
+            mls_vmath_exp_f64(e, e, n);                                                 \
+            for (int64_t i = 0; i < n; i++) {                                           \
+                const double p1 = 1.0 / (1.0 + e[i]);                                   \
+                o[2 * i] = (T)(1.0 - p1);                                               \
+                o[2 * i + 1] = (T)p1;                                                   \
+            }                                                                           \
+        }                                                                               \
+        return MLS_STATUS_OK;                                                           \
+    }
+
+DEFINE_LOGISTIC_BINARY(f64, double)
+DEFINE_LOGISTIC_BINARY(f32, float)
+
+/* Softmax of each row of `out` (rows x k, scores in place), shifted by the
+ * row's max for stability. Rows go through a double scratch of `cap`
+ * values: the shifted scores of as many rows as fit, one exp over all of
+ * them, then each row divided by its sum. A row whose max is +inf (a
+ * score that overflowed) shares its probability among its +inf entries;
+ * a row of -inf only is uniform: never NaN. */
+#define DEFINE_LOGISTIC_SOFTMAX(SUFFIX, T)                                              \
+    static void logistic_softmax_##SUFFIX(const linear_state *st, T *out, int64_t rows, \
+                                          double *w, int64_t cap)                       \
+    {                                                                                   \
+        const int64_t k = st->k;                                                        \
+        const int64_t per = cap / k; /* rows per pass, >= 1 (cap >= k) */               \
+        for (int64_t r0 = 0; r0 < rows; r0 += per) {                                    \
+            const int64_t n = rows - r0 < per ? rows - r0 : per;                        \
+            T *o = out + r0 * k;                                                        \
+            for (int64_t i = 0; i < n; i++) {                                           \
+                const T *z = o + i * k;                                                 \
+                double *wi = w + i * k;                                                 \
+                double zmax = z[0];                                                     \
                 for (int64_t j = 1; j < k; j++)                                         \
                     if (z[j] > zmax) zmax = z[j];                                       \
-                T sum = 0;                                                              \
-                for (int64_t j = 0; j < k; j++) {                                       \
-                    o[j] = EXP(z[j] - zmax);                                            \
-                    sum += o[j];                                                        \
+                if (zmax > -INFINITY && zmax < INFINITY) {                              \
+                    for (int64_t j = 0; j < k; j++) wi[j] = (double)z[j] - zmax;        \
+                } else { /* +inf entries share 1; all -inf: uniform */                  \
+                    for (int64_t j = 0; j < k; j++)                                     \
+                        wi[j] = (double)z[j] == zmax ? 0.0 : -INFINITY;                 \
                 }                                                                       \
-                for (int64_t j = 0; j < k; j++) o[j] /= sum;                            \
+            }                                                                           \
+            mls_vmath_exp_f64(w, w, n * k);                                             \
+            for (int64_t i = 0; i < n; i++) {                                           \
+                const double *wi = w + i * k;                                           \
+                T *oi = o + i * k;                                                      \
+                double sum = 0;                                                         \
+                for (int64_t j = 0; j < k; j++) sum += wi[j];                           \
+                for (int64_t j = 0; j < k; j++) oi[j] = (T)(wi[j] / sum);               \
             }                                                                           \
         }                                                                               \
     }
 
-DEFINE_LOGISTIC_FINISH(f64, double, exp)
-DEFINE_LOGISTIC_FINISH(f32, float, expf)
+DEFINE_LOGISTIC_SOFTMAX(f64, double)
+DEFINE_LOGISTIC_SOFTMAX(f32, float)
 
 static mls_status logistic_predict(const mls_model *m, mls_method method,
                                    const mls_tensor *X, void *out, mls_error *err)
@@ -345,16 +430,30 @@ static mls_status logistic_predict(const mls_model *m, mls_method method,
         return linear_scores(m, X, 0, X->rows, out, st->k, err);
     if (method == MLS_METHOD_PREDICT_PROBA) {
         /* one BLAS call for the whole batch, straight into the output, then
-         * probabilities in place: binary scores go to column 1 (stride 2) */
-        const int64_t ldo = st->k == 1 ? 2 : st->k;
-        const size_t esize = mls_dtype_size(m->dtype);
-        char *scores = (char *)out + (st->k == 1 ? esize : 0);
-        s = linear_scores(m, X, 0, X->rows, scores, ldo, err);
+         * probabilities in place */
+        if (st->k == 1) { /* binary: scores to column 1 (stride 2) */
+            const size_t esize = mls_dtype_size(m->dtype);
+            compute_scores(m, X, 0, X->rows, (char *)out + esize, 2, 0);
+            if (is64) return logistic_binary_f64(m, X, out, err);
+            return logistic_binary_f32(m, X, out, err);
+        }
+        s = linear_scores(m, X, 0, X->rows, out, st->k, err);
         if (s != MLS_STATUS_OK) return s;
+        /* scratch for the softmax: a few rows, at least one whole row */
+        double stack_w[LOGISTIC_EXP_BLOCK];
+        double *w = stack_w;
+        int64_t cap = LOGISTIC_EXP_BLOCK;
+        if (st->k > cap) {
+            cap = st->k;
+            w = malloc((size_t)cap * sizeof *w);
+            if (w == NULL)
+                return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for scores");
+        }
         if (is64)
-            logistic_finish_f64(st, method, (double *)scores, ldo, X->rows, 0, out);
+            logistic_softmax_f64(st, out, X->rows, w, cap);
         else
-            logistic_finish_f32(st, method, (float *)scores, ldo, X->rows, 0, out);
+            logistic_softmax_f32(st, out, X->rows, w, cap);
+        if (w != stack_w) free(w);
         return MLS_STATUS_OK;
     }
     /* labels: score blocks of rows into bounded scratch */
@@ -372,9 +471,9 @@ static mls_status logistic_predict(const mls_model *m, mls_method method,
         s = linear_scores(m, X, r0, n, scratch, st->k, err);
         if (s != MLS_STATUS_OK) break;
         if (is64)
-            logistic_finish_f64(st, method, scratch, st->k, n, r0, out);
+            logistic_labels_f64(st, scratch, st->k, n, r0, out);
         else
-            logistic_finish_f32(st, method, scratch, st->k, n, r0, out);
+            logistic_labels_f32(st, scratch, st->k, n, r0, out);
     }
     if (scratch != stack_scores) free(scratch);
     return s;

@@ -58,6 +58,17 @@ def header_checksum(data):
     return _core.checksum64(bytes(data[table_off:table_off + 128 * count]), h)
 
 
+CHUNK = 4 << 20  # format 2.x section checksums: 4 MiB chunks
+
+
+def section_checksum(raw, major=2):
+    """A section's data checksum, as documented at the top of csrc/mls_format.c."""
+    if major == 1 or len(raw) <= CHUNK:
+        return _core.checksum64(raw, 0)
+    hashes = [_core.checksum64(raw[off:off + CHUNK], j) for j, off in enumerate(range(0, len(raw), CHUNK))]
+    return _core.checksum64(struct.pack(f"<{len(hashes)}Q", *hashes), len(raw))
+
+
 def reseal(data):
     """Recompute the header checksum of a patched file, so that only the
     check under test can fire."""
@@ -116,7 +127,7 @@ def test_layout_is_as_documented(saved):
     data = path.read_bytes()
     lay = _Layout(data)
     assert lay.magic == MAGIC
-    assert (lay.major, lay.minor) == (1, 0)
+    assert (lay.major, lay.minor) == (2, 0)
     assert lay.size == len(data)
     assert lay.flags == 0 and lay.reserved == bytes(64)
     assert lay.checksum == header_checksum(data)
@@ -124,7 +135,7 @@ def test_layout_is_as_documented(saved):
     for sec in lay.sections.values():
         assert sec["offset"] % 64 == 0
         raw = data[sec["offset"]:sec["offset"] + sec["length"]]
-        assert sec["checksum"] == _core.checksum64(raw, 0)
+        assert sec["checksum"] == section_checksum(raw) == _core.checksum64(raw, 0)
     coef = lay.sections["coef"]
     raw = data[coef["offset"]:coef["offset"] + coef["length"]]
     np.testing.assert_array_equal(np.frombuffer(raw, "<f8"), model.coef_.ravel())
@@ -275,9 +286,9 @@ def test_header_checksum_mismatch(saved, tmp_path):
 def test_newer_major_version_is_rejected(saved, tmp_path):
     path, _, _ = saved
     data = bytearray(path.read_bytes())
-    struct.pack_into("<HH", data, 8, 2, 0)
+    struct.pack_into("<HH", data, 8, 3, 0)
     with pytest.raises(mlserve.ModelFormatError,
-                       match=r"file is \.mls format version 2\.0, this build reads up to 1\.x"):
+                       match=r"file is \.mls format version 3\.0, this build reads up to 2\.x"):
         load_bytes(tmp_path, reseal(data))
 
 
@@ -295,6 +306,85 @@ def test_version_zero_is_corrupt(saved, tmp_path):
     struct.pack_into("<H", data, 8, 0)
     with pytest.raises(mlserve.ModelFormatError, match=r"version 0\.0, which never existed"):
         load_bytes(tmp_path, reseal(data))
+
+
+# ---- format 2.x: chunked section checksums, verified on several threads ----
+
+
+@pytest.fixture(scope="module")
+def large_saved(tmp_path_factory):
+    """A 40 MB coef (10 chunks, above the 32 MiB threading threshold) and a
+    10 MB one (3 chunks, one thread)."""
+    sklearn_linear = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(7)
+    out = {}
+    for rows in (500, 128):
+        ref = sklearn_linear.LinearRegression()
+        ref.coef_ = rng.normal(size=(rows, 10_000))
+        ref.intercept_ = rng.normal(size=rows)
+        ref.n_features_in_ = 10_000
+        path = tmp_path_factory.mktemp("large") / f"coef{rows}.mls"
+        mlserve.save(mlserve.convert(ref), path)
+        out[rows] = path, rng.normal(size=(3, 10_000)), ref
+    return out
+
+
+@pytest.mark.parametrize("rows", [500, 128])
+def test_large_section_checksum_is_chunked_as_documented(large_saved, rows):
+    path, X, ref = large_saved[rows]
+    data = path.read_bytes()
+    coef = _Layout(data).sections["coef"]
+    raw = data[coef["offset"]:coef["offset"] + coef["length"]]
+    assert len(raw) > 2 * CHUNK and len(raw) % CHUNK != 0
+    assert coef["checksum"] == section_checksum(raw) != _core.checksum64(raw, 0)
+    np.testing.assert_allclose(mlserve.load(path).predict(X), ref.predict(X), rtol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [500, 128])
+def test_large_section_bit_flips_and_chunk_swaps_are_rejected(large_saved, tmp_path, rng, rows):
+    path, _, _ = large_saved[rows]
+    data = path.read_bytes()
+    coef = _Layout(data).sections["coef"]
+    start, length = coef["offset"], coef["length"]
+    positions = [0, CHUNK - 1, CHUNK, 2 * CHUNK - 1, 2 * CHUNK, length - CHUNK, length - 1]
+    positions += [int(p) for p in rng.integers(0, length, 3)]
+    for pos in positions:
+        flipped = bytearray(data)
+        flipped[start + pos] ^= 1 << int(rng.integers(8))
+        with pytest.raises(mlserve.ModelFormatError,
+                           match="checksum mismatch in section 'coef': file is corrupt"):
+            load_bytes(tmp_path, bytes(flipped))
+    swapped = bytearray(data)
+    swapped[start:start + CHUNK], swapped[start + CHUNK:start + 2 * CHUNK] = (
+        data[start + CHUNK:start + 2 * CHUNK], data[start:start + CHUNK])
+    with pytest.raises(mlserve.ModelFormatError, match="checksum mismatch in section 'coef'"):
+        load_bytes(tmp_path, bytes(swapped))
+
+
+def test_format_1_files_still_load_with_their_own_checksum(large_saved, tmp_path):
+    # A 1.x file (written by earlier builds) differs only in the version and
+    # in its section checksums: one sequential checksum64 per section.
+    path, X, ref = large_saved[500]
+    data = bytearray(path.read_bytes())
+    lay = _Layout(data)
+    struct.pack_into("<H", data, 8, 1)
+    v2_sums = {}
+    for name, sec in lay.sections.items():
+        raw = bytes(data[sec["offset"]:sec["offset"] + sec["length"]])
+        v2_sums[name] = sec["checksum"]
+        struct.pack_into("<Q", data, sec["entry"] + 120, section_checksum(raw, major=1))
+    v1 = reseal(data)
+    loaded = load_bytes(tmp_path, v1, name="v1.mls")
+    np.testing.assert_allclose(loaded.predict(X), ref.predict(X), rtol=1e-12)
+    coef = lay.sections["coef"]
+    flipped = bytearray(v1)
+    flipped[coef["offset"] + 5 * CHUNK + 11] ^= 0x04
+    with pytest.raises(mlserve.ModelFormatError, match="checksum mismatch in section 'coef'"):
+        load_bytes(tmp_path, bytes(flipped), name="v1.mls")
+    # the version decides the rule: a 1.x header over 2.x checksums is corrupt
+    struct.pack_into("<Q", data, coef["entry"] + 120, v2_sums["coef"])
+    with pytest.raises(mlserve.ModelFormatError, match="checksum mismatch in section 'coef'"):
+        load_bytes(tmp_path, reseal(data), name="v1.mls")
 
 
 def _patched_section(path, name, **fields):
