@@ -174,30 +174,23 @@ class RequestMetrics:
     """
 
     def __init__(self) -> None:
-        self._requests: dict[tuple[str, str, str, int], Any] = {}
-        self._latency: dict[tuple[str, str], Any] = {}
-        self._rows: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def count(self, model: str, version: str, endpoint: str, status: int) -> None:
-        key = (model, version, endpoint, status)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = REQUESTS.labels(model, version, endpoint, str(status))
-        child.inc()
+        self._child(REQUESTS, model, version, endpoint, str(status)).inc()
 
     def latency(self, model: str, endpoint: str, seconds: float) -> None:
-        key = (model, endpoint)
-        child = self._latency.get(key)
-        if child is None:
-            child = self._latency[key] = LATENCY.labels(model, endpoint)
-        child.observe(seconds)
+        self._child(LATENCY, model, endpoint).observe(seconds)
 
     def rows(self, model: str, endpoint: str, rows: int) -> None:
-        key = (model, endpoint)
-        child = self._rows.get(key)
-        if child is None:
-            child = self._rows[key] = ROWS.labels(model, endpoint)
-        child.observe(rows)
+        self._child(ROWS, model, endpoint).observe(rows)
 
 
 class RequestRecord:
