@@ -16,7 +16,12 @@
  *   lockstep, so their memory loads overlap instead of waiting on each
  *   other. Rows go in blocks, so a tree's top nodes stay in cache across a
  *   block; large batches split their blocks across threads (pthreads,
- *   mlserve.set_num_threads).
+ *   mlserve.set_num_threads);
+ * - on x86 CPUs with AVX2 or AVX-512 the fast walker's steps run in the
+ *   SIMD kernels of mls_tree_simd.c instead (same rule, same compares,
+ *   bit-identical sums) on 16-byte nodes built by init_simd_nodes, 16 or 8
+ *   walks per vector. Chosen once at load; config[7] = 2 or 3 lets the tests
+ *   run the scalar or the AVX2 path on any CPU.
  *
  * Leaves are added in tree order for every row, so sums match the source
  * libraries' own order of additions.

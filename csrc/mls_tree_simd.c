@@ -7,16 +7,21 @@
  * mls_tree.c picks one at load time with __builtin_cpu_supports. Off x86 the
  * file compiles to stubs and the scalar walker in mls_tree.c does the work.
  *
- * One step of V walks is four gathers (threshold, feature, left child of the
- * current nodes; then the features' values) and a compare:
+ * One step of V walks gathers the current nodes' threshold, feature and
+ * left child (AVX-512 gathers cost about a load per element, so two 4-byte
+ * fields come as one 8-byte element), then the features' values, and
+ * compares:
  *     next = left + (x > t || (isnan(x) && nan_right))    (x >= t for `<`)
  * the same rule, with the same ordered compares, as the scalar walker, so
- * results are bit-identical. Walks go in groups of 32 (several vectors in
- * flight, so one vector's gathers overlap another's). Few rows: each row
- * walks 32 trees at a time. Many rows: 32 rows walk one tree, whose top
- * nodes stay in cache. Lanes past the last tree or row repeat the last one
- * and are not added. Leaves are added per row in tree order, as the scalar
- * walker does.
+ * results are bit-identical. Walks go in groups, several vectors in flight,
+ * so one vector's gathers overlap another's. Few rows: each row walks 64
+ * trees at a time, and with AVX-512 a row of up to 64 float32 (32 float64)
+ * features sits in four registers, so a feature's value is a permute, not a
+ * gather. Many rows: 32 rows walk one tree, whose top nodes stay in cache.
+ * Lanes past the last tree or row repeat the last one and are not added.
+ * After the walk each lane reads its leaf's row from the node it stopped on
+ * (a cache line just visited). Leaves are added per row in tree order, as
+ * the scalar walker does; a one-output model keeps its sum in a register.
  */
 #include "mls_tree_simd.h"
 
@@ -27,7 +32,8 @@
 #include <immintrin.h>
 #endif
 
-#define GROUP 32 /* walks in flight per group */
+#define GROUP 32     /* walks in flight per group: rows of one tree */
+#define ROW_GROUP 64 /* trees of one row */
 #define MAX_ROWS 256
 
 #ifdef MLS_TREE_HAVE_X86
@@ -157,28 +163,28 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
  * tree's depth; all have moved for min_depth steps), then overwrite pos2
  * with the leaf rows of where they stopped. Every walk is on a leaf then:
  * after depth steps, or once no walk moved (a split always moves forward). */
-#define WALK_GROUP(IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, min_depth, depth)      \
+#define WALK_GROUP(NG, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, min_depth, depth)      \
     do {                                                                                     \
-        IVEC p_[GROUP / (V)], o_[GROUP / (V)];                                               \
-        _Pragma("GCC unroll 8") for (int g = 0; g < GROUP / (V); g++) {                      \
+        IVEC p_[(NG) / (V)], o_[(NG) / (V)];                                               \
+        _Pragma("GCC unroll 8") for (int g = 0; g < (NG) / (V); g++) {                      \
             p_[g] = LOAD((pos2) + g * (V));                                                  \
             o_[g] = LOAD((xoff) + g * (V));                                                  \
         }                                                                                    \
         int32_t d_ = 0;                                                                      \
         for (; d_ < (min_depth); d_++) {                                                     \
-            _Pragma("GCC unroll 8") for (int g = 0; g < GROUP / (V); g++)                    \
+            _Pragma("GCC unroll 8") for (int g = 0; g < (NG) / (V); g++)                    \
                 p_[g] = STEP(nodes, xb, p_[g], o_[g], lt);                                   \
         }                                                                                    \
         for (; d_ < (depth); d_++) { /* stop once every walk sits on a leaf */               \
             int moved_ = 0;                                                                  \
-            _Pragma("GCC unroll 8") for (int g = 0; g < GROUP / (V); g++) {                  \
+            _Pragma("GCC unroll 8") for (int g = 0; g < (NG) / (V); g++) {                  \
                 IVEC q_ = STEP(nodes, xb, p_[g], o_[g], lt);                                 \
                 moved_ |= NEQ(q_, p_[g]);                                                    \
                 p_[g] = q_;                                                                  \
             }                                                                                \
             if (!moved_) break;                                                              \
         }                                                                                    \
-        _Pragma("GCC unroll 8") for (int g = 0; g < GROUP / (V); g++)                        \
+        _Pragma("GCC unroll 8") for (int g = 0; g < (NG) / (V); g++)                        \
             STORE((pos2) + g * (V), LEAF(nodes, p_[g]));                                     \
     } while (0)
 
@@ -201,7 +207,7 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
                     pos2[l] = root;                                                          \
                     xoff[l] = (int32_t)((r + (l < nv ? l : nv - 1)) * stride);               \
                 }                                                                            \
-                WALK_GROUP(IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, m->min_depth[t],     \
+                WALK_GROUP(GROUP, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, m->min_depth[t],     \
                            m->depth[t]);                                                     \
                 if (W == 1) {                                                                \
                     for (int64_t l = 0; l < nv; l++)                                         \
@@ -224,7 +230,7 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
             NAME##_impl(m, x, stride, n, acc, 0);                                            \
     }
 
-/* Few rows: each row walks GROUP trees at a time. SETUP(xb) runs once per
+/* Few rows: each row walks ROW_GROUP trees at a time. SETUP(xb) runs once per
  * row (the register kernels load the row into registers there). */
 #define DEFINE_ROWS(NAME, TGT, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, SETUP, ESIZE)               \
     INLINE TGT void NAME##_impl(const mls_tree_simd *m, const void *x, int64_t stride,       \
@@ -233,20 +239,20 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
         const char *nodes = (const char *)m->nodes;                                          \
         const int64_t K = m->n_outputs, W = m->leaf_width, T = m->n_trees;                   \
         const double *lv = m->leaf_values;                                                   \
-        int32_t pos2[GROUP], xoff[GROUP] = {0};                                              \
+        int32_t pos2[ROW_GROUP], xoff[ROW_GROUP] = {0};                                              \
         for (int64_t r = 0; r < n; r++) {                                                    \
             const void *xb = (const char *)x + (size_t)(r * stride) * (ESIZE);               \
             SETUP(xb);                                                                       \
             double *a = acc + r * K;                                                         \
-            for (int64_t t0 = 0; t0 < T; t0 += GROUP) {                                      \
-                const int64_t nv = T - t0 < GROUP ? T - t0 : GROUP;                          \
+            for (int64_t t0 = 0; t0 < T; t0 += ROW_GROUP) {                                      \
+                const int64_t nv = T - t0 < ROW_GROUP ? T - t0 : ROW_GROUP;                          \
                 int32_t depth = 0, min_depth = INT32_MAX;                                    \
                 for (int64_t l = 0; l < nv; l++) {                                           \
                     if (m->depth[t0 + l] > depth) depth = m->depth[t0 + l];                  \
                     if (m->min_depth[t0 + l] < min_depth) min_depth = m->min_depth[t0 + l];  \
                 }                                                                            \
-                for (int l = 0; l < GROUP; l++) pos2[l] = m->root2[t0 + (l < nv ? l : nv - 1)]; \
-                WALK_GROUP(IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, min_depth, depth);   \
+                for (int l = 0; l < ROW_GROUP; l++) pos2[l] = m->root2[t0 + (l < nv ? l : nv - 1)]; \
+                WALK_GROUP(ROW_GROUP, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, min_depth, depth);   \
                 if (K == 1) { /* one sum: keep it in a register, not in memory */            \
                     double s_ = a[0];                                                        \
                     for (int64_t l = 0; l < nv; l++) s_ += lv[pos2[l]];       \
