@@ -159,16 +159,19 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
 #define STORE_128(p, v) _mm_storeu_si128((__m128i *)(p), (v))
 #define NEQ_128(a, b) (_mm_movemask_epi8(_mm_cmpeq_epi32((a), (b))) != 0xffff)
 
-/* Walk GROUP walks for up to `depth` steps (every walk ends within its
- * tree's depth; all have moved for min_depth steps), then overwrite pos2
- * with the leaf rows of where they stopped. Every walk is on a leaf then:
- * after depth steps, or once no walk moved (a split always moves forward). */
-#define WALK_GROUP(NG, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, min_depth, depth)      \
+/* Walk NG walks from PINIT (an expression in g: vector g of the start
+ * positions; OINIT: of the row offsets) for up to `depth` steps (every walk
+ * ends within its tree's depth; all have moved for min_depth steps), then
+ * store the leaf rows where they stopped in pos2. Every walk is on a leaf
+ * then: after depth steps, or once no walk moved (a split always moves
+ * forward). The starts are not loaded from arrays just written lane by lane:
+ * such loads stall on store forwarding. */
+#define WALK_GROUP(NG, IVEC, V, STORE, NEQ, STEP, LEAF, PINIT, OINIT, pos2, min_depth, depth) \
     do {                                                                                     \
-        IVEC p_[(NG) / (V)], o_[(NG) / (V)];                                               \
-        _Pragma("GCC unroll 8") for (int g = 0; g < (NG) / (V); g++) {                      \
-            p_[g] = LOAD((pos2) + g * (V));                                                  \
-            o_[g] = LOAD((xoff) + g * (V));                                                  \
+        IVEC p_[(NG) / (V)], o_[(NG) / (V)];                                                 \
+        _Pragma("GCC unroll 8") for (int g = 0; g < (NG) / (V); g++) {                       \
+            p_[g] = (PINIT);                                                                   \
+            o_[g] = (OINIT);                                                                   \
         }                                                                                    \
         int32_t d_ = 0;                                                                      \
         for (; d_ < (min_depth); d_++) {                                                     \
@@ -189,33 +192,36 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
     } while (0)
 
 /* Many rows: GROUP rows walk tree t together, for every tree in order. */
-#define DEFINE_BATCH(NAME, TGT, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF)                            \
+#define DEFINE_BATCH(NAME, TGT, IVEC, V, LOAD, STORE, SET1, NEQ, STEP, LEAF, ESIZE)         \
     INLINE TGT void NAME##_impl(const mls_tree_simd *m, const void *x, int64_t stride,       \
                                 int64_t n, double *acc, const int lt)                        \
     {                                                                                        \
         const char *nodes = (const char *)m->nodes;                                          \
         const int64_t K = m->n_outputs, W = m->leaf_width;                                   \
         const double *lv = m->leaf_values;                                                   \
-        const void *xb = x;                                                                  \
-        int32_t pos2[GROUP], xoff[GROUP];                                                    \
-        for (int64_t t = 0; t < m->n_trees; t++) {                                           \
-            double *acc_t = acc + m->tree_output[t];                                         \
-            const int32_t root = m->root2[t];                                                \
-            for (int64_t r = 0; r < n; r += GROUP) {                                         \
-                const int64_t nv = n - r < GROUP ? n - r : GROUP;                            \
-                for (int l = 0; l < GROUP; l++) {                                            \
-                    pos2[l] = root;                                                          \
-                    xoff[l] = (int32_t)((r + (l < nv ? l : nv - 1)) * stride);               \
-                }                                                                            \
-                WALK_GROUP(GROUP, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, m->min_depth[t],     \
-                           m->depth[t]);                                                     \
-                if (W == 1) {                                                                \
-                    for (int64_t l = 0; l < nv; l++)                                         \
-                        acc_t[(r + l) * K] += lv[pos2[l]];                    \
-                } else {                                                                     \
-                    for (int64_t l = 0; l < nv; l++) {                                       \
-                        const double *v_ = lv + (int64_t)pos2[l] * W;         \
-                        for (int64_t k = 0; k < W; k++) acc_t[(r + l) * K + k] += v_[k];     \
+        int32_t pos2[GROUP], xoffs[MAX_ROWS + GROUP];                                        \
+        for (int64_t c0 = 0; c0 < n; c0 += MAX_ROWS) { /* chunks of MAX_ROWS rows */         \
+            const int64_t nc = n - c0 < MAX_ROWS ? n - c0 : MAX_ROWS;                        \
+            const void *xb = (const char *)x + (size_t)(c0 * stride) * (ESIZE);               \
+            double *acc_c = acc + c0 * K;                                                    \
+            /* row offsets of the chunk; past its end they repeat the last row */            \
+            for (int64_t i = 0; i < nc + GROUP; i++)                                         \
+                xoffs[i] = (int32_t)((i < nc ? i : nc - 1) * stride);                        \
+            for (int64_t t = 0; t < m->n_trees; t++) {                                       \
+                double *acc_t = acc_c + m->tree_output[t];                                   \
+                const int32_t root = m->root2[t];                                            \
+                for (int64_t r = 0; r < nc; r += GROUP) {                                    \
+                    const int64_t nv = nc - r < GROUP ? nc - r : GROUP;                      \
+                    const IVEC rootv = SET1(root);                                           \
+                    WALK_GROUP(GROUP, IVEC, V, STORE, NEQ, STEP, LEAF, rootv,                \
+                               LOAD(xoffs + r + g * (V)), pos2, m->min_depth[t], m->depth[t]); \
+                    if (W == 1) {                                                            \
+                        for (int64_t l = 0; l < nv; l++) acc_t[(r + l) * K] += lv[pos2[l]];  \
+                    } else {                                                                 \
+                        for (int64_t l = 0; l < nv; l++) {                                   \
+                            const double *v_ = lv + (int64_t)pos2[l] * W;                    \
+                            for (int64_t k = 0; k < W; k++) acc_t[(r + l) * K + k] += v_[k]; \
+                        }                                                                    \
                     }                                                                        \
                 }                                                                            \
             }                                                                                \
@@ -232,14 +238,15 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
 
 /* Few rows: each row walks ROW_GROUP trees at a time. SETUP(xb) runs once per
  * row (the register kernels load the row into registers there). */
-#define DEFINE_ROWS(NAME, TGT, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, SETUP, ESIZE)               \
+#define DEFINE_ROWS(NAME, TGT, IVEC, V, LOAD, STORE, SET1, NEQ, STEP, LEAF, SETUP, ESIZE)               \
     INLINE TGT void NAME##_impl(const mls_tree_simd *m, const void *x, int64_t stride,       \
                                 int64_t n, double *acc, const int lt)                        \
     {                                                                                        \
         const char *nodes = (const char *)m->nodes;                                          \
         const int64_t K = m->n_outputs, W = m->leaf_width, T = m->n_trees;                   \
         const double *lv = m->leaf_values;                                                   \
-        int32_t pos2[ROW_GROUP], xoff[ROW_GROUP] = {0};                                              \
+        int32_t pos2[ROW_GROUP], tail[ROW_GROUP];                                            \
+        const IVEC zero = SET1(0);                                                           \
         for (int64_t r = 0; r < n; r++) {                                                    \
             const void *xb = (const char *)x + (size_t)(r * stride) * (ESIZE);               \
             SETUP(xb);                                                                       \
@@ -251,8 +258,13 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
                     if (m->depth[t0 + l] > depth) depth = m->depth[t0 + l];                  \
                     if (m->min_depth[t0 + l] < min_depth) min_depth = m->min_depth[t0 + l];  \
                 }                                                                            \
-                for (int l = 0; l < ROW_GROUP; l++) pos2[l] = m->root2[t0 + (l < nv ? l : nv - 1)]; \
-                WALK_GROUP(ROW_GROUP, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF, pos2, xoff, min_depth, depth);   \
+                const int32_t *roots = m->root2 + t0;                                        \
+                if (nv < ROW_GROUP) { /* the last trees: repeat the last one */              \
+                    for (int l = 0; l < ROW_GROUP; l++) tail[l] = roots[l < nv ? l : nv - 1]; \
+                    roots = tail;                                                            \
+                }                                                                            \
+                WALK_GROUP(ROW_GROUP, IVEC, V, STORE, NEQ, STEP, LEAF, LOAD(roots + g * (V)), \
+                           zero, pos2, min_depth, depth);                                    \
                 if (K == 1) { /* one sum: keep it in a register, not in memory */            \
                     double s_ = a[0];                                                        \
                     for (int64_t l = 0; l < nv; l++) s_ += lv[pos2[l]];       \
@@ -350,21 +362,21 @@ INLINE TGT512 __m256i step_512_f64_reg(const char *nodes, __m512d r0, __m512d r1
     return _mm256_mask_add_epi32(nx, right, nx, _mm256_set1_epi32(2));
 }
 
-DEFINE_BATCH(batch_512_f32, TGT512, __m512i, 16, LOAD_512, STORE_512, NEQ_512, step_512_f32, leaf_512_f32)
-DEFINE_BATCH(batch_512_f64, TGT512, __m256i, 8, LOAD_256, STORE_256, NEQ_256, step_512_f64, leaf_512_f64)
-DEFINE_BATCH(batch_256_f32, TGT256, __m256i, 8, LOAD_256, STORE_256, NEQ_256, step_256_f32, leaf_256_f32)
-DEFINE_BATCH(batch_256_f64, TGT256, __m128i, 4, LOAD_128, STORE_128, NEQ_128, step_256_f64, leaf_256_f64)
-DEFINE_ROWS(rows_512_f32, TGT512, __m512i, 16, LOAD_512, STORE_512, NEQ_512, step_512_f32, leaf_512_f32,
+DEFINE_BATCH(batch_512_f32, TGT512, __m512i, 16, LOAD_512, STORE_512, _mm512_set1_epi32, NEQ_512, step_512_f32, leaf_512_f32, 4)
+DEFINE_BATCH(batch_512_f64, TGT512, __m256i, 8, LOAD_256, STORE_256, _mm256_set1_epi32, NEQ_256, step_512_f64, leaf_512_f64, 8)
+DEFINE_BATCH(batch_256_f32, TGT256, __m256i, 8, LOAD_256, STORE_256, _mm256_set1_epi32, NEQ_256, step_256_f32, leaf_256_f32, 4)
+DEFINE_BATCH(batch_256_f64, TGT256, __m128i, 4, LOAD_128, STORE_128, _mm_set1_epi32, NEQ_128, step_256_f64, leaf_256_f64, 8)
+DEFINE_ROWS(rows_512_f32, TGT512, __m512i, 16, LOAD_512, STORE_512, _mm512_set1_epi32, NEQ_512, step_512_f32, leaf_512_f32,
             NO_SETUP, 4)
-DEFINE_ROWS(rows_512_f64, TGT512, __m256i, 8, LOAD_256, STORE_256, NEQ_256, step_512_f64, leaf_512_f64,
+DEFINE_ROWS(rows_512_f64, TGT512, __m256i, 8, LOAD_256, STORE_256, _mm256_set1_epi32, NEQ_256, step_512_f64, leaf_512_f64,
             NO_SETUP, 8)
-DEFINE_ROWS(rows_512_f32_reg, TGT512, __m512i, 16, LOAD_512, STORE_512, NEQ_512, STEP_REG_F32, leaf_512_f32,
+DEFINE_ROWS(rows_512_f32_reg, TGT512, __m512i, 16, LOAD_512, STORE_512, _mm512_set1_epi32, NEQ_512, STEP_REG_F32, leaf_512_f32,
             SETUP_REG_F32, 4)
-DEFINE_ROWS(rows_512_f64_reg, TGT512, __m256i, 8, LOAD_256, STORE_256, NEQ_256, STEP_REG_F64, leaf_512_f64,
+DEFINE_ROWS(rows_512_f64_reg, TGT512, __m256i, 8, LOAD_256, STORE_256, _mm256_set1_epi32, NEQ_256, STEP_REG_F64, leaf_512_f64,
             SETUP_REG_F64, 8)
-DEFINE_ROWS(rows_256_f32, TGT256, __m256i, 8, LOAD_256, STORE_256, NEQ_256, step_256_f32, leaf_256_f32,
+DEFINE_ROWS(rows_256_f32, TGT256, __m256i, 8, LOAD_256, STORE_256, _mm256_set1_epi32, NEQ_256, step_256_f32, leaf_256_f32,
             NO_SETUP, 4)
-DEFINE_ROWS(rows_256_f64, TGT256, __m128i, 4, LOAD_128, STORE_128, NEQ_128, step_256_f64, leaf_256_f64,
+DEFINE_ROWS(rows_256_f64, TGT256, __m128i, 4, LOAD_128, STORE_128, _mm_set1_epi32, NEQ_128, step_256_f64, leaf_256_f64,
             NO_SETUP, 8)
 
 /* Rows of one tree together once they fill half a group; below that each
