@@ -20,6 +20,9 @@
 
 enum { MLS_TREE_ISA_NONE = 0, MLS_TREE_ISA_AVX2 = 1, MLS_TREE_ISA_AVX512 = 2 };
 
+#define MLS_TREE_SIMD_ROW_GROUP 64 /* trees of one row walked together */
+#define MLS_TREE_SIMD_CHUNK 1024   /* trees reordered within chunks this long */
+
 typedef struct mls_tree_simd {
     const void *nodes;          /* packed nodes (n_nodes,) */
     const int32_t *root2;       /* (n_trees,) pos2 of each root */
@@ -28,6 +31,11 @@ typedef struct mls_tree_simd {
     const int32_t *tree_output; /* (n_trees,) */
     const double *leaf_values;  /* (n_leaves, leaf_width) */
     int64_t n_trees, n_outputs, leaf_width, n_features;
+    /* NULL, or the order the row kernels walk trees in: a permutation of
+     * each chunk of MLS_TREE_SIMD_CHUNK trees (by depth, so a group of
+     * ROW_GROUP walks does not wait for one deep tree), and root2, depth,
+     * min_depth in that order */
+    const int32_t *order, *order_root2, *order_depth, *order_min_depth;
     int thr_f32; /* thresholds (and rows) are float32, else float64 */
     int lt;      /* compare: 1 `x < t` goes left, 0 `x <= t` */
     int isa;     /* MLS_TREE_ISA_* chosen at load */

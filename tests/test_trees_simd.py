@@ -104,8 +104,10 @@ def test_simd_input_forms(rng, thr_dtype):
 
 def test_simd_threads_and_stumps(rng):
     # depth-0 trees (a single leaf) and stumps mixed with deep chains
+    # 200 trees of depths 0, 1 and 30: the row kernels walk them sorted by
+    # depth (csrc/mls_tree.c init_simd_order) and still add in tree order
     b = TreeBuilder(np.float32)
-    for t in range(37):
+    for t in range(200):
         kind = t % 3
         if kind == 0:
             b.add_tree([-1], [-1], [True], [0], [0.0], [0], [float(t)])
@@ -134,7 +136,12 @@ def test_simd_threads_and_stumps(rng):
     np.testing.assert_array_equal(one, two)
     np.testing.assert_array_equal(one, twin(model, 2).predict(X))
     np.testing.assert_array_equal(one, twin(model, 3).predict(X))
-    np.testing.assert_array_equal(one[:9], twin(model, 1).predict(X[:9]))
+    for n in (1, 9):
+        few = model.predict(X[:n])
+        np.testing.assert_array_equal(few, one[:n])
+        np.testing.assert_array_equal(few, twin(model, 1).predict(X[:n]))
+        np.testing.assert_array_equal(few, twin(model, 2).predict(X[:n]))
+        np.testing.assert_array_equal(few, twin(model, 3).predict(X[:n]))
 
 
 def test_engine_code_is_checked(rng):
