@@ -34,7 +34,6 @@
 
 #define GROUP 32     /* walks in flight per group: rows of one tree */
 #define ROW_GROUP MLS_TREE_SIMD_ROW_GROUP
-#define MAX_ROWS 256
 
 #ifdef MLS_TREE_HAVE_X86
 
@@ -194,7 +193,7 @@ INLINE TGT256 __m128i leaf_256_f64(const char *nodes, __m128i pos)
 /* Many rows: GROUP rows walk tree t together, for every tree in order.
  * (Start vectors from lane-by-lane arrays here measured faster than from
  * broadcasts and a precomputed offset table, for float64 by 1.5x.) */
-#define DEFINE_BATCH(NAME, TGT, IVEC, V, LOAD, STORE, SET1, NEQ, STEP, LEAF, ESIZE)         \
+#define DEFINE_BATCH(NAME, TGT, IVEC, V, LOAD, STORE, NEQ, STEP, LEAF)                      \
     INLINE TGT void NAME##_impl(const mls_tree_simd *m, const void *x, int64_t stride,       \
                                 int64_t n, double *acc, const int lt)                        \
     {                                                                                        \
@@ -389,10 +388,10 @@ INLINE TGT512 __m256i step_512_f64_reg(const char *nodes, __m512d r0, __m512d r1
     return _mm256_mask_add_epi32(nx, right, nx, _mm256_set1_epi32(2));
 }
 
-DEFINE_BATCH(batch_512_f32, TGT512, __m512i, 16, LOAD_512, STORE_512, _mm512_set1_epi32, NEQ_512, step_512_f32, leaf_512_f32, 4)
-DEFINE_BATCH(batch_512_f64, TGT512, __m256i, 8, LOAD_256, STORE_256, _mm256_set1_epi32, NEQ_256, step_512_f64, leaf_512_f64, 8)
-DEFINE_BATCH(batch_256_f32, TGT256, __m256i, 8, LOAD_256, STORE_256, _mm256_set1_epi32, NEQ_256, step_256_f32, leaf_256_f32, 4)
-DEFINE_BATCH(batch_256_f64, TGT256, __m128i, 4, LOAD_128, STORE_128, _mm_set1_epi32, NEQ_128, step_256_f64, leaf_256_f64, 8)
+DEFINE_BATCH(batch_512_f32, TGT512, __m512i, 16, LOAD_512, STORE_512, NEQ_512, step_512_f32, leaf_512_f32)
+DEFINE_BATCH(batch_512_f64, TGT512, __m256i, 8, LOAD_256, STORE_256, NEQ_256, step_512_f64, leaf_512_f64)
+DEFINE_BATCH(batch_256_f32, TGT256, __m256i, 8, LOAD_256, STORE_256, NEQ_256, step_256_f32, leaf_256_f32)
+DEFINE_BATCH(batch_256_f64, TGT256, __m128i, 4, LOAD_128, STORE_128, NEQ_128, step_256_f64, leaf_256_f64)
 DEFINE_ROWS(rows_512_f32, TGT512, __m512i, 16, LOAD_512, STORE_512, _mm512_set1_epi32, NEQ_512, step_512_f32, leaf_512_f32,
             NO_SETUP, 4)
 DEFINE_ROWS(rows_512_f64, TGT512, __m256i, 8, LOAD_256, STORE_256, _mm256_set1_epi32, NEQ_256, step_512_f64, leaf_512_f64,
