@@ -14,7 +14,8 @@ type its API takes, converted outside the timed statement):
         binary (the scikit-learn counterpart of xgb);
 * lgbm: LightGBM LGBMClassifier, 1000 iterations x 5 classes, 63 leaves.
 
-Contenders: mlserve (``mlserve.convert``), the source library's own predict
+Contenders: mlserve (``mlserve.convert``; ``--scalar`` adds mlserve_scalar, the
+same model with its SIMD kernels off), the source library's own predict
 (scikit-learn ``predict_proba``, XGBoost ``inplace_predict``, LightGBM
 ``predict``), onnxruntime (skl2onnx / onnxmltools graphs, float32),
 treelite models compiled to a shared library by tl2cgen (gcc -O3), and
@@ -119,11 +120,27 @@ def compile_treelite(tl_model, workdir, name, nthread_build=2):
     return lambda nthread: tl2cgen.Predictor(libpath, nthread=nthread, verbose=False)
 
 
-def make_contenders(key, est, workdir, threads, treelite_max_trees=10**9, no_lleaves=False):
+def scalar_twin(model):
+    """The same mlserve model on the scalar walker (config[7] = 2: no SIMD,
+    the walker before the AVX2/AVX-512 kernels; csrc/mls_tree.h)."""
+    from mlserve import _core
+
+    core = model.model_
+    arrays = {k: np.array(v) for k, v in core.arrays().items()}
+    arrays["config"][7] = 2
+    twin = mlserve.TreeEnsembleModel()
+    twin._install(_core.create("tree_ensemble", arrays, core.metadata))
+    return twin
+
+
+def make_contenders(key, est, workdir, threads, treelite_max_trees=10**9, no_lleaves=False,
+                    scalar=False, only=None):
     """name -> (callable(X) -> proba-like output, input converter, reference)."""
     out = {}
     mls = mlserve.convert(est)
     out["mlserve"] = (mls.predict_proba, lambda X: X)
+    if scalar:
+        out["mlserve_scalar"] = (scalar_twin(mls).predict_proba, lambda X: X)
     ort = _try_import("onnxruntime")
     if key in ("rf", "hgb"):
         est.n_jobs = threads
@@ -205,6 +222,8 @@ def make_contenders(key, est, workdir, threads, treelite_max_trees=10**9, no_lle
             out["lleaves"] = (lambda X: llm.predict(X, n_jobs=threads), lambda X: X)
         except Exception as exc:  # noqa: BLE001
             print(f"  lleaves failed: {type(exc).__name__}: {exc}"[:200])
+    if only:
+        out = {k: v for k, v in out.items() if k in only or k.startswith("mlserve")}
     return out, mls
 
 
@@ -248,11 +267,12 @@ def run(args):
     for key, est in models.items():
         if args.only and key not in args.only:
             continue
-        for threads in (1, 2):
+        for threads in args.threads:
             mlserve.set_num_threads(threads)
             with threadpool_limits(threads):
                 contenders, mls = make_contenders(key, est, workdir, threads,
-                                                  args.treelite_max_trees, args.no_lleaves)
+                                                  args.treelite_max_trees, args.no_lleaves,
+                                                  args.scalar, args.contenders)
                 reference = est.predict_proba(X_all[:2000])
                 errors = check(key, contenders, X_all[:2000], reference)
                 if threads == 1:
@@ -298,6 +318,12 @@ def main(argv=None):
                    help="skip tl2cgen for larger models (compiling 5000 trees takes long)")
     p.add_argument("--rows", type=int, nargs="*", help="batch sizes (default 1 1024 100000)")
     p.add_argument("--no-lleaves", action="store_true", help="skip lleaves (LLVM compile)")
+    p.add_argument("--scalar", action="store_true",
+                   help="also time mlserve's scalar walker (mlserve_scalar: SIMD off)")
+    p.add_argument("--contenders", nargs="*",
+                   help="subset of contenders besides mlserve (e.g. onnxruntime xgboost)")
+    p.add_argument("--threads", type=int, nargs="*", default=[1, 2],
+                   help="thread counts (default 1 2)")
     args = p.parse_args(argv)
     if args.budget is None:
         args.budget = 0.03 if args.quick else 0.3

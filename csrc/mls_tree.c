@@ -16,7 +16,12 @@
  *   lockstep, so their memory loads overlap instead of waiting on each
  *   other. Rows go in blocks, so a tree's top nodes stay in cache across a
  *   block; large batches split their blocks across threads (pthreads,
- *   mlserve.set_num_threads).
+ *   mlserve.set_num_threads);
+ * - on x86 CPUs with AVX2 or AVX-512 the fast walker's steps run in the
+ *   SIMD kernels of mls_tree_simd.c instead (same rule, same compares,
+ *   bit-identical sums) on 16-byte nodes built by init_simd_nodes, 16 or 8
+ *   walks per vector. Chosen once at load; config[7] = 2 or 3 lets the tests
+ *   run the scalar or the AVX2 path on any CPU.
  *
  * Leaves are added in tree order for every row, so sums match the source
  * libraries' own order of additions.
@@ -31,6 +36,7 @@
 #include <string.h>
 
 #include "mls_blas.h" /* mls_blas_get_num_threads: the caller's thread budget */
+#include "mls_tree_simd.h"
 
 enum {
     CFG_N_FEATURES = 0,
@@ -47,6 +53,10 @@ enum {
 enum { AGG_SUM = 0, AGG_MEAN = 1 };
 enum { LINK_IDENTITY = 0, LINK_LOGISTIC = 1, LINK_SOFTMAX = 2, LINK_EXP = 3 };
 enum { CMP_LE = 0, CMP_LT = 1 };
+/* config[7]: which walker runs. Files from converters hold 0; the tests set
+ * 1, 2 or 3 to check the fast walkers against the reference one and each
+ * other (3: the AVX2 kernels on a CPU that also has AVX-512). */
+enum { ENGINE_FAST = 0, ENGINE_REFERENCE = 1, ENGINE_SCALAR = 2, ENGINE_AVX2 = 3 };
 
 #define FLAG_DEFAULT_LEFT 0x01u
 #define FLAG_CATEGORICAL 0x02u
@@ -81,7 +91,7 @@ typedef struct node64 {
 
 typedef struct tree_state {
     int64_t n_features, n_outputs, n_classes, n_trees, n_nodes, n_leaves, leaf_width;
-    int aggregate, link, compare, thr_f32, reference;
+    int aggregate, link, compare, thr_f32, reference, engine;
     const int64_t *offsets;
     const int32_t *tree_output;
     const int32_t *feature;
@@ -99,6 +109,10 @@ typedef struct tree_state {
     int32_t *min_depth; /* (n_trees,) shortest root-to-leaf path */
     void *fast_nodes; /* node32 or node64 (n_nodes,), NULL for reference */
     int64_t total_depth;
+    mls_tree_simd simd; /* simd.isa != NONE: the SIMD walker runs instead */
+    void *simd_nodes;   /* its packed nodes (mls_tree_simd.h) */
+    int32_t *root2;     /* (n_trees,) its roots */
+    int32_t *order_buf; /* NULL or (4, n_trees): simd.order and its arrays */
 } tree_state;
 
 /* ---- validation ----------------------------------------------------------- */
@@ -170,12 +184,13 @@ static mls_status init_config(mls_model *m, tree_state *st, mls_error *err)
         return bad(err, "config: compare must be 0 (<=) or 1 (<), got %lld", (long long)c[CFG_COMPARE]);
     if (c[CFG_DTYPE] != MLS_DTYPE_FLOAT32 && c[CFG_DTYPE] != MLS_DTYPE_FLOAT64)
         return bad(err, "config: input dtype must be %lld (float32) or %lld (float64), got %lld", (long long)MLS_DTYPE_FLOAT32, (long long)MLS_DTYPE_FLOAT64, (long long)c[CFG_DTYPE]);
-    if (c[CFG_ENGINE] != 0 && c[CFG_ENGINE] != 1)
-        return bad(err, "config: engine must be 0 (fast) or 1 (reference), got %lld", (long long)c[CFG_ENGINE]);
+    if (c[CFG_ENGINE] < ENGINE_FAST || c[CFG_ENGINE] > ENGINE_AVX2)
+        return bad(err, "config: engine must be 0 (fast), 1 (reference), 2 (fast, no SIMD) or 3 (fast, at most AVX2), got %lld", (long long)c[CFG_ENGINE]);
     st->aggregate = (int)c[CFG_AGGREGATE];
     st->link = (int)c[CFG_LINK];
     st->compare = (int)c[CFG_COMPARE];
-    st->reference = (int)c[CFG_ENGINE];
+    st->reference = c[CFG_ENGINE] == ENGINE_REFERENCE;
+    st->engine = (int)c[CFG_ENGINE];
     m->dtype = (mls_dtype)c[CFG_DTYPE];
     m->n_features = st->n_features;
     int64_t K = st->n_outputs, C = st->n_classes;
@@ -400,6 +415,127 @@ static mls_status init_fast_nodes(tree_state *st, mls_error *err)
     return MLS_STATUS_OK;
 }
 
+static int cmp_int64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Steps a row walk takes at most, ROW_GROUP trees at a time in `order`. */
+static int64_t group_steps(const tree_state *st, const int32_t *order)
+{
+    int64_t steps = 0;
+    for (int64_t c0 = 0; c0 < st->n_trees; c0 += MLS_TREE_SIMD_CHUNK) {
+        int64_t ce = st->n_trees - c0 < MLS_TREE_SIMD_CHUNK ? st->n_trees : c0 + MLS_TREE_SIMD_CHUNK;
+        for (int64_t t0 = c0; t0 < ce; t0 += MLS_TREE_SIMD_ROW_GROUP) {
+            int32_t d = 0;
+            for (int64_t t = t0; t < ce && t < t0 + MLS_TREE_SIMD_ROW_GROUP; t++)
+                if (st->depth[order[t]] > d) d = st->depth[order[t]];
+            steps += d;
+        }
+    }
+    return steps;
+}
+
+/* Trees of unequal depths: the row kernels walk each chunk of trees sorted
+ * by depth (then index), if that saves at least 10% of their steps. */
+static mls_status init_simd_order(tree_state *st, mls_error *err)
+{
+    const int64_t T = st->n_trees;
+    int64_t *keys = malloc((size_t)T * sizeof(int64_t));
+    st->order_buf = malloc((size_t)T * 4 * sizeof(int32_t));
+    if (keys == NULL || st->order_buf == NULL) {
+        free(keys);
+        return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for %lld trees",
+                             (long long)T);
+    }
+    int32_t *order = st->order_buf;
+    for (int64_t t = 0; t < T; t++) order[t] = (int32_t)t;
+    const int64_t before = group_steps(st, order);
+    for (int64_t c0 = 0; c0 < T; c0 += MLS_TREE_SIMD_CHUNK) {
+        int64_t ce = T - c0 < MLS_TREE_SIMD_CHUNK ? T : c0 + MLS_TREE_SIMD_CHUNK;
+        for (int64_t t = c0; t < ce; t++) keys[t] = ((int64_t)st->depth[t] << 32) | t;
+        qsort(keys + c0, (size_t)(ce - c0), sizeof(int64_t), cmp_int64);
+        for (int64_t t = c0; t < ce; t++) order[t] = (int32_t)(keys[t] & 0xffffffff);
+    }
+    free(keys);
+    if (group_steps(st, order) * 10 > before * 9) { /* not worth a second order */
+        free(st->order_buf);
+        st->order_buf = NULL;
+        return MLS_STATUS_OK;
+    }
+    int32_t *root2 = order + T, *depth = order + 2 * T, *min_depth = order + 3 * T;
+    for (int64_t t = 0; t < T; t++) {
+        root2[t] = st->root2[order[t]];
+        depth[t] = st->depth[order[t]];
+        min_depth[t] = st->min_depth[order[t]];
+    }
+    st->simd.order = order;
+    st->simd.order_root2 = root2;
+    st->simd.order_depth = depth;
+    st->simd.order_min_depth = min_depth;
+    return MLS_STATUS_OK;
+}
+
+/* The SIMD walker's packed nodes (layout in mls_tree_simd.h), built from the
+ * sections init_nodes validated: children and features are in range, so
+ * every gather index stays inside nodes (< n_nodes) and the row
+ * (< n_features). pos2 = 2 * index must fit in int32. */
+static mls_status init_simd_nodes(tree_state *st, int isa, mls_error *err)
+{
+    if (st->n_nodes >= ((int64_t)1 << 30)) return MLS_STATUS_OK; /* scalar walker */
+    st->simd_nodes = calloc((size_t)st->n_nodes, 16);
+    st->root2 = malloc((size_t)st->n_trees * sizeof(int32_t));
+    if (st->simd_nodes == NULL || st->root2 == NULL)
+        return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for %lld tree nodes",
+                             (long long)st->n_nodes);
+    for (int64_t t = 0; t < st->n_trees; t++) {
+        int64_t begin = st->offsets[t];
+        st->root2[t] = (int32_t)(2 * begin);
+        for (int64_t g = begin; g < st->offsets[t + 1]; g++) {
+            int leaf = st->feature[g] < 0;
+            uint32_t fd = leaf ? 0u
+                               : (uint32_t)st->feature[g] |
+                                     ((st->flags[g] & FLAG_DEFAULT_LEFT) ? 0u : 0x80000000u);
+            int32_t next2 = (int32_t)(2 * (leaf ? g : begin + st->child[g]));
+            int32_t row = leaf ? st->child[g] : 0; /* in [0, n_leaves): init_nodes */
+            char *n = (char *)st->simd_nodes + 16 * g;
+            if (st->thr_f32) {
+                float thr = leaf ? NAN : ((const float *)st->threshold)[g];
+                memcpy(n, &thr, 4);
+                memcpy(n + 4, &fd, 4);
+                memcpy(n + 8, &next2, 4);
+                memcpy(n + 12, &row, 4);
+            } else {
+                double thr = ((const double *)st->threshold)[g];
+                uint64_t nan_row = UINT64_C(0x7ff8000000000000) | (uint32_t)row;
+                if (leaf)
+                    memcpy(n, &nan_row, 8);
+                else
+                    memcpy(n, &thr, 8);
+                memcpy(n + 8, &fd, 4);
+                memcpy(n + 12, &next2, 4);
+            }
+        }
+    }
+    st->simd = (mls_tree_simd){
+        .nodes = st->simd_nodes,
+        .root2 = st->root2,
+        .depth = st->depth,
+        .min_depth = st->min_depth,
+        .tree_output = st->tree_output,
+        .leaf_values = st->leaf_values,
+        .n_trees = st->n_trees,
+        .n_outputs = st->n_outputs,
+        .leaf_width = st->leaf_width,
+        .n_features = st->n_features,
+        .thr_f32 = st->thr_f32,
+        .lt = st->compare == CMP_LT,
+        .isa = isa,
+    };
+    return init_simd_order(st, err);
+}
+
 static void tree_release(mls_model *m)
 {
     tree_state *st = m->state;
@@ -408,6 +544,9 @@ static void tree_release(mls_model *m)
         free(st->depth);
         free(st->min_depth);
         free(st->fast_nodes);
+        free(st->simd_nodes);
+        free(st->root2);
+        free(st->order_buf);
         free(st);
     }
     m->state = NULL;
@@ -421,7 +560,11 @@ static mls_status tree_init(mls_model *m, mls_error *err)
     mls_status s = init_config(m, st, err);
     if (s == MLS_STATUS_OK) s = init_sections(m, st, err);
     if (s == MLS_STATUS_OK) s = init_nodes(st, err);
-    if (s == MLS_STATUS_OK && !st->reference) s = init_fast_nodes(st, err);
+    int isa = st->reference || st->engine == ENGINE_SCALAR ? MLS_TREE_ISA_NONE : mls_tree_simd_isa();
+    if (st->engine == ENGINE_AVX2 && isa > MLS_TREE_ISA_AVX2) isa = MLS_TREE_ISA_AVX2;
+    if (s == MLS_STATUS_OK && isa != MLS_TREE_ISA_NONE) s = init_simd_nodes(st, isa, err);
+    if (s == MLS_STATUS_OK && !st->reference && st->simd.isa == MLS_TREE_ISA_NONE)
+        s = init_fast_nodes(st, err);
     return s;
 }
 
@@ -776,6 +919,17 @@ static void run_rows(tree_job *job)
             for (int64_t j = 0; j < K; j++) acc[r * K + j] = st->aggregate == AGG_SUM ? st->base[j] : 0.0;
         if (st->reference) {
             ref_block(st, conv, n, acc);
+        } else if (st->simd.isa != MLS_TREE_ISA_NONE) {
+            /* rows are equally spaced; the kernel's int32 gather offsets
+             * reach (rows - 1) * stride + n_features: fewer rows per call
+             * for very long rows (one row always fits) */
+            const int64_t stride = copy ? d : X->row_stride;
+            int64_t step = (INT32_MAX - d) / stride;
+            if (step > n) step = n;
+            if (step < 1) step = 1;
+            for (int64_t r = 0; r < n; r += step)
+                mls_tree_simd_block(&st->simd, ptr_stack[r], stride, n - r < step ? n - r : step,
+                                    acc + r * K);
         } else if (st->thr_f32) {
             const float *const *rows = (const float *const *)ptr_stack;
             int has_nan = 0;

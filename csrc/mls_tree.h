@@ -9,7 +9,10 @@
  *                    regressor), aggregate (0 sum, 1 mean), link (0 identity,
  *                    1 logistic, 2 softmax, 3 exp), compare (0 `x <= t` goes
  *                    left, 1 `x < t` goes left), input dtype (mls_dtype:
- *                    float32 or float64), 0 (reserved)
+ *                    float32 or float64), engine (0: the fast walker,
+ *                    with SIMD when the CPU has AVX2; tests set 1 for the
+ *                    reference walker, 2 for the fast walker without SIMD,
+ *                    3 for it with at most AVX2)
  *   "tree_offsets"   int64 (n_trees + 1,): 0, strictly increasing, n_nodes
  *   "tree_output"    int32 (n_trees,): first output column the tree adds to
  *   "node_feature"   int32 (n_nodes,): split feature, or -1 for a leaf
