@@ -38,8 +38,9 @@ mls_status mls_linear_fit_least_squares(const double *X, int64_t n, int64_t d,
  *   C * sum_i w_i * loss_i + 0.5 * ||coef||_F^2   (intercept not penalised)
  * y: (n,) class indices in [0, n_classes). n_classes == 2: one coefficient
  * row (sigmoid, as scikit-learn); n_classes > 2: n_classes rows (softmax).
- * Stops when max |gradient| <= tol * max(1, ...) (see mls_linear_fit.c) or
- * after max_iter iterations (*n_iter reports how many ran; hitting the limit
+ * Stops when max |gradient| <= tol, the gradient being that of the same
+ * objective scaled by 1 / (C * sum_i w_i) (scikit-learn's gtol; see
+ * mls_linear_fit.c), or after max_iter iterations (*n_iter reports how many ran; hitting the limit
  * is not an error, the caller decides whether to warn).
  * Outputs: coef (rows, d), intercept (rows,). */
 mls_status mls_logistic_fit(const double *X, int64_t n, int64_t d, const int64_t *y,
