@@ -140,7 +140,10 @@ def test_serve_refuses_a_missing_store(tmp_path):
         (["--batching-models", '{"reg": {"colour": 1}}'], "unknown batching option 'colour'"),
     ],
 )
-def test_serve_refuses_bad_batching_options(tmp_path, model_file, args, message):
+def test_serve_refuses_bad_batching_options(tmp_path, model_file, args, message, monkeypatch):
+    # serve points prometheus_client at a multiprocess folder before it validates (the
+    # variable must be set before prometheus_client is imported); keep that out of this process
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     store_dir = tmp_path / "store"
     invoke("publish", model_file, "--name", "reg", "--store", store_dir)
     result = invoke("serve", store_dir, "--port", "0", *args)
