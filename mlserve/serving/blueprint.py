@@ -136,7 +136,11 @@ def serving_state(app: Any = None, name: str | None = None) -> ServingState:
 
 def _state() -> ServingState:
     """This request's ServingState (noted on the request by _before_request)."""
-    req = request._get_current_object()
+    return _state_of(request._get_current_object())
+
+
+def _state_of(req: Any) -> ServingState:
+    """The ServingState of request ``req``: as _before_request noted it, else by blueprint."""
     state = getattr(req, "mlserve_state", None)
     if state is None:
         state = current_app.extensions[EXTENSION_KEY][req.blueprint]
@@ -149,7 +153,7 @@ def _state() -> ServingState:
 
 def _before_request() -> None:
     req = request._get_current_object()
-    state: ServingState = current_app.extensions[EXTENSION_KEY][req.blueprint]
+    state = _state_of(req)
     endpoint = (req.endpoint or "").rsplit(".", 1)[-1]
     record = RequestRecord(request_id_from(req.headers.get(REQUEST_ID_HEADER)), endpoint)
     req.mlserve_state = state  # type: ignore[attr-defined]
@@ -185,7 +189,7 @@ def _requested_model(req: Any, state: ServingState, endpoint: str) -> str | None
 def _after_request(response: Response) -> Response:
     req = request._get_current_object()
     record: RequestRecord | None = getattr(req, "mlserve_record", None)
-    state = _state()
+    state = _state_of(req)
     if record is not None:
         response.headers[REQUEST_ID_HEADER] = record.request_id
         record.finish(
@@ -204,7 +208,7 @@ def _teardown_request(exc: BaseException | None) -> None:
     req.mlserve_record = None  # type: ignore[attr-defined]
     IN_FLIGHT.dec()
     if not record.done:  # an exception no handler turned into a response
-        state = _state()
+        state = _state_of(req)
         record.finish(
             state.request_metrics, status=500, method=req.method, path=req.path[:512],
             remote=req.remote_addr, log=state.config.access_log,

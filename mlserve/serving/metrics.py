@@ -176,7 +176,7 @@ class RequestMetrics:
     def __init__(self) -> None:
         self._children: dict[tuple[Any, ...], Any] = {}
 
-    def _child(self, metric: Any, *labels: str) -> Any:
+    def _child(self, metric: Any, *labels: Any) -> Any:
         key = (metric, *labels)
         child = self._children.get(key)
         if child is None:
@@ -184,7 +184,7 @@ class RequestMetrics:
         return child
 
     def count(self, model: str, version: str, endpoint: str, status: int) -> None:
-        self._child(REQUESTS, model, version, endpoint, str(status)).inc()
+        self._child(REQUESTS, model, version, endpoint, status).inc()  # labels() str()s it
 
     def latency(self, model: str, endpoint: str, seconds: float) -> None:
         self._child(LATENCY, model, endpoint).observe(seconds)
