@@ -403,6 +403,8 @@ class Guard:
         self.limiter = limiter if limiter.enabled else None
         self.cors_origins = config.cors_origins
         self._cors_options: dict[str, Any] | None = None
+        # without keys or limits, check() has nothing to do (the request path skips it)
+        self.active = self.keys is not None or self.limiter is not None
 
     def required(self, endpoint: str, method: str) -> str:
         """What ``endpoint`` needs: OPEN, READ, PREDICT or ADMIN."""
