@@ -16,6 +16,7 @@
 #include "mls_array.h"
 #include "mls_blas.h"
 #include "mls_format.h"
+#include "mls_gemm_small.h"
 #include "mls_linear.h"
 #include "mls_model.h"
 #include "mls_status.h"
@@ -863,9 +864,10 @@ static PyObject *core_blas_info(PyObject *module, PyObject *Py_UNUSED(ignored))
 #else
     const char *source = "system OpenBLAS (pkg-config)";
 #endif
-    return Py_BuildValue("{s:s,s:s,s:s,s:i}", "source", source, "config", mls_blas_config(),
+    return Py_BuildValue("{s:s,s:s,s:s,s:i,s:s}", "source", source, "config", mls_blas_config(),
                          "corename", mls_blas_corename(), "num_threads",
-                         mls_blas_get_num_threads());
+                         mls_blas_get_num_threads(), "gemm_small",
+                         mls_gemm_small_isa_name(mls_gemm_small_isa_get()));
 }
 
 static PyObject *core_checksum64(PyObject *module, PyObject *args)
@@ -922,7 +924,8 @@ static PyMethodDef core_methods[] = {
     {"get_num_threads", core_get_num_threads, METH_NOARGS,
      "get_num_threads()\n--\n\nThreads OpenBLAS may use per call."},
     {"blas_info", core_blas_info, METH_NOARGS,
-     "blas_info()\n--\n\nWhich OpenBLAS this build runs: source, config, corename, threads."},
+     "blas_info()\n--\n\nWhich OpenBLAS this build runs: source, config, corename, threads;\n"
+     "gemm_small: the small-batch kernel variant (off, c, avx2, avx512)."},
     {"checksum64", core_checksum64, METH_VARARGS,
      "checksum64(data, seed=0, /)\n--\n\nThe .mls format's 64-bit checksum of bytes."},
     {"_raise_status", core_raise_status, METH_VARARGS, NULL},

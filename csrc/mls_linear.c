@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "mls_blas.h"
+#include "mls_gemm_small.h"
 #include "mls_vmath.h"
 
 typedef struct linear_state {
@@ -102,11 +103,17 @@ static void release_linear_state(mls_model *m)
 /* ---- scores: out[i*ldo + j] = X[i] . coef[j] + intercept[j] ------------ */
 
 /* A single row goes through GEMV, which streams the weights once; GEMM
- * would first pack the whole weight matrix. From 2 rows GEMM wins (measured
- * on a 500 MB model: GEMV per row re-reads the weights for every row). */
+ * would first pack the whole weight matrix. From 2 rows GEMM wins over GEMV
+ * per row (measured on a 500 MB model: GEMV per row re-reads the weights for
+ * every row). */
 #define LINEAR_GEMV_MAX_ROWS 1
+/* From 2 rows up to these, with several outputs, mls_gemm_small: it reads
+ * the weights once per call, where GEMM packs all of them first. It runs
+ * on the calling thread only, like BLAS in serving (1 thread per call). */
+#define LINEAR_SMALL_MAX_ROWS_F64 128
+#define LINEAR_SMALL_MAX_ROWS_F32 128
 
-#define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV)                                             \
+#define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV, SMALL, SMALL_MAX_ROWS)                       \
     static void scores_##SUFFIX(const linear_state *st, const T *X, int64_t rows,        \
                                 int64_t d, int64_t ldx, T *out, int64_t ldo,             \
                                 int add_intercept)                                       \
@@ -138,6 +145,11 @@ static void release_linear_state(mls_model *m)
                 for (int64_t i = 0; i < n; i++)                                          \
                     GEMV(CblasRowMajor, CblasNoTrans, (int)k, (int)d, 1, coef, (int)d,   \
                          X + (r0 + i) * ldx, 1, 0, out + (r0 + i) * ldo, 1);            \
+            } else if (n <= (SMALL_MAX_ROWS) &&                                          \
+                       mls_gemm_small_isa_get() != MLS_GEMM_SMALL_OFF &&                 \
+                       SMALL(n, k, d, X + r0 * ldx, ldx, coef, out + r0 * ldo, ldo,      \
+                             NULL) == MLS_STATUS_OK) {                                   \
+                /* a few rows: weights streamed once, no packing */                     \
             } else {                                                                     \
                 GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)k, (int)d, 1, \
                      X + r0 * ldx, (int)ldx, coef, (int)d, 0, out + r0 * ldo, (int)ldo); \
@@ -153,8 +165,10 @@ static void release_linear_state(mls_model *m)
         }                                                                                \
     }
 
-DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv)
-DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv)
+DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv, mls_gemm_small_f64,
+              LINEAR_SMALL_MAX_ROWS_F64)
+DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv, mls_gemm_small_f32,
+              LINEAR_SMALL_MAX_ROWS_F32)
 
 /* Scores for rows [r0, r0 + rows) of X into out (leading dimension ldo; for
  * k == 1, element i at out[i * ldo]), without any NaN check. Without
