@@ -3,9 +3,10 @@
  * For 2 to a few dozen rows a BLAS GEMM first packs the whole weight matrix
  * (for a 2048 x 1024 float64 model, 16 MB read and written again), which
  * costs more than the multiply itself; GEMV reads W once per row. These
- * kernels read each weight row once per call, whatever the number of rows
- * (their use is meant for small `rows`: every row of X is reread once per
- * few weight rows, so X should stay in cache).
+ * kernels read each weight once per 32 rows of X (so once per call for a
+ * micro-batch) and make a contiguous copy of those rows, which is cheap
+ * only while `rows` is small next to k: past a few dozen rows GEMM is
+ * faster (measured cutoffs in mls_linear.c).
  *
  * Pure C: no Python, no BLAS. Single-threaded: the caller's thread does all
  * the work (serving runs BLAS with 1 thread per call, and the batcher gets
@@ -46,8 +47,9 @@ const char *mls_gemm_small_isa_name(mls_gemm_small_isa isa);
  * and j < k: W is row-major (k, d), the layout of a linear model's coef.
  * Needs rows, k, d >= 0, ldx >= d, ldo >= k and every index in range of
  * int64_t; otherwise MLS_STATUS_ERR_SHAPE and out is untouched. X and W
- * must not overlap out. Runs even when the variant is "off" (then in C);
- * "off" only tells callers to prefer BLAS. */
+ * must not overlap out. Allocates a copy of up to 32 rows of X (about
+ * 32 * d elements): MLS_STATUS_ERR_NOMEM if that fails. Runs even when the
+ * variant is "off" (then in C); "off" only tells callers to prefer BLAS. */
 mls_status mls_gemm_small_f64(int64_t rows, int64_t k, int64_t d, const double *X, int64_t ldx,
                               const double *W, double *out, int64_t ldo, mls_error *err);
 mls_status mls_gemm_small_f32(int64_t rows, int64_t k, int64_t d, const float *X, int64_t ldx,
