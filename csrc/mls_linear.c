@@ -170,6 +170,14 @@ DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv, mls_gemm_small_f64,
 DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv, mls_gemm_small_f32,
               LINEAR_SMALL_MAX_ROWS_F32)
 
+int64_t mls_linear_small_batch_max_rows(mls_dtype dtype)
+{
+    if (mls_gemm_small_isa_get() == MLS_GEMM_SMALL_OFF) return 0;
+    if (dtype == MLS_DTYPE_FLOAT64) return LINEAR_SMALL_MAX_ROWS_F64;
+    if (dtype == MLS_DTYPE_FLOAT32) return LINEAR_SMALL_MAX_ROWS_F32;
+    return 0;
+}
+
 /* Scores for rows [r0, r0 + rows) of X into out (leading dimension ldo; for
  * k == 1, element i at out[i * ldo]), without any NaN check. Without
  * add_intercept, out holds X . coef only and the caller adds the intercept

@@ -21,6 +21,11 @@
 extern const mls_model_vtable mls_linear_regressor_vtable;
 extern const mls_model_vtable mls_logistic_regression_vtable;
 
+/* Largest batch whose scores go through mls_gemm_small (from 2 rows, with
+ * several outputs; 0 when MLSERVE_GEMM_SMALL=off) for a model of `dtype`
+ * (float64 or float32; 0 for others). For tests and benchmarks. */
+int64_t mls_linear_small_batch_max_rows(mls_dtype dtype);
+
 /* Least squares with optional L2 penalty, minimising
  *   sum_i w_i * ||y_i - coef x_i - intercept||^2 + alpha * ||coef||_F^2
  * X: (n, d) row-major; Y: (n, k) row-major; sample_weight: (n,) or NULL.
