@@ -21,10 +21,13 @@
 extern const mls_model_vtable mls_linear_regressor_vtable;
 extern const mls_model_vtable mls_logistic_regression_vtable;
 
-/* Largest batch whose scores go through mls_gemm_small (from 2 rows, with
- * several outputs; 0 when MLSERVE_GEMM_SMALL=off) for a model of `dtype`
- * (float64 or float32; 0 for others). For tests and benchmarks. */
+/* When scores go through mls_gemm_small (for tests and benchmarks): a batch
+ * of n rows, 2 <= n <= max_rows(dtype) (0 when MLSERVE_GEMM_SMALL=off,
+ * and for dtypes other than float32/float64), for a model with
+ * d >= min_features features and k >= outputs_per_row * n outputs. */
 int64_t mls_linear_small_batch_max_rows(mls_dtype dtype);
+int64_t mls_linear_small_batch_min_features(void);
+int64_t mls_linear_small_batch_outputs_per_row(void);
 
 /* Least squares with optional L2 penalty, minimising
  *   sum_i w_i * ||y_i - coef x_i - intercept||^2 + alpha * ||coef||_F^2

@@ -1,8 +1,9 @@
 """Linear predict for micro-batches: the small-batch kernel (csrc/mls_gemm_small.c).
 
-From 2 rows up to a cutoff (blas_info()["gemm_small_max_rows"]), a model with
-several outputs scores through mls_gemm_small instead of GEMM; 1 row stays on
-GEMV, larger batches on GEMM. Checked here: parity with NumPy around every
+From 2 rows up to a cutoff, a model whose weights dwarf the batch (enough
+features and outputs: blas_info()["gemm_small_*"], see kernel_max_rows) scores
+through mls_gemm_small instead of GEMM; 1 row stays on GEMV, larger batches
+and other shapes on GEMM. Checked here: parity with NumPy around every
 boundary, strided inputs, the NaN/inf policy, and that a row's result is
 bit-identical whatever batch it is in. Each kernel variant the CPU supports
 (MLSERVE_GEMM_SMALL=c|avx2|avx512, read once per process) and the kernel
@@ -20,11 +21,14 @@ import mlserve
 sklearn_linear = pytest.importorskip("sklearn.linear_model")
 
 MAX_ROWS = 40
-# (d, k): d and k off the vector widths (4/8/16), k = 2 and 3 (narrow tiles
-# only), d = 1 (masked tail only), d past one 512-byte feature block, and a
-# large d. Every one has rows * k * d > 8192 from 2 rows, so no batch takes
+# (d, k) in the kernel's range for rows 2..40: d and k off the vector widths
+# (d % 16 = 1 and 8; k % 4 = 3, 2, 1: a narrower last tile), d within one
+# 512-byte feature block or across many, and whole vectors only.
+KERNEL_SHAPES = [(129, 1027), (3001, 650), (200, 1025), (136, 642), (128, 1024)]
+# shapes the kernel leaves to GEMM (too few features or outputs): k = 2 and
+# 3, d = 1. Every shape has rows * k * d > 8192 from 2 rows, so no batch takes
 # the plain loops that small models use.
-SHAPES = [(37, 300), (2, 5000), (1, 9000), (3001, 2), (2500, 3), (67, 129), (16, 257)]
+GEMM_SHAPES = [(37, 300), (2, 5000), (1, 9000), (3001, 2), (2500, 3)]
 
 
 def build(d, k, dtype, seed=0):
@@ -59,15 +63,19 @@ def assert_parity(got, X, coef, intercept, dtype):
     assert np.all(err <= bound), f"max error / bound = {np.max(err / bound):.3g}"
 
 
-def max_rows(dtype):
-    return mlserve._core.blas_info()["gemm_small_max_rows"][np.dtype(dtype).name]
+def kernel_max_rows(d, k, dtype):
+    """Batches of 2 to this many rows go through the kernel (mls_linear.c)."""
+    info = mlserve._core.blas_info()
+    if d < info["gemm_small_min_features"]:
+        return 0
+    return min(info["gemm_small_max_rows"][np.dtype(dtype).name], k // info["gemm_small_outputs_per_row"])
 
 
 # ------------------------------------------------------------------ parity
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d, k", SHAPES)
+@pytest.mark.parametrize("d, k", KERNEL_SHAPES + GEMM_SHAPES)
 def test_parity_rows_1_to_40(d, k, dtype):
     model, coef, intercept = build(d, k, dtype)
     X = np.random.default_rng(1).standard_normal((MAX_ROWS, d)).astype(dtype)
@@ -79,9 +87,9 @@ def test_parity_rows_1_to_40(d, k, dtype):
 def test_parity_past_the_cutoff_and_super_block(dtype):
     # 32 rows make one super-block of the kernel; around the cutoff the
     # path changes from the kernel to GEMM
-    model, coef, intercept = build(130, 70, dtype)
+    model, coef, intercept = build(130, 1100, dtype)
     X = np.random.default_rng(2).standard_normal((200, 130)).astype(dtype)
-    cut = max_rows(dtype)
+    cut = kernel_max_rows(130, 1100, dtype)
     for n in sorted({2, 31, 32, 33, 63, 64, 65, cut - 1, cut, cut + 1, 150} - {0, 1}):
         assert_parity(model.predict(X[:n]), X[:n], coef, intercept, dtype)
 
@@ -101,23 +109,23 @@ def test_parity_past_the_cutoff_and_super_block(dtype):
 def test_layouts(layout, dtype):
     # the same values in another layout (zero-copy with a row stride, or
     # copied): the same kernel, so the same bits
-    model, _, _ = build(53, 41, dtype)
-    X = np.random.default_rng(3).standard_normal((12, 53)).astype(dtype)
+    model, _, _ = build(133, 1100, dtype)
+    X = np.random.default_rng(3).standard_normal((12, 133)).astype(dtype)
     np.testing.assert_array_equal(model.predict(layout(X)), model.predict(X))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_other_input_dtype_is_converted(dtype):
-    model, coef, intercept = build(53, 41, dtype)
+    model, coef, intercept = build(133, 1100, dtype)
     other = np.float32 if dtype == np.float64 else np.float64
-    X = np.random.default_rng(3).standard_normal((12, 53)).astype(other)
+    X = np.random.default_rng(3).standard_normal((12, 133)).astype(other)
     np.testing.assert_array_equal(model.predict(X), model.predict(X.astype(dtype)))
     assert_parity(model.predict(X), X.astype(dtype), coef, intercept, dtype)
 
 
 def test_input_not_modified():
-    model, _, _ = build(100, 30, np.float64)
-    X = np.random.default_rng(4).standard_normal((8, 100))
+    model, _, _ = build(200, 700, np.float64)
+    X = np.random.default_rng(4).standard_normal((8, 200))
     before = X.copy()
     model.predict(X)
     np.testing.assert_array_equal(X, before)
@@ -130,12 +138,12 @@ def test_input_not_modified():
 @pytest.mark.parametrize("rows", [2, 5, 16])
 @pytest.mark.parametrize("value, word", [(np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity")])
 def test_nan_and_inf_rejected_with_position(rows, value, word, dtype):
-    model, _, _ = build(70, 33, dtype)
-    X = np.random.default_rng(5).standard_normal((rows, 70)).astype(dtype)
-    X[rows - 1, 67] = value  # in the masked tail of the row for every vector width
+    model, _, _ = build(150, 700, dtype)
+    X = np.random.default_rng(5).standard_normal((rows, 150)).astype(dtype)
+    X[rows - 1, 147] = value  # in the masked tail of the row for every vector width
     with pytest.raises(
         ValueError,
-        match=f"input contains {word} at row {rows - 1}, column 67; "
+        match=f"input contains {word} at row {rows - 1}, column 147; "
         "this model does not accept NaN or infinity",
     ):
         model.predict(X)
@@ -143,7 +151,7 @@ def test_nan_and_inf_rejected_with_position(rows, value, word, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_overflowing_scores_from_finite_input_are_returned(dtype):
-    d, k = 40, 30
+    d, k = 200, 700
     rng = np.random.default_rng(6)
     sk = sklearn_linear.Ridge()
     sk.coef_ = np.abs(rng.standard_normal((k, d))) + 1.0
@@ -160,9 +168,9 @@ def test_overflowing_scores_from_finite_input_are_returned(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("d, k", [(37, 300), (513, 19), (1, 2000)])
+@pytest.mark.parametrize("d, k", [(129, 1030), (300, 1027)])
 def test_row_result_does_not_depend_on_the_batch(d, k, dtype):
-    cut = max_rows(dtype)
+    cut = kernel_max_rows(d, k, dtype)
     if cut < 2:
         pytest.skip("small-batch kernel off")
     model, _, _ = build(d, k, dtype)
@@ -183,6 +191,16 @@ def test_row_result_does_not_depend_on_the_batch(d, k, dtype):
         mixed = others.copy()
         mixed[(i * 7) % cut] = X[i]
         assert np.array_equal(model.predict(mixed)[(i * 7) % cut], full[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_range_of_a_wide_model(dtype):
+    info = mlserve._core.blas_info()
+    if info["gemm_small"] == "off":
+        pytest.skip("small-batch kernel off")
+    # the micro-batch case the kernel is for: 2048 features x 1024 outputs
+    assert kernel_max_rows(2048, 1024, dtype) == {np.float64: 32, np.float32: 64}[dtype]
+    assert kernel_max_rows(127, 100000, dtype) == 0
 
 
 def test_one_row_and_large_batches_match_closely():
@@ -217,14 +235,14 @@ def _supported_variants():
 def run_checks():
     """The parity and determinism checks for the variant this process runs."""
     for dtype in (np.float64, np.float32):
-        for d, k in [(37, 300), (2, 5000), (3001, 2), (67, 129)]:
+        for d, k in [(129, 1100), (1001, 642), (37, 300), (3001, 2)]:
             model, coef, intercept = build(d, k, dtype)
-            X = np.random.default_rng(9).standard_normal((MAX_ROWS, d)).astype(dtype)
+            X = np.random.default_rng(9).standard_normal((70, d)).astype(dtype)
             full = model.predict(X[:2])
-            for n in range(1, MAX_ROWS + 1):
+            for n in (1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 32, 33, 40, 63, 64, 65, 70):
                 got = model.predict(X[:n])
                 assert_parity(got, X[:n], coef, intercept, dtype)
-                if 2 <= n <= max_rows(dtype):
+                if 2 <= n <= kernel_max_rows(d, k, dtype):
                     assert np.array_equal(got[:2], full), (d, k, n)
             assert np.array_equal(model.predict(X[1::-1])[::-1], full)
     print(mlserve._core.blas_info()["gemm_small"])
