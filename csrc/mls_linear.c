@@ -124,11 +124,14 @@ static void release_linear_state(mls_model *m)
  *            1.17/1.00 at 96)
  *   float32  0.29  0.31  0.34  0.38  0.44  0.48  0.75  0.77  0.92  0.96
  *           (0.55/0.85 at 32, 0.81/0.88 at 64, 0.93/0.92 at 96, 1.01/0.93 at 128)
- * so the kernel stops winning near 48 rows for float64 and 96 for float32.
- * Other shapes, 2 / 16 / 32 rows, float64: d = 128, k = 8192: 0.39 / 0.91 /
- * 1.05; d = 32, k = 16384: 0.48 / 1.00 / 1.17; d = 8, k = 65536: 0.76 / 1.21
- * / 1.38; d = 20000, k = 8: 2.45 / 1.37 / 1.86; d = 100000, k = 3: 1.85 /
- * - / 2.37 (float32 alike or worse): hence the bounds on d and k. */
+ * so the kernel stops winning near 48 rows for float64 and 96 for float32;
+ * the cutoffs keep a margin (the same run with these cutoffs: 0.75 at 32
+ * rows float64, 0.91 at 64 rows float32). Other shapes, kernel / GEMM at 2,
+ * 16, 32 rows, float64: d = 128, k = 8192: 0.39, 0.91, 1.05; d = 32,
+ * k = 16384: 0.48, 1.00, 1.17; d = 8, k = 65536: 0.76, 1.21, 1.38;
+ * d = 20000, k = 8: 2.45, 1.37, 1.86; d = 100000, k = 3: 1.85 at 2 rows,
+ * 2.37 at 32 (float32 alike or worse): hence the bounds on d and k.
+ * If the kernel cannot allocate its copy of the rows, GEMM does the block. */
 #define LINEAR_SMALL_MAX_ROWS_F64 32
 #define LINEAR_SMALL_MAX_ROWS_F32 64
 #define LINEAR_SMALL_MIN_FEATURES 128
