@@ -333,11 +333,14 @@ static mls_gemm_small_isa gs_cpu_best(void)
     return MLS_GEMM_SMALL_C;
 }
 
+/* Without AVX2 the default is off: the plain C build lost to OpenBLAS GEMM
+ * from 4 rows (float64) and at every size (float32) on the benchmark model,
+ * so it only runs when asked for (tests, or a CPU where it measures faster). */
 static mls_gemm_small_isa gs_resolve(void)
 {
     const mls_gemm_small_isa best = gs_cpu_best();
     const char *env = getenv("MLSERVE_GEMM_SMALL");
-    mls_gemm_small_isa want = best;
+    mls_gemm_small_isa want = best == MLS_GEMM_SMALL_C ? MLS_GEMM_SMALL_OFF : best;
     if (env != NULL) {
         if (strcmp(env, "off") == 0)
             want = MLS_GEMM_SMALL_OFF;

@@ -34,10 +34,11 @@ typedef enum mls_gemm_small_isa {
 } mls_gemm_small_isa;
 
 /* The variant the kernels run, chosen on the first call and then fixed for
- * the process: the best one the CPU supports, or the one named by the
+ * the process: the best one the CPU supports (AVX-512 or AVX2; "off"
+ * without AVX2, where plain C loses to GEMM), or the one named by the
  * environment variable MLSERVE_GEMM_SMALL ("off", "c", "avx2", "avx512";
- * "auto" or unset: the best), lowered to what the CPU supports. Meant for
- * tests and benchmarks; an unknown value means "auto". */
+ * "auto" or unset: the default), lowered to what the CPU supports. Meant
+ * for tests and benchmarks; an unknown value means "auto". */
 mls_gemm_small_isa mls_gemm_small_isa_get(void);
 
 /* "off", "c", "avx2" or "avx512". */
