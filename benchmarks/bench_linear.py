@@ -3,6 +3,7 @@
     python benchmarks/bench_linear.py            # full run, a few minutes
     python benchmarks/bench_linear.py --quick    # smoke run, ~30 s
     python benchmarks/bench_linear.py --json results.json
+    python benchmarks/bench_linear.py --small-batch   # only the micro-batch section, ~2 min
 
 What is measured (20 features, float64 everywhere unless noted):
 
@@ -25,6 +26,16 @@ What is measured (20 features, float64 everywhere unless noted):
 * load time of a ~500 MB model file (``mlserve.load`` with and without
   checksum verification) against ``numpy.load`` (copy and mmap), joblib and
   pickle, each also with the first prediction after loading.
+
+* ``--small-batch`` (a separate section, run alone): micro-batches of 1-64
+  rows on a multi-output Ridge (2048 features x 1024 outputs, float64 and
+  float32, 16 / 8 MB of weights), mlserve with its small-batch kernel
+  (csrc/mls_gemm_small.c) against mlserve with the kernel switched off
+  (``MLSERVE_GEMM_SMALL=off``: GEMV for 1 row, GEMM above, as before) and
+  NumPy ``X @ W.T``, 1 BLAS thread. The two mlserve builds run in
+  alternating subprocesses (the variable is read once per process); NumPy
+  is timed in rotation with mlserve inside each of them, so the in-process
+  ratios mlserve/numpy are the steadier numbers on a shared machine.
 
 Every timed statement is checked once against scikit-learn's output before it
 is timed. Times are medians of ``repeats`` samples; the contenders of one case
@@ -84,6 +95,12 @@ def parse_args(argv=None):
     p.add_argument("--load-repeats", type=int, default=None, help="timed loads per method (default 9, quick 3)")
     p.add_argument("--skip-load", action="store_true", help="skip the load-time section")
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
+    p.add_argument("--small-batch", action="store_true",
+                   help="run only the micro-batch section (small-batch kernel vs GEMM/GEMV vs NumPy)")
+    p.add_argument("--small-rows", default="1,2,4,8,16,32,64", help="batch sizes of --small-batch")
+    p.add_argument("--small-rounds", type=int, default=3,
+                   help="alternating subprocess rounds per mlserve build in --small-batch (default 3)")
+    p.add_argument("--small-batch-child", choices=["new", "off"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.budget = args.budget or (0.03 if args.quick else 0.4)
     args.repeats = args.repeats or (5 if args.quick else 15)
@@ -490,6 +507,121 @@ def bench_load(tmpdir, args, results):
     return out
 
 
+# ------------------------------------------------------------ small batch
+
+SMALL_FEATURES = 2048
+SMALL_OUTPUTS = 1024
+
+
+def small_batch_child(args):
+    """One process: mlserve (whichever MLSERVE_GEMM_SMALL says) and NumPy,
+    timed in rotation at each batch size; prints JSON on stdout."""
+    from sklearn.linear_model import Ridge
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    rows = [int(r) for r in args.small_rows.split(",")]
+    rng = np.random.default_rng(0)
+    sk = Ridge()
+    sk.coef_ = rng.standard_normal((SMALL_OUTPUTS, SMALL_FEATURES))
+    sk.intercept_ = rng.standard_normal(SMALL_OUTPUTS)
+    sk.n_features_in_ = SMALL_FEATURES
+    Xall = rng.standard_normal((max(rows), SMALL_FEATURES))
+    out = {"blas_info": mlserve._core.blas_info(), "mlserve": mlserve._core.__file__, "cases": {}}
+    with threadpool_limits(limits=1):
+        mlserve.set_num_threads(1)
+        out["threadpool_info"] = threadpool_info()
+        for dtype in (np.float64, np.float32):
+            model = mlserve.convert(sk, dtype=dtype)
+            W = sk.coef_.astype(dtype)
+            for n in rows:
+                X = np.ascontiguousarray(Xall[:n].astype(dtype))
+                ns = {"f_mls": model.predict, "X": X, "W": W}
+                got = model.predict(X)
+                ref = X.astype(np.float64) @ sk.coef_.T + sk.intercept_
+                tol = 1e-9 if dtype == np.float64 else 2e-3
+                if not np.allclose(got, ref, rtol=tol, atol=tol * 10):
+                    raise AssertionError(f"mlserve differs from NumPy at {n} rows, {np.dtype(dtype).name}")
+                t = C.measure_interleaved(
+                    {"mlserve": "f_mls(X)", "numpy": "X @ W.T"}, ns,
+                    budget_s=args.budget, repeats=args.repeats,
+                )
+                out["cases"][f"{np.dtype(dtype).name} {n}"] = {k: v.median_ns for k, v in t.items()}
+    json.dump(out, sys.stdout)
+
+
+def small_batch_path(n, max_rows):
+    if n == 1:
+        return "GEMV"
+    return "kernel" if n <= max_rows else "GEMM"
+
+
+def bench_small_batch(args):
+    import statistics
+    import subprocess
+
+    C.print_section(
+        f"Micro-batches: Ridge {SMALL_FEATURES} features x {SMALL_OUTPUTS} outputs, 1 BLAS thread "
+        "(median time per call; ratios of time, < 1 means the first is faster)"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(mlserve.__file__)))
+    runs = {"new": [], "off": []}
+    for _ in range(args.small_rounds):
+        for build in ("new", "off"):
+            env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            env.pop("MLSERVE_GEMM_SMALL", None)
+            if build == "off":
+                env["MLSERVE_GEMM_SMALL"] = "off"
+            cmd = [sys.executable, os.path.abspath(__file__), "--small-batch-child", build,
+                   "--small-rows", args.small_rows, "--budget", str(args.budget),
+                   "--repeats", str(args.repeats)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            runs[build].append(json.loads(proc.stdout))
+            print(f"  measured small batch, mlserve {build}", file=sys.stderr, flush=True)
+    new0, off0 = runs["new"][0], runs["off"][0]
+    print("```")
+    for build, r in (("new", new0), ("off", off0)):
+        bi = r["blas_info"]
+        print(f"mlserve {build:3}: {r['mlserve']} gemm_small={bi['gemm_small']} "
+              f"max_rows={bi['gemm_small_max_rows']} blas kernel={bi['corename']}")
+    print("threadpoolctl (inside the 1-thread limit, same in both subprocesses):")
+    for lib in new0["threadpool_info"]:
+        print(f"  {lib.get('internal_api')} {lib.get('version')} [{lib.get('architecture')}, "
+              f"num_threads={lib.get('num_threads')}] {lib.get('filepath')}")
+    print(f"rounds: {args.small_rounds} per build, alternating; medians over rounds of per-process "
+          f"medians ({args.repeats} samples, ~{args.budget:.2f} s per case)")
+    print(f"load average {C.load_average()}")
+    print("```")
+
+    def med(build, case, who):
+        return statistics.median(r["cases"][case][who] for r in runs[build])
+
+    def med_ratio(build, case):  # in-process mlserve/numpy, median over rounds
+        return statistics.median(r["cases"][case]["mlserve"] / r["cases"][case]["numpy"] for r in runs[build])
+
+    rows_out = []
+    for dtype in ("float64", "float32"):
+        max_rows = new0["blas_info"]["gemm_small_max_rows"][dtype]
+        for n in (int(r) for r in args.small_rows.split(",")):
+            case = f"{dtype} {n}"
+            t_new, t_off = med("new", case, "mlserve"), med("off", case, "mlserve")
+            t_np = statistics.median([med("new", case, "numpy"), med("off", case, "numpy")])
+            rows_out.append([
+                dtype, n, f"{small_batch_path(n, max_rows)} / {small_batch_path(n, 0)}",
+                C.fmt_time(t_new), C.fmt_time(t_off), C.fmt_time(t_np),
+                C.fmt_ratio(t_new / t_off), C.fmt_ratio(med_ratio("new", case)),
+                C.fmt_ratio(med_ratio("off", case)),
+            ])
+    print(C.markdown_table(
+        ["dtype", "rows", "path new / old", "mlserve new", "mlserve old (off)", "numpy",
+         "new/old", "new/numpy", "old/numpy"],
+        rows_out,
+    ))
+    print()
+    print("new/old compares medians from different processes; new/numpy and old/numpy are")
+    print("measured in rotation inside one process each (medians over rounds).")
+    return runs
+
+
 # ---------------------------------------------------------------- targets
 
 
@@ -545,6 +677,22 @@ def main(argv=None):
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if args.small_batch_child:
+        small_batch_child(args)
+        return
+    if args.small_batch:
+        print("# bench_linear.py --small-batch")
+        C.print_section("Machine")
+        print("```")
+        print("\n".join(C.machine_lines(["mlserve", "numpy", "scikit-learn", "threadpoolctl"])))
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        print(f"mlserve       git {C.git_description(repo)}; extension {mlserve._core.__file__}")
+        print("```")
+        runs = bench_small_batch(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"args": vars(args), "small_batch": runs}, f, indent=1, default=str)
+        return
     import onnxruntime
     import threadpoolctl  # noqa: F401 - fail early with a clear ImportError
 

@@ -16,6 +16,7 @@
 #include "mls_array.h"
 #include "mls_blas.h"
 #include "mls_format.h"
+#include "mls_gemm_small.h"
 #include "mls_linear.h"
 #include "mls_model.h"
 #include "mls_status.h"
@@ -863,9 +864,15 @@ static PyObject *core_blas_info(PyObject *module, PyObject *Py_UNUSED(ignored))
 #else
     const char *source = "system OpenBLAS (pkg-config)";
 #endif
-    return Py_BuildValue("{s:s,s:s,s:s,s:i}", "source", source, "config", mls_blas_config(),
-                         "corename", mls_blas_corename(), "num_threads",
-                         mls_blas_get_num_threads());
+    return Py_BuildValue(
+        "{s:s,s:s,s:s,s:i,s:s,s:{s:L,s:L},s:L,s:L}", "source", source, "config",
+        mls_blas_config(), "corename", mls_blas_corename(), "num_threads",
+        mls_blas_get_num_threads(), "gemm_small",
+        mls_gemm_small_isa_name(mls_gemm_small_isa_get()), "gemm_small_max_rows", "float64",
+        (long long)mls_linear_small_batch_max_rows(MLS_DTYPE_FLOAT64), "float32",
+        (long long)mls_linear_small_batch_max_rows(MLS_DTYPE_FLOAT32),
+        "gemm_small_min_features", (long long)mls_linear_small_batch_min_features(),
+        "gemm_small_outputs_per_row", (long long)mls_linear_small_batch_outputs_per_row());
 }
 
 static PyObject *core_checksum64(PyObject *module, PyObject *args)
@@ -922,7 +929,11 @@ static PyMethodDef core_methods[] = {
     {"get_num_threads", core_get_num_threads, METH_NOARGS,
      "get_num_threads()\n--\n\nThreads OpenBLAS may use per call."},
     {"blas_info", core_blas_info, METH_NOARGS,
-     "blas_info()\n--\n\nWhich OpenBLAS this build runs: source, config, corename, threads."},
+     "blas_info()\n--\n\nWhich OpenBLAS this build runs: source, config, corename, threads;\n"
+     "gemm_small: the small-batch kernel variant (off, c, avx2, avx512) and\n"
+     "gemm_small_max_rows (per dtype), gemm_small_min_features and\n"
+     "gemm_small_outputs_per_row: which batches it serves (2 <= rows <= max_rows,\n"
+     "d >= min_features, k >= outputs_per_row * rows)."},
     {"checksum64", core_checksum64, METH_VARARGS,
      "checksum64(data, seed=0, /)\n--\n\nThe .mls format's 64-bit checksum of bytes."},
     {"_raise_status", core_raise_status, METH_VARARGS, NULL},

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "mls_blas.h"
+#include "mls_gemm_small.h"
 #include "mls_vmath.h"
 
 typedef struct linear_state {
@@ -102,11 +103,41 @@ static void release_linear_state(mls_model *m)
 /* ---- scores: out[i*ldo + j] = X[i] . coef[j] + intercept[j] ------------ */
 
 /* A single row goes through GEMV, which streams the weights once; GEMM
- * would first pack the whole weight matrix. From 2 rows GEMM wins (measured
- * on a 500 MB model: GEMV per row re-reads the weights for every row). */
+ * would first pack the whole weight matrix. From 2 rows GEMM wins over GEMV
+ * per row (measured on a 500 MB model: GEMV per row re-reads the weights for
+ * every row). */
 #define LINEAR_GEMV_MAX_ROWS 1
+/* From 2 rows up to these, mls_gemm_small for a model whose weights dwarf
+ * the batch: it reads the weights once per call where GEMM first packs all
+ * of them, but it copies the rows and reduces every output with a
+ * horizontal sum, so it needs k >= LINEAR_SMALL_OUTPUTS_PER_ROW * rows
+ * and d >= LINEAR_SMALL_MIN_FEATURES. Single-threaded: it runs on the
+ * calling thread only, like BLAS in serving (1 thread per call).
+ *
+ * Measured (benchmarks/bench_linear.py --small-batch; Ridge 2048 features x
+ * 1024 outputs, 1 thread, 2-core KVM Xeon with AVX-512; time of the kernel
+ * / time of GEMM, and in brackets mlserve/numpy in one process for the kernel
+ * vs GEMM):
+ *   rows        2     4     8    16    24    32    48    64    96   128
+ *   float64  0.41  0.43  0.53  0.60  0.80  0.91  0.87  0.90  0.97  0.94
+ *           (0.37/0.95 at 2 rows ... 0.79/0.96 at 32, 1.02/1.00 at 48 and 64,
+ *            1.17/1.00 at 96)
+ *   float32  0.29  0.31  0.34  0.38  0.44  0.48  0.75  0.77  0.92  0.96
+ *           (0.55/0.85 at 32, 0.81/0.88 at 64, 0.93/0.92 at 96, 1.01/0.93 at 128)
+ * so the kernel stops winning near 48 rows for float64 and 96 for float32;
+ * the cutoffs keep a margin (the same run with these cutoffs: 0.75 at 32
+ * rows float64, 0.91 at 64 rows float32). Other shapes, kernel / GEMM at 2,
+ * 16, 32 rows, float64: d = 128, k = 8192: 0.39, 0.91, 1.05; d = 32,
+ * k = 16384: 0.48, 1.00, 1.17; d = 8, k = 65536: 0.76, 1.21, 1.38;
+ * d = 20000, k = 8: 2.45, 1.37, 1.86; d = 100000, k = 3: 1.85 at 2 rows,
+ * 2.37 at 32 (float32 alike or worse): hence the bounds on d and k.
+ * If the kernel cannot allocate its copy of the rows, GEMM does the block. */
+#define LINEAR_SMALL_MAX_ROWS_F64 32
+#define LINEAR_SMALL_MAX_ROWS_F32 64
+#define LINEAR_SMALL_MIN_FEATURES 128
+#define LINEAR_SMALL_OUTPUTS_PER_ROW 16
 
-#define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV)                                             \
+#define DEFINE_SCORES(SUFFIX, T, GEMM, GEMV, SMALL, SMALL_MAX_ROWS)                       \
     static void scores_##SUFFIX(const linear_state *st, const T *X, int64_t rows,        \
                                 int64_t d, int64_t ldx, T *out, int64_t ldo,             \
                                 int add_intercept)                                       \
@@ -138,6 +169,12 @@ static void release_linear_state(mls_model *m)
                 for (int64_t i = 0; i < n; i++)                                          \
                     GEMV(CblasRowMajor, CblasNoTrans, (int)k, (int)d, 1, coef, (int)d,   \
                          X + (r0 + i) * ldx, 1, 0, out + (r0 + i) * ldo, 1);            \
+            } else if (n <= (SMALL_MAX_ROWS) && d >= LINEAR_SMALL_MIN_FEATURES &&        \
+                       k >= LINEAR_SMALL_OUTPUTS_PER_ROW * n &&                          \
+                       mls_gemm_small_isa_get() != MLS_GEMM_SMALL_OFF &&                 \
+                       SMALL(n, k, d, X + r0 * ldx, ldx, coef, out + r0 * ldo, ldo,      \
+                             NULL) == MLS_STATUS_OK) {                                   \
+                /* a few rows: weights streamed once, no packing */                     \
             } else {                                                                     \
                 GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)k, (int)d, 1, \
                      X + r0 * ldx, (int)ldx, coef, (int)d, 0, out + r0 * ldo, (int)ldo); \
@@ -153,8 +190,21 @@ static void release_linear_state(mls_model *m)
         }                                                                                \
     }
 
-DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv)
-DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv)
+DEFINE_SCORES(f64, double, mls_cblas_dgemm, mls_cblas_dgemv, mls_gemm_small_f64,
+              LINEAR_SMALL_MAX_ROWS_F64)
+DEFINE_SCORES(f32, float, mls_cblas_sgemm, mls_cblas_sgemv, mls_gemm_small_f32,
+              LINEAR_SMALL_MAX_ROWS_F32)
+
+int64_t mls_linear_small_batch_min_features(void) { return LINEAR_SMALL_MIN_FEATURES; }
+int64_t mls_linear_small_batch_outputs_per_row(void) { return LINEAR_SMALL_OUTPUTS_PER_ROW; }
+
+int64_t mls_linear_small_batch_max_rows(mls_dtype dtype)
+{
+    if (mls_gemm_small_isa_get() == MLS_GEMM_SMALL_OFF) return 0;
+    if (dtype == MLS_DTYPE_FLOAT64) return LINEAR_SMALL_MAX_ROWS_F64;
+    if (dtype == MLS_DTYPE_FLOAT32) return LINEAR_SMALL_MAX_ROWS_F32;
+    return 0;
+}
 
 /* Scores for rows [r0, r0 + rows) of X into out (leading dimension ldo; for
  * k == 1, element i at out[i * ldo]), without any NaN check. Without

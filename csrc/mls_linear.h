@@ -21,6 +21,14 @@
 extern const mls_model_vtable mls_linear_regressor_vtable;
 extern const mls_model_vtable mls_logistic_regression_vtable;
 
+/* When scores go through mls_gemm_small (for tests and benchmarks): a batch
+ * of n rows, 2 <= n <= max_rows(dtype) (0 when MLSERVE_GEMM_SMALL=off,
+ * and for dtypes other than float32/float64), for a model with
+ * d >= min_features features and k >= outputs_per_row * n outputs. */
+int64_t mls_linear_small_batch_max_rows(mls_dtype dtype);
+int64_t mls_linear_small_batch_min_features(void);
+int64_t mls_linear_small_batch_outputs_per_row(void);
+
 /* Least squares with optional L2 penalty, minimising
  *   sum_i w_i * ||y_i - coef x_i - intercept||^2 + alpha * ||coef||_F^2
  * X: (n, d) row-major; Y: (n, k) row-major; sample_weight: (n,) or NULL.
