@@ -402,38 +402,32 @@ static mls_status gs_check(int64_t rows, int64_t k, int64_t d, int64_t ldx, int6
     return MLS_STATUS_OK;
 }
 
-mls_status mls_gemm_small_f64(int64_t rows, int64_t k, int64_t d, const double *X, int64_t ldx,
-                              const double *W, double *out, int64_t ldo, mls_error *err)
-{
-    mls_status s = gs_check(rows, k, d, ldx, ldo, sizeof *X, err);
-    if (s != MLS_STATUS_OK || rows == 0 || k == 0) return s;
-    int rc;
-    switch (mls_gemm_small_isa_get()) {
+/* The public entry points: check the sizes, run the chosen variant. */
 #ifdef GS_HAVE_X86
-    case MLS_GEMM_SMALL_AVX512: rc = gs_avx512_f64(rows, k, d, X, ldx, W, out, ldo); break;
-    case MLS_GEMM_SMALL_AVX2: rc = gs_avx2_f64(rows, k, d, X, ldx, W, out, ldo); break;
+#define GS_X86_CASES(SUFFIX)                                                                \
+    case MLS_GEMM_SMALL_AVX512: rc = gs_avx512_##SUFFIX(rows, k, d, X, ldx, W, out, ldo); break; \
+    case MLS_GEMM_SMALL_AVX2: rc = gs_avx2_##SUFFIX(rows, k, d, X, ldx, W, out, ldo); break;
+#else
+#define GS_X86_CASES(SUFFIX)
 #endif
-    default: rc = gs_c_f64(rows, k, d, X, ldx, W, out, ldo); break;
-    }
-    if (rc != 0)
-        return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "gemm_small: out of memory for a copy of X");
-    return MLS_STATUS_OK;
-}
 
-mls_status mls_gemm_small_f32(int64_t rows, int64_t k, int64_t d, const float *X, int64_t ldx,
-                              const float *W, float *out, int64_t ldo, mls_error *err)
-{
-    mls_status s = gs_check(rows, k, d, ldx, ldo, sizeof *X, err);
-    if (s != MLS_STATUS_OK || rows == 0 || k == 0) return s;
-    int rc;
-    switch (mls_gemm_small_isa_get()) {
-#ifdef GS_HAVE_X86
-    case MLS_GEMM_SMALL_AVX512: rc = gs_avx512_f32(rows, k, d, X, ldx, W, out, ldo); break;
-    case MLS_GEMM_SMALL_AVX2: rc = gs_avx2_f32(rows, k, d, X, ldx, W, out, ldo); break;
-#endif
-    default: rc = gs_c_f32(rows, k, d, X, ldx, W, out, ldo); break;
+#define GS_DEFINE_ENTRY(SUFFIX, T)                                                          \
+    mls_status mls_gemm_small_##SUFFIX(int64_t rows, int64_t k, int64_t d, const T *X,      \
+                                       int64_t ldx, const T *W, T *out, int64_t ldo,        \
+                                       mls_error *err)                                      \
+    {                                                                                       \
+        mls_status s = gs_check(rows, k, d, ldx, ldo, sizeof *X, err);                      \
+        if (s != MLS_STATUS_OK || rows == 0 || k == 0) return s;                            \
+        int rc;                                                                             \
+        switch (mls_gemm_small_isa_get()) {                                                 \
+            GS_X86_CASES(SUFFIX)                                                            \
+        default: rc = gs_c_##SUFFIX(rows, k, d, X, ldx, W, out, ldo); break;                \
+        }                                                                                   \
+        if (rc != 0)                                                                        \
+            return mls_error_set(err, MLS_STATUS_ERR_NOMEM,                                 \
+                                 "gemm_small: out of memory for a copy of X");              \
+        return MLS_STATUS_OK;                                                               \
     }
-    if (rc != 0)
-        return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "gemm_small: out of memory for a copy of X");
-    return MLS_STATUS_OK;
-}
+
+GS_DEFINE_ENTRY(f64, double)
+GS_DEFINE_ENTRY(f32, float)

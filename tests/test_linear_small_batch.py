@@ -21,6 +21,11 @@ import mlserve
 sklearn_linear = pytest.importorskip("sklearn.linear_model")
 
 MAX_ROWS = 40
+KERNEL_OFF_REASON = (
+    "the small-batch kernel is off in this process (MLSERVE_GEMM_SMALL=off, or a CPU "
+    "without AVX2, where it loses to GEMM), so batches go to GEMM; "
+    "test_variant_in_subprocess forces each variant"
+)
 # (d, k) in the kernel's range for rows 2..40: d and k off the vector widths
 # (d % 16 = 1 and 8; k % 4 = 3, 2, 1: a narrower last tile), d within one
 # 512-byte feature block or across many, and whole vectors only.
@@ -172,7 +177,7 @@ def test_overflowing_scores_from_finite_input_are_returned(dtype):
 def test_row_result_does_not_depend_on_the_batch(d, k, dtype):
     cut = kernel_max_rows(d, k, dtype)
     if cut < 2:
-        pytest.skip("small-batch kernel off")
+        pytest.skip(KERNEL_OFF_REASON)
     model, _, _ = build(d, k, dtype)
     rng = np.random.default_rng(7)
     X = rng.standard_normal((cut, d)).astype(dtype)
@@ -197,7 +202,7 @@ def test_row_result_does_not_depend_on_the_batch(d, k, dtype):
 def test_kernel_range_of_a_wide_model(dtype):
     info = mlserve._core.blas_info()
     if info["gemm_small"] == "off":
-        pytest.skip("small-batch kernel off")
+        pytest.skip(KERNEL_OFF_REASON)
     # the micro-batch case the kernel is for: 2048 features x 1024 outputs
     assert kernel_max_rows(2048, 1024, dtype) == {np.float64: 32, np.float32: 64}[dtype]
     assert kernel_max_rows(127, 100000, dtype) == 0

@@ -133,15 +133,7 @@ def serving_state(app: Any = None, name: str | None = None) -> ServingState:
 
 def _state() -> ServingState:
     """This request's ServingState (noted on the request by _served)."""
-    return _state_of(request._get_current_object())
-
-
-def _state_of(req: Any) -> ServingState:
-    """The ServingState of request ``req``: as _served noted it, else by blueprint."""
-    state = getattr(req, "mlserve_state", None)
-    if state is None:
-        state = current_app.extensions[EXTENSION_KEY][req.blueprint]
-    return state  # type: ignore[no-any-return]
+    return request._get_current_object().mlserve_state  # type: ignore[no-any-return]
 
 
 # Every route is wrapped in _served instead of before/after/teardown hooks:
