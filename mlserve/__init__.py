@@ -6,8 +6,6 @@
     model = mlserve.load("churn.mls")                      # memory-mapped, no code runs
     model.predict(X)                                       # C, GIL released
 """
-from __future__ import annotations
-
 import os as _os
 
 from . import _core
@@ -116,18 +114,27 @@ def __getattr__(name):
     raise AttributeError(f"module 'mlserve' has no attribute {name!r}")
 
 
+def __dir__():
+    # the public names, the lazy ones included (they are not in globals() until first use)
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("_")})
+
+
 __all__ = [
     "ConvergenceWarning",
     "ConvertError",
     "DataConversionWarning",
     "LinearRegression",
     "LogisticRegression",
+    "MLServe",
     "MLServeError",
     "Model",
     "ModelFormatError",
+    "ModelStore",
     "NotFittedError",
     "Ridge",
     "TreeEnsembleModel",
+    "blas_library_path",
+    "blueprint",
     "convert",
     "get_num_threads",
     "load",
