@@ -561,7 +561,7 @@ def _v2_value(value: Any) -> str:
     value = float(value)
     if math.isnan(value):
         return "null"
-    if value.is_integer() and abs(value) < 2.0**63:
+    if value.is_integer() and abs(value) < 1e20:  # as written, not 9.2e+18
         return str(int(value))
     return repr(value)
 
