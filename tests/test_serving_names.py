@@ -390,3 +390,23 @@ def test_named_forms_on_a_real_server(tmp_path, models, expected):
         client.close()
     finally:
         server.stop()
+
+
+def test_a_key_repeated_in_a_json_object_is_refused(client):
+    """json_decode kept the last of two equal keys: a record's first value was lost."""
+    from mlserve._core import json_decode
+
+    with pytest.raises(ValueError, match="duplicate key 'a' in a JSON object"):
+        json_decode(b'[{"a": 1, "b": 2}, {"a": 3, "a": 4}]', unique_keys=True)
+    assert json_decode(b'[{"a": 3, "a": 4}]') == [{"a": 4}]  # json.loads' rule by default
+    assert json_decode(b'{"a": {"a": 1}, "b": [{"a": 2}]}', unique_keys=True) == {
+        "a": {"a": 1},
+        "b": [{"a": 2}],
+    }
+    body = '{"instances": [{"age": 1, "income": 2, "tenure": 3, "score": 4, "age": 5}]}'
+    response = client.post("/v1/models/named:predict", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json == {
+        "error": "duplicate key 'age' in a JSON object; keys must be unique "
+        "(a repeated feature would lose a value)"
+    }

@@ -85,15 +85,16 @@ RETURN_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 def decode_json(body: bytes) -> dict[str, Any]:
     """Parse a JSON object body in C; anything else is a 400 that says what is wrong.
 
-    Strict RFC 8259 (no NaN/Infinity literals), GIL released for large bodies;
-    every rectangular array of numbers arrives as a float64 ndarray (booleans
-    as a bool ndarray), so no Python float is made per number. Other arrays
-    (ragged, mixed, strings, objects) are lists.
+    Strict RFC 8259 (no NaN/Infinity literals), and no key twice in one object;
+    GIL released for large bodies; every rectangular array of numbers arrives
+    as a float64 ndarray (booleans as a bool ndarray), so no Python float is
+    made per number. Other arrays (ragged, mixed, strings, objects) are lists.
     """
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
-        data = json_decode(body, max_depth=JSON_MAX_DEPTH)
+        # unique keys: a record that names a feature twice would lose a value silently
+        data = json_decode(body, max_depth=JSON_MAX_DEPTH, unique_keys=True)
     except ValueError as exc:
         raise BadRequest(_json_error_message(str(exc))) from None
     if not isinstance(data, dict):
@@ -105,6 +106,8 @@ def _json_error_message(message: str) -> str:
     """The 400 message for a json_decode error (which names line and column)."""
     if message.startswith("number out of range"):
         return "a number is too large for float64" + message[len("number out of range") :]
+    if message.startswith("duplicate key"):
+        return f"{message}; keys must be unique (a repeated feature would lose a value)"
     if message.startswith("JSON nested deeper than"):
         position = message[message.find(" at line") :] if " at line" in message else ""
         return f"malformed JSON: nested too deeply (more than {JSON_MAX_DEPTH} levels){position}"
