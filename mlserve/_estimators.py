@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _core
 from ._errors import NotFittedError
-from ._mixins import ClassifierMixin, RegressorMixin, _by_name, feature_mismatch
+from ._mixins import ClassifierMixin, RegressorMixin, _by_name, _ndarray, feature_mismatch
 
 FORMAT_VERSION = f"{_core.FORMAT_MAJOR}.{_core.FORMAT_MINOR}"
 
@@ -528,7 +528,9 @@ class LogisticRegression(ClassifierMixin, _MLServeEstimator):
 
     def decision_function(self, X):
         """Scores ``X @ coef_.T + intercept_``: shape (n_samples,) for 2 classes."""
-        return self._fitted_model().decision_function(_by_name(self, X))
+        if type(X) is not _ndarray:
+            X = _by_name(self, X)
+        return self._fitted_model().decision_function(X)
 
 
 ESTIMATORS = {cls.__name__: cls for cls in (LinearRegression, Ridge, LogisticRegression)}
