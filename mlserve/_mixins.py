@@ -94,7 +94,7 @@ def in_model_order(X, feature_names):
             f"by name, but they have types {kinds}; convert them with "
             "X.columns = X.columns.astype(str), or drop them to pass columns by position"
         )
-    expected = feature_names.tolist() if isinstance(feature_names, np.ndarray) else list(feature_names)
+    expected = list(feature_names)
     if names == expected:
         return X
     message = feature_mismatch(names, expected)

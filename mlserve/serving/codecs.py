@@ -644,9 +644,11 @@ def _v2_inputs_to_rows(arrays: list[tuple[str, np.ndarray]], loaded: LoadedModel
     """One input holds whole rows; several inputs are one feature column each, by name."""
     if len(arrays) == 1:
         name, array = arrays[0]
+        # one column named after one of several features: the others are missing
         named_column = (
             loaded.feature_names is not None and loaded.n_features > 1
             and name in loaded.feature_names
+            and (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1))
         )  # fmt: skip
         if not named_column:
             return as_rows(array, loaded, f"input {name!r}")
@@ -778,7 +780,8 @@ def decode_mlflow_json(body: Mapping[str, Any], loaded: LoadedModel) -> np.ndarr
         data = value["data"]
         if isinstance(data, (list, np.ndarray)) and len(data) == 0:
             raise BadRequest("'dataframe_split' data is empty: send at least one row")
-        rows = as_rows(to_numeric_array(data, "dataframe_split data"), loaded, "dataframe_split data")
+        what = "dataframe_split data"
+        rows = as_rows(to_numeric_array(data, what), loaded, what)
         columns = _as_list(value.get("columns"))
         if columns is not None:
             if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
