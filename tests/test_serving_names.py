@@ -257,6 +257,13 @@ def test_v2_single_input_named_after_a_feature(client):
     )
 
 
+def test_v2_single_input_of_whole_rows_is_positional(client, expected):
+    """One input of shape [n, 4] holds rows, whatever its name (even a feature's)."""
+    inputs = [{"name": "age", "datatype": "FP64", "shape": list(ROWS.shape), "data": ROWS.tolist()}]
+    response = client.post("/v2/models/named/infer", json={"inputs": inputs})
+    np.testing.assert_allclose(response.json["outputs"][0]["data"], expected["named"], rtol=1e-12)
+
+
 # ------------------------------------------------------- a model without feature names
 
 
