@@ -44,6 +44,7 @@ typedef struct codec_builder {
     PyObject *num_owner;  /* capsule owning doc->numbers once an ndarray views it */
     PyObject *bool_owner;
     PyObject *keys[CODEC_KEY_CACHE]; /* recent ASCII keys, reused like json's memo */
+    int unique_keys;                 /* a key repeated in one object is an error */
 } codec_builder;
 
 static PyObject *codec_make_str(codec_builder *b, const mls_json_node *n)
@@ -207,7 +208,13 @@ static PyObject *codec_build(codec_builder *b)
             if (sp == 0) goto done;
             codec_frame *f = &stack[sp - 1];
             if (f->is_obj) {
+                /* a repeated key would drop a value silently (a record's feature) */
+                Py_ssize_t before = PyDict_GET_SIZE(f->container);
                 int rc = PyDict_SetItem(f->container, f->key, v);
+                if (rc == 0 && b->unique_keys && PyDict_GET_SIZE(f->container) == before) {
+                    PyErr_Format(PyExc_ValueError, "duplicate key %R in a JSON object", f->key);
+                    rc = -1;
+                }
                 Py_DECREF(v);
                 Py_CLEAR(f->key);
                 v = NULL;
@@ -237,7 +244,8 @@ done:
 }
 
 PyDoc_STRVAR(codec_json_decode_doc,
-"json_decode($module, body, /, *, float32=False, max_depth=64, max_bytes=None)\n"
+"json_decode($module, body, /, *, float32=False, max_depth=64, max_bytes=None,\n"
+"            unique_keys=False)\n"
 "--\n"
 "\n"
 "Parse a JSON document strictly (RFC 8259), packing arrays of numbers.\n"
@@ -260,6 +268,9 @@ PyDoc_STRVAR(codec_json_decode_doc,
 "    Most nested arrays/objects allowed.\n"
 "max_bytes : int or None\n"
 "    Reject longer bodies before parsing.\n"
+"unique_keys : bool\n"
+"    Reject an object that repeats a key (\"duplicate key 'k' in a JSON\n"
+"    object\"), instead of keeping the last value as json.loads does.\n"
 "\n"
 "Raises\n"
 "------\n"
@@ -277,12 +288,12 @@ PyDoc_STRVAR(codec_json_decode_doc,
 
 static PyObject *codec_json_decode(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"", "float32", "max_depth", "max_bytes", NULL};
+    static char *kwlist[] = {"", "float32", "max_depth", "max_bytes", "unique_keys", NULL};
     PyObject *body, *max_bytes_obj = Py_None;
-    int float32 = 0;
+    int float32 = 0, unique_keys = 0;
     long long max_depth = 64;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$pLO:json_decode", kwlist, &body, &float32,
-                                     &max_depth, &max_bytes_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$pLOp:json_decode", kwlist, &body, &float32,
+                                     &max_depth, &max_bytes_obj, &unique_keys))
         return NULL;
     mls_error err;
     memset(&err, 0, sizeof err);
@@ -340,6 +351,7 @@ static PyObject *codec_json_decode(PyObject *module, PyObject *args, PyObject *k
         b.in = in;
         b.doc = &doc;
         b.nums64 = doc.float32 ? NULL : (const double *)doc.numbers;
+        b.unique_keys = unique_keys;
         result = codec_build(&b);
         /* buffers now owned by capsules must not be freed with the doc */
         if (b.num_owner != NULL) doc.numbers = NULL;

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _core
 from ._errors import NotFittedError
-from ._mixins import ClassifierMixin, RegressorMixin
+from ._mixins import ClassifierMixin, RegressorMixin, _by_name, _ndarray, feature_mismatch
 
 FORMAT_VERSION = f"{_core.FORMAT_MAJOR}.{_core.FORMAT_MINOR}"
 
@@ -39,10 +39,7 @@ def _as_feature_matrix(X, estimator_name: str) -> tuple[np.ndarray, list | None]
         raise TypeError(
             f"{estimator_name} does not accept sparse input; convert it with X.toarray()"
         )
-    feature_names = None
-    columns = getattr(X, "columns", None)
-    if columns is not None and all(isinstance(c, str) for c in columns):
-        feature_names = [str(c) for c in columns]
+    feature_names = _training_feature_names(X)
     X = np.asarray(X)
     if X.dtype.kind == "c":
         raise ValueError("Complex data not supported: X must hold real numbers")
@@ -74,6 +71,30 @@ def _as_feature_matrix(X, estimator_name: str) -> tuple[np.ndarray, list | None]
             f"{estimator_name} does not accept NaN or infinity"
         )
     return X, feature_names
+
+
+def _training_feature_names(X) -> list | None:
+    """The string column names of a training table (None without, or with non-string ones).
+
+    The rules predict matches them by (mlserve._mixins.in_model_order): a mix
+    of string and other names is a TypeError, a repeated name a ValueError.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = list(columns)
+    if not any(isinstance(c, str) for c in names):
+        return None
+    if not all(isinstance(c, str) for c in names):
+        kinds = sorted({type(c).__name__ for c in names})
+        raise TypeError(
+            f"X's column names must all be strings to be kept as feature names, but they have "
+            f"types {kinds}; convert them with X.columns = X.columns.astype(str)"
+        )
+    message = feature_mismatch(names, names)
+    if message is not None:  # only duplicates can differ from themselves
+        raise ValueError(message)
+    return [str(c) for c in names]
 
 
 def _require_y(y, estimator_name: str) -> None:
@@ -507,6 +528,8 @@ class LogisticRegression(ClassifierMixin, _MLServeEstimator):
 
     def decision_function(self, X):
         """Scores ``X @ coef_.T + intercept_``: shape (n_samples,) for 2 classes."""
+        if type(X) is not _ndarray:
+            X = _by_name(self, X)
         return self._fitted_model().decision_function(X)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _core
 from ._estimators import ESTIMATORS, _MLServeEstimator
-from ._mixins import ClassifierMixin, RegressorMixin
+from ._mixins import ClassifierMixin, RegressorMixin, _by_name, _ndarray
 
 # config indices and codes (csrc/mls_tree.h)
 AGGREGATE = {"sum": 0, "mean": 1}
@@ -106,12 +106,16 @@ class TreeEnsembleModel(_MLServeEstimator):
         """Class probabilities, shape (n_samples, n_classes) (classifiers)."""
         model = self._fitted_model()
         self._require_classifier("predict_proba")
+        if type(X) is not _ndarray:
+            X = _by_name(self, X)
         return model.predict_proba(X)
 
     predict_log_proba = ClassifierMixin.predict_log_proba
 
     def decision_function(self, X):
         """Raw scores before the link (margins); shape (n_samples,) for one output."""
+        if type(X) is not _ndarray:
+            X = _by_name(self, X)
         return self._fitted_model().decision_function(X)
 
     def score(self, X, y, sample_weight=None):

@@ -580,7 +580,7 @@ def test_mlflow_formats(mlflow_client, models):
         ({"dataframe_records": [{"a": 1, "b": 2, "c": 3}]}, "missing feature 'd'"),
         (
             {"dataframe_records": [{"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 1}]},
-            "a record has no feature 'b'",
+            "dataframe_records row 1 is missing features 'b', 'c', 'd'",
         ),
         ({"dataframe_records": [1, 2]}, "list of objects"),
     ],
@@ -880,7 +880,7 @@ def test_edge_values_are_client_errors(client):
     body = {
         "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP16", "data": [0, 0, 0, 65520]}]
     }
-    assert_error(client.post("/ml/v2/models/reg/infer", json=body), 400, "infinity")
+    assert_error(client.post("/ml/v2/models/reg/infer", json=body), 400, "out of range for FP16")
     huge = '{"instances": [[1, 2, 3, ' + "9" * 400 + "]]}"
     response = client.post("/ml/v1/models/reg:predict", data=huge, content_type="application/json")
     assert_error(response, 400, "too large for float64")
@@ -894,7 +894,7 @@ def test_edge_values_are_client_errors(client):
     response = client.post("/ml/v1/models/reg:predict", data=deep, content_type="application/json")
     assert_error(response, 400, "malformed JSON: nested too deeply")
     response = client.post("/ml/v1/models/reg:predict", json={"inputs": {"a": [], "b": 0}})
-    assert_error(response, 400, "expected 4 features, got 2")
+    assert_error(response, 400, "was fitted without feature names")
     response = client.post(
         "/ml/v1/models/named:predict", json={"inputs": {"a": [], "b": 0, "c": [1], "d": [2]}}
     )

@@ -136,9 +136,17 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, num_iterati
     source = booster_source(
         "lightgbm", "lightgbm.basic.Booster", estimator, objective=dump.get("objective")
     )
-    names = dump.get("feature_names")
-    if names and all(n == f"Column_{j}" for j, n in enumerate(names)):
-        names = None  # LightGBM's placeholders, not the user's names
+    if estimator is not None:
+        # LGBMModel sets feature_names_in_ only when fitted on a DataFrame
+        names = getattr(estimator, "feature_names_in_", None)
+    else:
+        names = dump.get("feature_names")
+        if names and all(n == f"Column_{j}" for j, n in enumerate(names)):
+            # A Booster trained on NumPy is given the names Column_0, Column_1, ...
+            # They are LightGBM's placeholders, not the user's (LGBMModel does not
+            # report them as feature_names_in_ either), so the model stays positional,
+            # as LightGBM predicts: matching a DataFrame by them would refuse every frame.
+            names = None
     return build_model(
         builder,
         n_features=n_features,

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mlserve._core import json_decode, json_encode
+from mlserve._mixins import feature_mismatch
 from mlserve.serving.errors import BadRequest, PayloadTooLarge
 from mlserve.serving.runtime import PREDICT, PREDICT_PROBA, LoadedModel
 
@@ -84,15 +85,16 @@ RETURN_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 def decode_json(body: bytes) -> dict[str, Any]:
     """Parse a JSON object body in C; anything else is a 400 that says what is wrong.
 
-    Strict RFC 8259 (no NaN/Infinity literals), GIL released for large bodies;
-    every rectangular array of numbers arrives as a float64 ndarray (booleans
-    as a bool ndarray), so no Python float is made per number. Other arrays
-    (ragged, mixed, strings, objects) are lists.
+    Strict RFC 8259 (no NaN/Infinity literals), and no key twice in one object;
+    GIL released for large bodies; every rectangular array of numbers arrives
+    as a float64 ndarray (booleans as a bool ndarray), so no Python float is
+    made per number. Other arrays (ragged, mixed, strings, objects) are lists.
     """
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
-        data = json_decode(body, max_depth=JSON_MAX_DEPTH)
+        # unique keys: a record that names a feature twice would lose a value silently
+        data = json_decode(body, max_depth=JSON_MAX_DEPTH, unique_keys=True)
     except ValueError as exc:
         raise BadRequest(_json_error_message(str(exc))) from None
     if not isinstance(data, dict):
@@ -104,6 +106,8 @@ def _json_error_message(message: str) -> str:
     """The 400 message for a json_decode error (which names line and column)."""
     if message.startswith("number out of range"):
         return "a number is too large for float64" + message[len("number out of range") :]
+    if message.startswith("duplicate key"):
+        return f"{message}; keys must be unique (a repeated feature would lose a value)"
     if message.startswith("JSON nested deeper than"):
         position = message[message.find(" at line") :] if " at line" in message else ""
         return f"malformed JSON: nested too deeply (more than {JSON_MAX_DEPTH} levels){position}"
@@ -218,9 +222,15 @@ def as_rows(array: np.ndarray, loaded: LoadedModel, what: str) -> np.ndarray:
     raise BadRequest(f"{what} must be a list of rows (2 dimensions), got {array.ndim} dimensions")
 
 
-def columns_to_rows(columns: Mapping[str, Any], loaded: LoadedModel, what: str) -> np.ndarray:
-    """Named feature columns (``{"age": [..], "income": [..]}``) as 2-D rows in the model's order."""
-    order = feature_order(list(columns), loaded, what)
+def columns_to_rows(
+    columns: Mapping[str, Any], loaded: LoadedModel, what: str, *, ordered: bool = False
+) -> np.ndarray:
+    """Named feature columns (``{"age": [..], "income": [..]}``) as 2-D rows in the model's order.
+
+    ``ordered``: the names come from a list (V2 inputs), so their order is the
+    client's and a model without feature names may take them by position.
+    """
+    order = feature_order(list(columns), loaded, what, ordered=ordered)
     arrays = []
     for name in order:
         column = to_numeric_array(columns[name], f"{what} column {name!r}")
@@ -231,40 +241,70 @@ def columns_to_rows(columns: Mapping[str, Any], loaded: LoadedModel, what: str) 
         if column.ndim != 1:
             raise BadRequest(f"{what} column {name!r} must be a flat list of numbers")
         arrays.append(column)
-    if len({column.shape[0] for column in arrays}) > 1:
-        raise BadRequest(f"{what} columns must all have the same length")
+    lengths = {name: column.shape[0] for name, column in zip(order, arrays)}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{name!r} has {n}" for name, n in list(lengths.items())[:4])
+        raise BadRequest(f"{what} columns must all have the same length: {shown}")
+    if arrays and not arrays[0].shape[0]:
+        raise BadRequest(f"{what} columns are empty: send at least one row")
     return np.column_stack(arrays)
 
 
-def feature_order(names: Sequence[str], loaded: LoadedModel, what: str) -> list[str]:
-    """``names`` in the model's feature order; missing or unknown features are a 400."""
+def feature_order(
+    names: Sequence[str], loaded: LoadedModel, what: str, *, ordered: bool = True
+) -> list[str]:
+    """``names`` in the model's feature order; missing, unknown or repeated names are a 400.
+
+    A model fitted without feature names takes ``names`` by position, as a
+    DataFrame is taken, but only when they come in an order the client chose
+    (a list: CSV header, dataframe_split columns, V2 inputs). Keys of a JSON
+    object (records, a columns object) have no order by the JSON standard,
+    so such a model refuses them rather than guess.
+    """
     expected = loaded.feature_names
     if expected is None:
+        if not ordered:
+            raise BadRequest(
+                f"model {loaded.name!r} was fitted without feature names, so the names in "
+                f"{what} cannot be matched to its features; send each row as a list of "
+                f"{loaded.n_features} numbers in the training order"
+            )
         if len(names) != loaded.n_features:
-            raise BadRequest(f"expected {loaded.n_features} features, got {len(names)}")
+            raise BadRequest(
+                f"{what} has {len(names)} columns; model {loaded.name!r} expects "
+                f"{loaded.n_features} features"
+            )
         return list(names)
-    given = set(names)
-    missing = [n for n in expected if n not in given]
-    if missing:
-        raise BadRequest(f"{what} is missing feature {missing[0]!r}")
-    unknown = [n for n in names if n not in set(expected)]
-    if unknown:
-        raise BadRequest(f"{what} has unknown feature {unknown[0]!r}")
+    message = feature_mismatch(names, expected, what)
+    if message is not None:
+        raise BadRequest(message)
     return list(expected)
 
 
+def _empty(what: str) -> BadRequest:
+    return BadRequest(f"'{what}' is empty: send at least one row")
+
+
 def records_to_rows(records: Any, loaded: LoadedModel, what: str) -> np.ndarray:
-    """A list of ``{feature: value}`` objects as 2-D rows in the model's feature order."""
+    """A list of ``{feature: value}`` objects as 2-D rows in the model's feature order.
+
+    Every record must name exactly the model's features; the first one that
+    does not is a 400 naming its row (counted from 0) and the feature.
+    """
     records = _as_list(records)
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise BadRequest(f"{what} must be a list of objects mapping feature names to numbers")
     if not records:
-        return np.empty((0, loaded.n_features))
-    order = feature_order(list(records[0]), loaded, what)
-    try:
-        rows = [[record[name] for name in order] for record in records]
-    except KeyError as exc:
-        raise BadRequest(f"{what}: a record has no feature {exc.args[0]!r}") from None
+        raise _empty(what)
+    if loaded.feature_names is None:
+        feature_order(list(records[0]), loaded, what, ordered=False)  # raises: no names
+    order = list(loaded.feature_names)
+    expected = set(order)
+    for i, record in enumerate(records):
+        if record.keys() != expected:
+            label = what if len(records) == 1 else f"{what} row {i}"
+            raise BadRequest(feature_mismatch(list(record), order, label))
+    rows = [[record[name] for name in order] for record in records]
     return to_numeric_array(rows, what)
 
 
@@ -318,9 +358,13 @@ def decode_v1(body: Mapping[str, Any], loaded: LoadedModel) -> V1Request:
 
 def _instances_to_rows(instances: Any, loaded: LoadedModel, what: str) -> np.ndarray:
     if type(instances) is np.ndarray:  # rows of numbers, packed by json_decode
+        if not instances.size and instances.ndim == 1:
+            raise _empty(what)
         return as_rows(to_numeric_array(instances, what), loaded, what)
     if not isinstance(instances, list):
         raise BadRequest(f"'{what}' must be a list, got {_json_type(instances)}")
+    if not instances:
+        raise _empty(what)
     if instances and isinstance(instances[0], dict):
         first = instances[0]
         if len(first) == 1 and not (
@@ -337,6 +381,8 @@ def _instances_to_rows(instances: Any, loaded: LoadedModel, what: str) -> np.nda
 
 
 def _inputs_to_rows(inputs: Any, loaded: LoadedModel, what: str) -> np.ndarray:
+    if isinstance(inputs, (list, np.ndarray)) and len(inputs) == 0:
+        raise _empty(what)
     if isinstance(inputs, dict):
         if len(inputs) == 1 and not (
             loaded.feature_names and next(iter(inputs)) in loaded.feature_names
@@ -440,12 +486,17 @@ def _decode_v2_tensor(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
     ):
         raise BadRequest(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if datatype is None:
+        raise BadRequest(
+            f"input {name!r} has no 'datatype'; expected one of {', '.join(_V2_INPUT_DATATYPES)}"
+        )
     if datatype == "BYTES":
         raise BadRequest(f"input {name!r}: datatype BYTES is not supported; send numbers")
     dtype = V2_DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise BadRequest(
-            f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(V2_DATATYPES)}"
+            f"input {name!r}: unknown datatype {datatype!r}; expected one of "
+            + ", ".join(_V2_INPUT_DATATYPES)
         )
     check_dimensions(shape, dtype.itemsize, f"input {name!r}")
     count = math.prod(shape)
@@ -465,22 +516,117 @@ def _decode_v2_tensor(
             raise BadRequest(
                 f"input {name!r}: binary_data_size {size} runs past the end of the body"
             )
-        array = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
-        return array, size
+        raw = binary[offset : offset + size]
+        if dtype.kind == "b":  # any byte would read as a bool; only 0 and 1 are BOOL values
+            as_bytes = np.frombuffer(raw, dtype=np.uint8)
+            if (as_bytes > 1).any():
+                i = int(np.argmax(as_bytes > 1))
+                raise BadRequest(
+                    f"input {name!r}: BOOL binary data holds byte {int(as_bytes[i])} at "
+                    f"position {i}; expected 0 (false) or 1 (true)"
+                )
+        return np.frombuffer(raw, dtype=dtype).reshape(shape), size
     if "data" not in tensor:
         raise BadRequest(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
-    values = to_numeric_array(tensor["data"], f"input {name!r} data")
+    data = tensor["data"]
+    _check_v2_booleans(data, datatype, name)
+    values = to_numeric_array(data, f"input {name!r} data")
     if values.size != count:
         raise BadRequest(
             f"input {name!r}: shape {shape} needs {count} values, 'data' has {values.size}"
         )
     values = values.reshape(shape)
-    if dtype.kind == "f" and values.dtype.kind in "fiu":
-        # the precision the client declared, as a binary tensor would carry it; a value
-        # out of range becomes infinity, which the model then rejects with a 400
+    if dtype.kind == "f" and dtype.itemsize < 8:
+        # the precision the client declared, as a binary tensor would carry it
         with np.errstate(over="ignore", invalid="ignore"):
-            return values.astype(dtype, copy=False), 0
-    return values, 0  # integers and booleans: the model computes in floating point anyway
+            cast = values.astype(dtype, copy=False)
+        if np.isinf(cast).any():  # JSON has no infinity: each one is an overflow
+            i = int(np.argmax(np.isinf(cast.reshape(-1))))
+            raise BadRequest(
+                f"input {name!r}: {_v2_value(values.reshape(-1)[i])} at position {i} is out "
+                f"of range for {datatype} (largest {float(np.finfo(dtype).max):g})"
+            )
+        return cast, 0
+    if dtype.kind in "iu":
+        _check_v2_integers(values, dtype, datatype, name)
+    return values, 0  # the model computes in floating point; FP64 is used as decoded
+
+
+#: What a V2 input may be, in the order the errors list them (BYTES is refused).
+_V2_INPUT_DATATYPES = (
+    "FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8",
+    "UINT64", "UINT32", "UINT16", "UINT8", "BOOL",
+)  # fmt: skip
+
+
+def _v2_value(value: Any) -> str:
+    """A value as the client wrote it in JSON: whole numbers without '.0', NaN as null."""
+    value = float(value)
+    if math.isnan(value):
+        return "null"
+    if value.is_integer() and abs(value) < 1e20:  # as written, not 9.2e+18
+        return str(int(value))
+    return repr(value)
+
+
+def _check_v2_booleans(data: Any, datatype: str, name: str) -> None:
+    """BOOL data is only true/false, and only BOOL data holds true/false.
+
+    json_decode packs a rectangular array as one ndarray (bool for all
+    true/false), so the numeric fast path costs one dtype check here.
+    """
+    if type(data) is np.ndarray:
+        is_bool = data.dtype.kind == "b"
+        if datatype == "BOOL" and not is_bool and data.size:
+            raise BadRequest(
+                f"input {name!r}: BOOL data must be true or false, got "
+                f"{_v2_value(data.reshape(-1)[0])}"
+            )
+        if datatype != "BOOL" and is_bool:
+            raise BadRequest(
+                f"input {name!r}: {datatype} data must be numbers, got true/false "
+                "(only BOOL inputs take booleans)"
+            )
+        return
+    stack = [data]  # nested lists (ragged or mixed): the slow path
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (list, tuple)):
+            stack.extend(reversed(value))
+        elif isinstance(value, np.ndarray):
+            stack.extend(reversed(value.tolist()))
+        elif datatype == "BOOL" and not isinstance(value, bool):
+            shown = _v2_value(value) if isinstance(value, (int, float)) else repr(value)[:40]
+            raise BadRequest(f"input {name!r}: BOOL data must be true or false, got {shown}")
+        elif datatype != "BOOL" and isinstance(value, bool):
+            raise BadRequest(
+                f"input {name!r}: {datatype} data must be numbers, got "
+                f"{'true' if value else 'false'} (only BOOL inputs take booleans)"
+            )
+
+
+def _check_v2_integers(values: np.ndarray, dtype: np.dtype, datatype: str, name: str) -> None:
+    """Whole numbers within the datatype's range; never wrapped or truncated."""
+    info = np.iinfo(dtype)
+    flat = values.reshape(-1)
+    # float(max) + 1 is exact as a bound (2**63 for INT64), float(max) alone is not
+    fits = (flat >= float(info.min)) & (flat < float(info.max) + 1.0)  # NaN fails both
+    if flat.dtype.kind == "f":
+        fits &= flat == np.floor(flat)
+    if fits.all():
+        return
+    i = int(np.argmin(fits))
+    value = float(flat[i])
+    if math.isnan(value):
+        problem = f"null at position {i} is not a number, which {datatype} needs"
+    elif value.is_integer():
+        problem = (
+            f"{_v2_value(value)} at position {i} is out of range for {datatype} "
+            f"({info.min} to {info.max})"
+        )
+    else:
+        problem = f"{value!r} at position {i} is not a whole number, which {datatype} needs"
+    raise BadRequest(f"input {name!r}: {problem}")
 
 
 def _shape_list(shape: Any) -> Any:
@@ -495,9 +641,17 @@ def _shape_list(shape: Any) -> Any:
 
 
 def _v2_inputs_to_rows(arrays: list[tuple[str, np.ndarray]], loaded: LoadedModel) -> np.ndarray:
+    """One input holds whole rows; several inputs are one feature column each, by name."""
     if len(arrays) == 1:
         name, array = arrays[0]
-        return as_rows(array, loaded, f"input {name!r}")
+        # one column named after one of several features: the others are missing
+        named_column = (
+            loaded.feature_names is not None and loaded.n_features > 1
+            and name in loaded.feature_names
+            and (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1))
+        )  # fmt: skip
+        if not named_column:
+            return as_rows(array, loaded, f"input {name!r}")
     columns = {}
     for name, array in arrays:
         if array.ndim == 2 and array.shape[1] == 1:
@@ -510,7 +664,7 @@ def _v2_inputs_to_rows(arrays: list[tuple[str, np.ndarray]], loaded: LoadedModel
         if name in columns:
             raise BadRequest(f"input {name!r} appears twice")
         columns[name] = array
-    return columns_to_rows(columns, loaded, "inputs")
+    return columns_to_rows(columns, loaded, "inputs", ordered=True)
 
 
 def _optional_object(value: Any, what: str) -> Mapping[str, Any]:
@@ -623,9 +777,11 @@ def decode_mlflow_json(body: Mapping[str, Any], loaded: LoadedModel) -> np.ndarr
     if key == "dataframe_split":
         if not isinstance(value, dict) or "data" not in value:
             raise BadRequest("'dataframe_split' must be an object with 'data' (and 'columns')")
-        rows = as_rows(
-            to_numeric_array(value["data"], "dataframe_split data"), loaded, "dataframe_split data"
-        )
+        data = value["data"]
+        if isinstance(data, (list, np.ndarray)) and len(data) == 0:
+            raise BadRequest("'dataframe_split' data is empty: send at least one row")
+        what = "dataframe_split data"
+        rows = as_rows(to_numeric_array(data, what), loaded, what)
         columns = _as_list(value.get("columns"))
         if columns is not None:
             if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
@@ -634,9 +790,7 @@ def decode_mlflow_json(body: Mapping[str, Any], loaded: LoadedModel) -> np.ndarr
                 raise BadRequest(
                     f"dataframe_split has {len(columns)} columns but rows of {rows.shape[1]} values"
                 )
-            if loaded.feature_names is not None:
-                order = feature_order(columns, loaded, "dataframe_split")
-                rows = rows[:, [columns.index(n) for n in order]]
+            rows = _in_model_order(rows, columns, loaded, "dataframe_split columns")
         return rows
     if key == "dataframe_records":
         return records_to_rows(value, loaded, "dataframe_records")
@@ -669,10 +823,21 @@ def decode_mlflow_csv(body: bytes, loaded: LoadedModel) -> np.ndarray:
         raise BadRequest(f"CSV data must be numbers in rows of equal length: {exc}") from None
     if rows.shape[1] != len(header):
         raise BadRequest(f"CSV header has {len(header)} columns but rows have {rows.shape[1]}")
-    if loaded.feature_names is not None:
-        order = feature_order(header, loaded, "CSV header")
-        rows = rows[:, [header.index(n) for n in order]]
+    rows = _in_model_order(rows, header, loaded, "CSV header")
+    if not rows.shape[0]:
+        raise BadRequest("CSV body has a header but no data rows: send at least one row")
     return rows
+
+
+def _in_model_order(
+    rows: np.ndarray, columns: list[str], loaded: LoadedModel, what: str
+) -> np.ndarray:
+    """``rows`` whose columns are named ``columns``, reordered to the model's features."""
+    order = feature_order(columns, loaded, what)
+    if order == columns:
+        return rows
+    position = {name: j for j, name in enumerate(columns)}
+    return rows[:, [position[name] for name in order]]
 
 
 def encode_mlflow(results: Mapping[str, np.ndarray]) -> dict[str, Any]:
