@@ -210,6 +210,7 @@ def test_describe(store):
     store.publish("clf", fit_classifier(), alias="production")
     described = store.describe("clf")
     assert described["versions"] == [1]
+    assert described["latest_version"] == 1
     assert described["aliases"] == {"production": [{"version": 1, "weight": 1.0}]}
     assert described["input_shape"] == [-1, 4]
     assert described["classes"] == ["high", "low"]
