@@ -38,11 +38,14 @@ def parse_alias_targets(text: str) -> int | dict[int, float]:
     for part in text.split(","):
         version, sep, weight = part.partition("=")
         try:
-            targets[int(version)] = float(weight) if sep else 1.0
+            number, share = int(version), float(weight) if sep else 1.0
         except ValueError:
             raise click.BadParameter(
                 f"expected VERSION or VERSION=WEIGHT,VERSION=WEIGHT, got {text!r}"
             ) from None
+        if number in targets:
+            raise click.BadParameter(f"version {number} appears twice in {text!r}")
+        targets[number] = share
     return targets
 
 
