@@ -580,16 +580,29 @@ class ModelStore:
         staging.mkdir()
         try:
             staged = staging / MODEL_FILE
+            source: Path | None = None
             if isinstance(model, (str, os.PathLike)):
                 source = Path(model)
                 if not source.is_file():
-                    raise StoreError(f"cannot publish {str(source)!r}: no such file")
+                    raise StoreError(
+                        f"cannot publish {str(source)!r}: no such file"
+                        " (expected a .mls file or a fitted mlserve model)"
+                    )
                 shutil.copyfile(source, staged)
             else:
                 mlserve.save(model, staged)
             _fsync_file(staged)
             _fsync_dir(staging)
-            loaded = mlserve.load(staged, verify=True)
+            try:
+                loaded = mlserve.load(staged, verify=True)
+            except mlserve.ModelFormatError as exc:
+                if source is None:
+                    raise
+                # name the user's file, not the staging copy it was read from
+                raise mlserve.ModelFormatError(
+                    f"cannot publish {str(source)!r}: "
+                    + str(exc).replace(f"cannot load {str(staged)!r}: ", "")
+                ) from None
             info: dict[str, Any] = {
                 "published_at": _now(),
                 "sha256": _sha256(staged),
@@ -791,11 +804,17 @@ def _format_versions(targets: tuple[AliasTarget, ...] | list[AliasTarget] | None
 def _parse_targets(version: int | Mapping[int, float]) -> tuple[AliasTarget, ...]:
     if isinstance(version, Mapping):
         if not version:
-            raise StoreError("an alias needs at least one version")
+            raise StoreError(
+                "an alias needs at least one version: expected a version number or a mapping"
+                " {version: weight}, got an empty mapping"
+            )
         targets = []
         for v, weight in version.items():
-            w = float(weight)
-            if not w > 0 or w != w or w == float("inf"):
+            try:
+                w = float(weight)
+            except (TypeError, ValueError):
+                w = float("nan")  # refused just below, with the value in the message
+            if isinstance(weight, bool) or not w > 0 or w == float("inf"):
                 raise StoreError(f"weight of version {v} must be a positive number, got {weight!r}")
             targets.append(AliasTarget(_as_version(v), w))
         return tuple(sorted(targets, key=lambda t: t.version))

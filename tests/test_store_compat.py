@@ -508,3 +508,12 @@ def test_describe_is_json_ready(served_v2_newest_v3):
 def test_a_version_given_twice_in_a_split_is_refused(churn):
     result = invoke("alias", "churn", "production", "2=50,2=50", "--store", churn.root)
     assert result.exit_code == 2 and "version 2 appears twice in '2=50,2=50'" in result.output
+
+
+def test_serving_state_of_an_unknown_blueprint_names_the_registered_ones(store):
+    from mlserve.serving import serving_state
+
+    app = Flask("host")
+    app.register_blueprint(blueprint(store, reload_interval=0), url_prefix="/ml")
+    with pytest.raises(RuntimeError, match="no mlserve blueprint named 'other'.*registered: mlserve"):
+        serving_state(app, name="other")
