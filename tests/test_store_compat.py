@@ -517,3 +517,15 @@ def test_serving_state_of_an_unknown_blueprint_names_the_registered_ones(store):
     app.register_blueprint(blueprint(store, reload_interval=0), url_prefix="/ml")
     with pytest.raises(RuntimeError, match="no mlserve blueprint named 'other'.*registered: mlserve"):
         serving_state(app, name="other")
+
+
+def test_mlserve_models_shows_what_production_serves(served_v2_newest_v3):
+    result = invoke("models", served_v2_newest_v3.root)
+    assert result.output.startswith(
+        "churn  versions: 1, 2, 3  aliases: production -> v2  input: [-1, 6]  task: classification"
+    )
+    app = Flask("host")
+    app.config["MLSERVE_DEFAULT_ALIAS"] = "none-such"
+    app.register_blueprint(blueprint(served_v2_newest_v3, reload_interval=0), url_prefix="/ml")
+    result = app.test_cli_runner().invoke(args=["mlserve", "models"])
+    assert "input: [-1, 4]  task: regression" in result.output  # no such alias: the newest

@@ -38,8 +38,8 @@ from mlserve.serving.metrics import (
     render_metrics,
     request_id_from,
 )
-from mlserve.serving.runtime import PREDICT, LoadedModel, ServingState, Timings, predict
 from mlserve.serving.registry import EXTENSION_KEY, serving_state
+from mlserve.serving.runtime import PREDICT, LoadedModel, ServingState, Timings, predict
 from mlserve.serving.security import Guard
 from mlserve.store import ModelStore
 

@@ -56,12 +56,15 @@ def format_targets(targets: list[AliasTarget]) -> str:
     return ", ".join(f"v{t.version} ({100 * t.weight / total:g}%)" for t in targets)
 
 
-def format_models(store: ModelStore) -> str:
-    """A plain-text table of the store's models, versions and aliases."""
+def format_models(store: ModelStore, default_alias: str | None = "production") -> str:
+    """A plain-text table of the store's models, versions and aliases.
+
+    Input and task are those of the version ``default_alias`` serves (else the newest).
+    """
     lines = []
     for name in store.names():
         manifest = store.manifest(name)
-        described = store.describe(name, manifest)
+        described = store.describe(name, manifest, default_alias=default_alias)
         aliases = "; ".join(
             f"{alias} -> {format_targets(list(targets))}"
             for alias, targets in sorted(manifest.aliases.items())
@@ -91,7 +94,8 @@ def register_flask_commands(bp: Blueprint) -> None:
     @bp.cli.command("models")
     def models_command() -> None:
         """List the served store's models, versions and aliases."""
-        click.echo(format_models(state().store))
+        serving = state()
+        click.echo(format_models(serving.store, serving.config.default_alias))
 
     @bp.cli.command("publish")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
