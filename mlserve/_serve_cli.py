@@ -304,13 +304,19 @@ def _log_access_to_stderr() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", "-n", required=True, help="Model name.")
 @click.option("--alias", "-a", default=None, help="Point this alias at the new version.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Move the alias even if the version differs from what it serves "
+    "(task, features, classes, dtype, outputs).",
+)
 @store_option
-def publish_command(file: str, name: str, alias: str | None, store_dir: str) -> None:
-    """Publish an .mls FILE as the next version of model NAME."""
+def publish_command(file: str, name: str, alias: str | None, force: bool, store_dir: str) -> None:
+    """Publish an .mls FILE as the next version of model NAME (checked against --alias)."""
     from mlserve.serving.commands import run_store_command
 
     store = _open_store(store_dir)
-    version = run_store_command(lambda: store.publish(name, file, alias=alias))
+    version = run_store_command(lambda: store.publish(name, file, alias=alias, force=force))
     click.echo(f"published {name} version {version}" + (f" as {alias}" if alias else ""))
 
 
@@ -335,13 +341,21 @@ def models_command(store_dir: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("alias")
 @click.argument("versions")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Move the alias even if a version differs from what it serves "
+    "(task, features, classes, dtype, outputs).",
+)
 @store_option
-def alias_command(name: str, alias: str, versions: str, store_dir: str) -> None:
+def alias_command(name: str, alias: str, versions: str, force: bool, store_dir: str) -> None:
     """Point ALIAS of model NAME at VERSIONS: "3", or "3=90,4=10" for a canary split."""
     from mlserve.serving.commands import format_targets, parse_alias_targets, run_store_command
 
     store = _existing_store(store_dir)
-    targets = run_store_command(lambda: store.set_alias(name, alias, parse_alias_targets(versions)))
+    targets = run_store_command(
+        lambda: store.set_alias(name, alias, parse_alias_targets(versions), force=force)
+    )
     click.echo(f"{name}: {alias} -> {format_targets(targets)}")
 
 

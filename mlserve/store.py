@@ -14,6 +14,11 @@ Readers never take the lock; they only ever see a complete manifest.
 A version exists once the manifest lists it; a version directory that the
 manifest does not list (a publish killed between the two renames) is ignored
 and its number is never reused.
+
+An alias is only moved to a version that can take its clients' traffic (see
+mlserve._compatibility): publish with an alias, set_alias and canary splits are
+refused with an IncompatibleModelError, and nothing changes, unless force=True.
+A rollback is never refused: it restores what the alias served before.
 """
 
 from __future__ import annotations
@@ -35,15 +40,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from mlserve._compatibility import compatibility_problems
 from mlserve._errors import MLServeError
 
 __all__ = [
     "AliasTarget",
+    "IncompatibleModelError",
     "Manifest",
     "ModelNotFoundError",
     "ModelStore",
     "StoreError",
     "VersionInUseError",
+    "compatibility_problems",
+    "primary_version",
 ]
 
 MANIFEST_FILE = "manifest.json"
@@ -68,6 +77,14 @@ class ModelNotFoundError(StoreError, LookupError):
 
 class VersionInUseError(StoreError):
     """A version cannot be deleted while an alias points to it."""
+
+
+class IncompatibleModelError(StoreError):
+    """An alias was not moved: the version(s) differ from what it serves (see ``problems``)."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -381,15 +398,67 @@ class ModelStore:
         with self._loaded_lock:
             self._loaded.pop((name, int(version)), None)
 
-    def describe(self, name: str, manifest: Manifest | None = None) -> dict[str, Any]:
-        """A JSON-ready summary of one model: versions, aliases, inputs, outputs."""
+    def serving(
+        self,
+        name: str,
+        manifest: Manifest | None = None,
+        *,
+        default_alias: str | None = "production",
+    ) -> tuple[str, tuple[AliasTarget, ...]]:
+        """What a request for ``name`` without a version or alias is answered by.
+
+        Returns ``(alias, targets)``: ``default_alias`` and its targets when the
+        model has that alias, else ``("latest", (newest version,))`` (no targets
+        when nothing is published), as :meth:`resolve` chooses.
+        """
         m = manifest if manifest is not None else self.manifest(name)
-        latest = m.latest
-        metadata = dict(m.versions[latest].get("metadata", {})) if latest else {}
+        if default_alias is not None and m.aliases.get(default_alias):
+            return default_alias, m.aliases[default_alias]
+        return LATEST, (AliasTarget(m.latest),) if m.latest is not None else ()
+
+    def version_metadata(self, name: str, version: int, manifest: Manifest | None = None) -> dict:
+        """The ``.mls`` metadata of one version, from the manifest (no model is loaded)."""
+        m = manifest if manifest is not None else self.manifest(name)
+        info = m.versions.get(int(version))
+        if info is None:
+            raise ModelNotFoundError(f"model {name!r} has no version {version}")
+        if "metadata" in info:
+            return dict(info["metadata"])
+        import mlserve  # a manifest written without the copy: read the file's header
+
+        return _jsonable(mlserve.load(self.path(name, version), verify=False).metadata)
+
+    def describe(
+        self,
+        name: str,
+        manifest: Manifest | None = None,
+        *,
+        default_alias: str | None = "production",
+    ) -> dict[str, Any]:
+        """A JSON-ready summary of one model: versions, aliases, inputs, outputs.
+
+        The inputs and outputs are those of the version a request without a
+        version gets (``default_alias``, else the newest; of a canary split, its
+        heaviest version), which is ``"version"``; ``"serving"`` lists the alias
+        and its versions with their share of the traffic in percent, and
+        ``"latest_version"`` the newest published version.
+        """
+        m = manifest if manifest is not None else self.manifest(name)
+        alias, targets = self.serving(name, m, default_alias=default_alias)
+        version = primary_version(targets)
+        metadata = self.version_metadata(name, version, m) if version is not None else {}
+        total = sum(t.weight for t in targets)
         return {
             "name": name,
             "versions": sorted(m.versions),
-            "latest": latest,
+            "latest_version": m.latest,
+            "serving": {
+                "alias": alias,
+                "versions": [
+                    {"version": t.version, "weight": 100 * t.weight / total} for t in targets
+                ],
+            },
+            "version": version,
             "aliases": {
                 a: [{"version": t.version, "weight": t.weight} for t in targets]
                 for a, targets in sorted(m.aliases.items())
@@ -401,7 +470,53 @@ class ModelStore:
             "output_shape": [-1, *metadata.get("output_shape", [])],
             "classes": metadata.get("classes"),
             "feature_names": metadata.get("feature_names"),
+            "dtype": metadata.get("dtype"),
         }
+
+    def _check_alias_move(
+        self,
+        manifest: Manifest,
+        alias: str,
+        targets: tuple[AliasTarget, ...],
+        metadata: Mapping[int, Mapping[str, Any]],
+    ) -> list[str]:
+        """What differs between ``targets`` and what ``alias`` serves now (and among targets).
+
+        ``metadata`` holds the metadata of versions the manifest does not list
+        yet (a version being published).
+        """
+
+        def meta(version: int) -> Mapping[str, Any]:
+            if version in metadata:
+                return metadata[version]
+            return self.version_metadata(manifest.name, version, manifest)
+
+        served = manifest.aliases.get(alias, ())
+        problems: list[str] = []
+        for new in targets:
+            for old in served:
+                if old.version != new.version:
+                    problems += compatibility_problems(
+                        meta(old.version),
+                        meta(new.version),
+                        candidate_label=f"version {new.version}",
+                        served_label=alias,
+                        served_version=old.version,
+                    )
+        if not served and len(targets) > 1:
+            # a new alias split across versions: they must agree with each other (with
+            # versions the alias serves, the loop above compared every target already)
+            reference = targets[0]
+            for new in targets:
+                if new.version != reference.version:
+                    problems += compatibility_problems(
+                        meta(reference.version),
+                        meta(new.version),
+                        candidate_label=f"version {new.version}",
+                        served_label=f"the same split of {alias}",
+                        served_version=reference.version,
+                    )
+        return list(dict.fromkeys(problems))  # each sentence once, in order
 
     # ---------------------------------------------------------------- writing
 
@@ -433,6 +548,7 @@ class ModelStore:
         alias: str | None = None,
         *,
         description: str | None = None,
+        force: bool = False,
     ) -> int:
         """Add a model as the next version of ``name``; return its version number.
 
@@ -444,9 +560,14 @@ class ModelStore:
             A ``.mls`` file (validated before it is added) or an in-memory
             mlserve estimator (saved into the store).
         alias : str, optional
-            Point this alias at the new version once it is published.
+            Point this alias at the new version once it is published. Refused
+            (:class:`IncompatibleModelError`, and no version is created) when the
+            model differs from what the alias serves: task, features (number,
+            names, order), classes, input dtype or shape, outputs.
         description : str, optional
             Free text kept in the manifest.
+        force : bool, default False
+            Point ``alias`` at the new version even if it differs.
         """
         import mlserve
 
@@ -459,16 +580,29 @@ class ModelStore:
         staging.mkdir()
         try:
             staged = staging / MODEL_FILE
+            source: Path | None = None
             if isinstance(model, (str, os.PathLike)):
                 source = Path(model)
                 if not source.is_file():
-                    raise StoreError(f"cannot publish {str(source)!r}: no such file")
+                    raise StoreError(
+                        f"cannot publish {str(source)!r}: no such file"
+                        " (expected a .mls file or a fitted mlserve model)"
+                    )
                 shutil.copyfile(source, staged)
             else:
                 mlserve.save(model, staged)
             _fsync_file(staged)
             _fsync_dir(staging)
-            loaded = mlserve.load(staged, verify=True)
+            try:
+                loaded = mlserve.load(staged, verify=True)
+            except mlserve.ModelFormatError as exc:
+                if source is None:
+                    raise
+                # name the user's file, not the staging copy it was read from
+                raise mlserve.ModelFormatError(
+                    f"cannot publish {str(source)!r}: "
+                    + str(exc).replace(f"cannot load {str(staged)!r}: ", "")
+                ) from None
             info: dict[str, Any] = {
                 "published_at": _now(),
                 "sha256": _sha256(staged),
@@ -488,6 +622,19 @@ class ModelStore:
                     for e in os.scandir(model_dir)
                     if _is_number(e.name) and int(e.name) not in current.versions
                 ]
+                if alias is not None and not force:
+                    problems = self._check_alias_move(
+                        current, alias, (AliasTarget(version),), {version: info["metadata"]}
+                    )
+                    if problems:
+                        raise IncompatibleModelError(
+                            f"refused to publish model {name!r} as {alias!r}: "
+                            + "; ".join(problems)
+                            + f". Nothing was published and {alias!r} still points to"
+                            f" {_format_versions(current.aliases[alias])}"
+                            " (force=True or --force publishes it anyway)",
+                            problems,
+                        )
                 target = model_dir / str(version)
                 os.rename(staging, target)
                 _fsync_dir(model_dir)
@@ -531,12 +678,19 @@ class ModelStore:
         name: str,
         alias: str,
         version: int | Mapping[int, float],
+        *,
+        force: bool = False,
     ) -> list[AliasTarget]:
         """Point ``alias`` at a version, or at several with weights (a canary split).
 
         ``store.set_alias("churn", "production", {3: 90, 4: 10})`` sends 90% of
         the traffic for ``production`` to version 3 and 10% to version 4.
         The previous targets are remembered for :meth:`rollback`.
+
+        Refused with :class:`IncompatibleModelError` (the alias does not move)
+        when a new version differs from one the alias serves, or the versions
+        of a split differ from each other (see :func:`compatibility_problems`);
+        ``force=True`` moves it anyway.
         """
         validate_alias(alias)
         targets = _parse_targets(version)
@@ -547,6 +701,22 @@ class ModelStore:
                     raise ModelNotFoundError(f"model {name!r} has no version {t.version}")
             if current.aliases.get(alias) == targets:
                 return list(targets)
+            if not force:
+                problems = self._check_alias_move(current, alias, targets, {})
+                if problems:
+                    still = current.aliases.get(alias)
+                    unchanged = (
+                        f"{alias!r} still points to {_format_versions(still)}"
+                        if still
+                        else f"{alias!r} was not created"
+                    )
+                    raise IncompatibleModelError(
+                        f"refused to point {alias!r} of model {name!r} at"
+                        f" {_format_versions(targets)}: "
+                        + "; ".join(problems)
+                        + f". {unchanged} (force=True or --force moves it anyway)",
+                        problems,
+                    )
             self._write_manifest(_with_alias(current, alias, targets))
         return list(targets)
 
@@ -565,7 +735,11 @@ class ModelStore:
             )
 
     def rollback(self, name: str, alias: str) -> list[AliasTarget]:
-        """Move ``alias`` back to the versions it pointed to before its last move."""
+        """Move ``alias`` back to the versions it pointed to before its last move.
+
+        Never refused for compatibility: it restores what the alias served
+        before, which is the way back from a move made with ``force=True``.
+        """
         with self._locked(name):
             current = self.manifest(name)
             if alias not in current.aliases:
@@ -611,14 +785,36 @@ class ModelStore:
         self.forget(name, version)
 
 
+def primary_version(targets: tuple[AliasTarget, ...] | list[AliasTarget]) -> int | None:
+    """The version that takes most of an alias's traffic (of equal weights, the lowest)."""
+    if not targets:
+        return None
+    return min(targets, key=lambda t: (-t.weight, t.version)).version
+
+
+def _format_versions(targets: tuple[AliasTarget, ...] | list[AliasTarget] | None) -> str:
+    if not targets:
+        return "nothing"
+    if len(targets) == 1:
+        return f"version {targets[0].version}"
+    total = sum(t.weight for t in targets)
+    return "versions " + ", ".join(f"{t.version} ({100 * t.weight / total:g}%)" for t in targets)
+
+
 def _parse_targets(version: int | Mapping[int, float]) -> tuple[AliasTarget, ...]:
     if isinstance(version, Mapping):
         if not version:
-            raise StoreError("an alias needs at least one version")
+            raise StoreError(
+                "an alias needs at least one version: expected a version number or a mapping"
+                " {version: weight}, got an empty mapping"
+            )
         targets = []
         for v, weight in version.items():
-            w = float(weight)
-            if not w > 0 or w != w or w == float("inf"):
+            try:
+                w = float(weight)
+            except (TypeError, ValueError):
+                w = float("nan")  # refused just below, with the value in the message
+            if isinstance(weight, bool) or not w > 0 or w == float("inf"):
                 raise StoreError(f"weight of version {v} must be a positive number, got {weight!r}")
             targets.append(AliasTarget(_as_version(v), w))
         return tuple(sorted(targets, key=lambda t: t.version))

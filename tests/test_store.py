@@ -142,12 +142,20 @@ def test_canary_split_follows_weights(store, regressor):
         ("x", "invalid version 'x'"),
         (0, "invalid version 0"),
         (True, "invalid version True"),
+        ({1: "abc"}, "weight of version 1 must be a positive number, got 'abc'"),
+        ({1: None}, "weight of version 1 must be a positive number, got None"),
+        ({1: True}, "weight of version 1 must be a positive number, got True"),
     ],
 )
 def test_set_alias_rejects_bad_targets(store, regressor, versions, message):
     store.publish("reg", regressor)
     with pytest.raises(StoreError, match=message):
         store.set_alias("reg", "production", versions)
+
+
+def test_publish_of_a_missing_file_says_what_it_expected(store, tmp_path):
+    with pytest.raises(StoreError, match=r"no such file \(expected a .mls file or a fitted"):
+        store.publish("reg", tmp_path / "missing.mls")
 
 
 def test_set_alias_to_missing_version(store, regressor):
@@ -176,8 +184,10 @@ def test_publish_refuses_a_bad_file_and_leaves_the_store_unchanged(store, regres
     store.publish("reg", regressor, alias="production")
     bad = tmp_path / "bad.mls"
     bad.write_bytes(b"not a model at all" * 10)
-    with pytest.raises(mlserve.ModelFormatError):
+    with pytest.raises(mlserve.ModelFormatError) as raised:
         store.publish("reg", bad, alias="production")
+    # the message names the user's file, not the store's staging copy
+    assert str(raised.value) == f"cannot publish {str(bad)!r}: not an .mls file (bad magic)"
     with pytest.raises(StoreError, match="no such file"):
         store.publish("reg", tmp_path / "missing.mls")
     assert store.versions("reg") == [1]
@@ -210,6 +220,7 @@ def test_describe(store):
     store.publish("clf", fit_classifier(), alias="production")
     described = store.describe("clf")
     assert described["versions"] == [1]
+    assert described["latest_version"] == 1
     assert described["aliases"] == {"production": [{"version": 1, "weight": 1.0}]}
     assert described["input_shape"] == [-1, 4]
     assert described["classes"] == ["high", "low"]

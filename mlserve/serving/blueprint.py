@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 import zlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 import mlserve
 from mlserve.serving import codecs
+from mlserve.serving.commands import register_flask_commands
 from mlserve.serving.config import ServingConfig
 from mlserve.serving.errors import (
     BadRequest,
@@ -37,13 +38,13 @@ from mlserve.serving.metrics import (
     render_metrics,
     request_id_from,
 )
+from mlserve.serving.registry import EXTENSION_KEY, serving_state
 from mlserve.serving.runtime import PREDICT, LoadedModel, ServingState, Timings, predict
 from mlserve.serving.security import Guard
 from mlserve.store import ModelStore
 
 __all__ = ["blueprint", "serving_state"]
 
-EXTENSION_KEY = "mlserve"
 JSON = "application/json"
 NPY = "application/x-npy"
 OCTET = "application/octet-stream"
@@ -110,25 +111,8 @@ def blueprint(
         setup.app.extensions.setdefault(EXTENSION_KEY, {})[key] = state
 
     _add_routes(bp)
-
-    from mlserve.serving.commands import register_flask_commands
-
     register_flask_commands(bp)
     return bp
-
-
-def serving_state(app: Any = None, name: str | None = None) -> ServingState:
-    """The ServingState of a registered mlserve blueprint (in a request: the current one)."""
-    app = app or current_app
-    states: Mapping[str, ServingState] = app.extensions.get(EXTENSION_KEY, {})
-    if name is None:
-        blueprint_name = request.blueprint if request else None
-        if blueprint_name in states:
-            return states[blueprint_name]
-        if len(states) == 1:
-            return next(iter(states.values()))
-        raise RuntimeError("several mlserve blueprints are registered; pass name=")
-    return states[name]
 
 
 def _state() -> ServingState:
@@ -464,8 +448,8 @@ def _v1_model(target: str) -> Response:
         if verb is not None:
             raise MethodNotAllowed(f"use POST for :{verb}")
         if resource == "metadata":
-            loaded = state.select(name, version, label)
-            return _json_response(_v1_metadata(loaded))
+            loaded = _described(state, name, version, label)
+            return _json_response(_v1_metadata(state, loaded))
         return _json_response(_v1_status(state, name, version, label))
     if verb is None or resource is not None:
         raise MethodNotAllowed(f"use GET for /v1/models/{target}; POST to :predict")
@@ -485,12 +469,33 @@ def _v1_model(target: str) -> Response:
     return _finish(response, loaded, timings)
 
 
+def _serving(state: ServingState, name: str) -> tuple[str, list[int]]:
+    """The alias a request for ``name`` without a version uses, and its versions, heaviest first."""
+    alias, targets = state.store.serving(
+        name, state.manifest(name), default_alias=state.config.default_alias
+    )
+    ordered = sorted(targets, key=lambda t: (-t.weight, t.version))
+    return alias, [t.version for t in ordered]
+
+
+def _described(
+    state: ServingState, name: str, version: str | int | None, label: str | None
+) -> LoadedModel:
+    """The version a metadata request describes: the one it names, else what the default
+    alias serves (of a canary split, its heaviest version, not a coin toss per request)."""
+    if version is None and label is None:
+        versions = _serving(state, name)[1]
+        version = versions[0] if versions else None
+    return state.select(name, version, label)
+
+
 def _v1_status(state: ServingState, name: str, version: str | None, label: str | None) -> dict:
-    manifest = state.manifest(name)
+    # like TF Serving, the versions that answer requests: without a version, the
+    # default alias's (the newest version when the model has no such alias)
     if version is not None or label is not None:
         versions = [state.select(name, version, label).version]
     else:
-        versions = sorted(manifest.versions, reverse=True)
+        versions = _serving(state, name)[1]
     return {
         "name": name,
         "ready": True,
@@ -505,7 +510,8 @@ def _v1_status(state: ServingState, name: str, version: str | None, label: str |
     }
 
 
-def _v1_metadata(loaded: LoadedModel) -> dict:
+def _v1_metadata(state: ServingState, loaded: LoadedModel) -> dict:
+    alias, versions = _serving(state, loaded.name)
     return {
         "model_spec": {"name": loaded.name, "version": str(loaded.version)},
         "metadata": {
@@ -515,7 +521,11 @@ def _v1_metadata(loaded: LoadedModel) -> dict:
                     o.name: {"dtype": codecs.v2_datatype(o.dtype), "shape": [-1, *o.shape]}
                     for o in loaded.outputs.values()
                 },
-            }
+            },
+            "mlserve": {
+                "latest_version": str(state.manifest(loaded.name).latest),
+                "serving": {"alias": alias, "versions": [str(v) for v in versions]},
+            },
         },
     }
 
@@ -540,8 +550,9 @@ def _v2_ready() -> Response:
 
 def _v2_model_metadata(name: str, version: str | None = None) -> Response:
     state = _state()
-    loaded = state.select(name, version)
+    loaded = _described(state, name, version, None)
     manifest = state.manifest(name)
+    alias, serving_versions = _serving(state, name)
     inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, loaded.n_features]}]
     if loaded.feature_names:
         inputs[0]["parameters"] = {"feature_names": list(loaded.feature_names)}
@@ -566,6 +577,10 @@ def _v2_model_metadata(name: str, version: str | None = None) -> Response:
                 "version": str(loaded.version),
                 "task": loaded.metadata.get("task"),
                 "estimator": loaded.metadata.get("estimator"),
+                # V2 parameters are flat strings/numbers: what a request without a version gets
+                "latest_version": str(manifest.latest),
+                "serving_alias": alias,
+                "serving_versions": ",".join(str(v) for v in serving_versions),
             },
         }
     )
@@ -660,14 +675,23 @@ def _wants_npy(request: Any) -> bool:
 
 def _models() -> Response:
     state = _state()
+    alias = state.config.default_alias
     return _json_response(
-        {"models": [state.store.describe(n, state.manifest(n)) for n in state.names()]}
+        {
+            "models": [
+                state.store.describe(n, state.manifest(n), default_alias=alias)
+                for n in state.names()
+            ]
+        }
     )
 
 
 def _model(name: str) -> Response:
+    """What a request for ``name`` without a version gets (the default alias), and the newest."""
     state = _state()
-    return _json_response(state.store.describe(name, state.manifest(name)))
+    return _json_response(
+        state.store.describe(name, state.manifest(name), default_alias=state.config.default_alias)
+    )
 
 
 # ------------------------------------------------------------- admin, docs

@@ -7,9 +7,23 @@ from typing import Any
 import click
 from flask import Blueprint
 
+from mlserve.serving.registry import serving_state
 from mlserve.store import AliasTarget, ModelStore, StoreError
 
-__all__ = ["format_models", "parse_alias_targets", "register_flask_commands", "run_store_command"]
+__all__ = [
+    "force_option",
+    "format_models",
+    "parse_alias_targets",
+    "register_flask_commands",
+    "run_store_command",
+]
+
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Move the alias even if the version differs from what it serves "
+    "(task, features, classes, dtype, outputs).",
+)
 
 
 def parse_alias_targets(text: str) -> int | dict[int, float]:
@@ -24,11 +38,14 @@ def parse_alias_targets(text: str) -> int | dict[int, float]:
     for part in text.split(","):
         version, sep, weight = part.partition("=")
         try:
-            targets[int(version)] = float(weight) if sep else 1.0
+            number, share = int(version), float(weight) if sep else 1.0
         except ValueError:
             raise click.BadParameter(
                 f"expected VERSION or VERSION=WEIGHT,VERSION=WEIGHT, got {text!r}"
             ) from None
+        if number in targets:
+            raise click.BadParameter(f"version {number} appears twice in {text!r}")
+        targets[number] = share
     return targets
 
 
@@ -39,12 +56,15 @@ def format_targets(targets: list[AliasTarget]) -> str:
     return ", ".join(f"v{t.version} ({100 * t.weight / total:g}%)" for t in targets)
 
 
-def format_models(store: ModelStore) -> str:
-    """A plain-text table of the store's models, versions and aliases."""
+def format_models(store: ModelStore, default_alias: str | None = "production") -> str:
+    """A plain-text table of the store's models, versions and aliases.
+
+    Input and task are those of the version ``default_alias`` serves (else the newest).
+    """
     lines = []
     for name in store.names():
         manifest = store.manifest(name)
-        described = store.describe(name, manifest)
+        described = store.describe(name, manifest, default_alias=default_alias)
         aliases = "; ".join(
             f"{alias} -> {format_targets(list(targets))}"
             for alias, targets in sorted(manifest.aliases.items())
@@ -69,34 +89,35 @@ def register_flask_commands(bp: Blueprint) -> None:
     """Add ``flask <blueprint name> models|publish|alias|rollback|reload`` to a host app's CLI."""
 
     def state() -> Any:
-        from mlserve.serving.blueprint import serving_state
-
         return serving_state(name=bp.name)
 
     @bp.cli.command("models")
     def models_command() -> None:
         """List the served store's models, versions and aliases."""
-        click.echo(format_models(state().store))
+        serving = state()
+        click.echo(format_models(serving.store, serving.config.default_alias))
 
     @bp.cli.command("publish")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False))
     @click.option("--name", "-n", required=True, help="Model name.")
     @click.option("--alias", "-a", default=None, help="Point this alias at the new version.")
-    def publish_command(file: str, name: str, alias: str | None) -> None:
+    @force_option
+    def publish_command(file: str, name: str, alias: str | None, force: bool) -> None:
         """Publish an .mls FILE as the next version of a model."""
         store = state().store
-        version = run_store_command(lambda: store.publish(name, file, alias=alias))
+        version = run_store_command(lambda: store.publish(name, file, alias=alias, force=force))
         click.echo(f"published {name} version {version}" + (f" as {alias}" if alias else ""))
 
     @bp.cli.command("alias")
     @click.argument("name")
     @click.argument("alias")
     @click.argument("versions")
-    def alias_command(name: str, alias: str, versions: str) -> None:
+    @force_option
+    def alias_command(name: str, alias: str, versions: str, force: bool) -> None:
         """Point ALIAS of model NAME at VERSIONS ("3", or "3=90,4=10" for a canary split)."""
         store = state().store
         targets = run_store_command(
-            lambda: store.set_alias(name, alias, parse_alias_targets(versions))
+            lambda: store.set_alias(name, alias, parse_alias_targets(versions), force=force)
         )
         click.echo(f"{name}: {alias} -> {format_targets(targets)}")
 
