@@ -414,7 +414,7 @@ def test_many_publishes_keep_a_bounded_set_of_versions_loaded(store, models):
     from mlserve.serving.runtime import MAX_EXTRA_VERSIONS
 
     app = Flask("host")
-    app.register_blueprint(blueprint(store, reload_interval=0), url_prefix="/ml")
+    app.register_blueprint(blueprint(store, reload_interval=0, admin_enabled=True), url_prefix="/ml")
     client = app.test_client()
     state = serving_state(app)
     for _ in range(12):

@@ -828,13 +828,12 @@ def _admin_body(req: Any, state: ServingState, known: Mapping[str, type]) -> dic
     """A repository request's optional body: {} or {"parameters": {...}} with ``known`` names."""
     _require_mimetype(req, JSON)
     body = _read_body(req, state)
-    payload = codecs.decode_json(body) if body.strip() else {}
-    if not isinstance(payload, dict) or set(payload) - {"parameters"}:
+    payload = codecs.decode_json(body) if body.strip() else {}  # a JSON object, or a 400
+    if set(payload) - {"parameters"}:
         raise BadRequest(
-            'the body must be empty or {"parameters": {...}}, got '
-            + (f"the keys {', '.join(map(repr, payload))}" if isinstance(payload, dict)
-               else type(payload).__name__)
-        )  # fmt: skip
+            'the body must be empty or {"parameters": {...}}, got the keys '
+            + ", ".join(map(repr, payload))
+        )
     parameters = payload.get("parameters", {})
     if not isinstance(parameters, dict):
         raise BadRequest(f"'parameters' must be an object, got {type(parameters).__name__}")
@@ -854,9 +853,12 @@ def _repository_index() -> Response:
     req, state, _ = _context()
     _require_mimetype(req, JSON)
     body = _read_body(req, state)
-    payload = codecs.decode_json(body) if body.strip() else {}
-    if not isinstance(payload, dict) or set(payload) - {"ready"}:
-        raise BadRequest('the body must be empty or {"ready": true|false}')
+    payload = codecs.decode_json(body) if body.strip() else {}  # a JSON object, or a 400
+    if set(payload) - {"ready"}:
+        raise BadRequest(
+            'the body must be empty or {"ready": true|false}, got the keys '
+            + ", ".join(map(repr, payload))
+        )
     ready_only = payload.get("ready", False)
     if not isinstance(ready_only, bool):
         raise BadRequest(f"'ready' must be true or false, got {ready_only!r}")
