@@ -191,7 +191,7 @@ def test_tritonclient_repository_index_load_and_unload(triton, models):
     np.testing.assert_allclose(result.as_numpy("predict"), models["reg"].predict(X))
     with pytest.raises(InferenceServerException, match="'nope' is not in the store"):
         client.load_model("nope", headers=admin)
-    with pytest.raises(InferenceServerException, match="unknown parameter 'config'"):
+    with pytest.raises(InferenceServerException, match="unknown parameter 'config'; load takes no"):
         client.load_model("reg", headers=admin, config=json.dumps({"max_batch_size": 8}))
     with pytest.raises(InferenceServerException, match="unauthorized"):
         client.load_model("reg")
@@ -232,7 +232,7 @@ def test_repository_requests_are_validated(store):
     )  # fmt: skip
     assert_error(
         client.post(unload, json={"parameters": {"force": True}}), 400,
-        "unknown parameter 'force'; mlserve takes 'unload_dependents'",
+        "unknown parameter 'force'; unload takes 'unload_dependents'",
     )  # fmt: skip
     assert_error(client.post(unload, json={"model": "x"}), 400, "the keys 'model'")
     assert_error(client.post("/ml/v2/repository/models/nope/unload"), 404, "'nope' not found")

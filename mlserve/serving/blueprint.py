@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 import zlib
+from functools import partial
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -63,6 +64,8 @@ INFERENCE_ENDPOINTS = ("v1_model", "v2_infer", "v2_infer_version", "invocations"
 #: methods a route of the blueprint answers with a JSON 405 when it does not take them
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 SERVING_DEFAULT = "serving_default"  # TF Serving's default signature name
+#: mounted at the root of an app, the paths below which unknown URLs get a JSON 404
+ROOT_MOUNT_PATHS = ("/v1", "/v2", "/predict", "/models", "/admin")
 
 _V1_TARGET = re.compile(
     r"(?P<name>[^/:]+)"
@@ -516,8 +519,8 @@ def _add_routes(bp: Blueprint) -> None:
                 rule, "wrong_method", wrong_method, provide_automatic_options=False,
                 methods=[m for m in HTTP_METHODS if m not in taken],
             )  # fmt: skip
-        no_route = _served(_no_route, "no_route")
-        roots = [""] if prefix else ["/v1", "/v2", "/predict", "/models", "/admin"]
+        no_route = _served(partial(_no_route, prefix), "no_route")
+        roots = [""] if prefix else list(ROOT_MOUNT_PATHS)
         for root in roots:
             setup.add_url_rule(
                 f"{root}/<path:rest>", "no_route", no_route, methods=list(HTTP_METHODS),
@@ -824,8 +827,13 @@ def _v2_stats(name: str | None = None, version: str | None = None) -> Response:
     return _json_response({"model_stats": stats.report(sorted(wanted))})
 
 
-def _admin_body(req: Any, state: ServingState, known: Mapping[str, type]) -> dict[str, Any]:
-    """A repository request's optional body: {} or {"parameters": {...}} with ``known`` names."""
+def _admin_body(
+    req: Any, state: ServingState, known: Mapping[str, type], takes: str
+) -> dict[str, Any]:
+    """A repository request's optional body: {} or {"parameters": {...}} with ``known`` names.
+
+    ``takes`` says what the endpoint takes, for the message that refuses another parameter.
+    """
     _require_mimetype(req, JSON)
     body = _read_body(req, state)
     payload = codecs.decode_json(body) if body.strip() else {}  # a JSON object, or a 400
@@ -837,10 +845,9 @@ def _admin_body(req: Any, state: ServingState, known: Mapping[str, type]) -> dic
     parameters = payload.get("parameters", {})
     if not isinstance(parameters, dict):
         raise BadRequest(f"'parameters' must be an object, got {type(parameters).__name__}")
-    names = ", ".join(repr(k) for k in known) or "none"
     for key, value in parameters.items():
         if key not in known:
-            raise BadRequest(f"unknown parameter {key!r}; mlserve takes {names}")
+            raise BadRequest(f"unknown parameter {key!r}; {takes}")
         if not isinstance(value, known[key]):
             raise BadRequest(
                 f"parameter {key!r} must be {known[key].__name__}, got {type(value).__name__}"
@@ -871,7 +878,7 @@ def _repository_index() -> Response:
                       for v in versions]  # fmt: skip
         elif not ready_only:
             reason = (
-                "unloaded (POST /v2/repository/models/<name>/load serves it again)"
+                f"unloaded (POST /v2/repository/models/{name}/load serves it again)"
                 if name in state.unloaded
                 else "cannot be loaded; the server log says why"
             )
@@ -883,9 +890,11 @@ def _repository_load(name: str) -> Response:
     """Load (or reload) a model: re-read it from the store and warm what it serves."""
     req, state, _ = _context()
     _require_admin(state)
-    # Triton's "config" and "file:..." parameters would replace the model: mlserve
-    # models change only by publishing a new version to the store
-    _admin_body(req, state, {})
+    # Triton's "config" and "file:..." parameters would replace the model here
+    _admin_body(
+        req, state, {}, "load takes no parameters: a model changes only by publishing a "
+        "new version to the store (mlserve publish)",
+    )  # fmt: skip
     versions = state.load(name)
     return _json_response({"name": name, "loaded": [str(v) for v in versions]})
 
@@ -894,7 +903,8 @@ def _repository_unload(name: str) -> Response:
     """Stop serving a model in this worker until it is loaded again (the store is unchanged)."""
     req, state, _ = _context()
     _require_admin(state)
-    _admin_body(req, state, {"unload_dependents": bool})  # no model has dependents here
+    # no mlserve model has dependents: the parameter is accepted and changes nothing
+    _admin_body(req, state, {"unload_dependents": bool}, "unload takes 'unload_dependents'")
     state.manifest(name)  # 404 for a model this worker does not serve
     state.unload(name)
     return _json_response({"name": name, "unloaded": True})
@@ -1014,10 +1024,7 @@ def _require_admin(state: ServingState) -> None:
     """404 unless the admin endpoints are on (see MLSERVE_ADMIN_ENABLED; scopes: the Guard)."""
     guard = state.guard
     if not guard.admin_enabled:
-        raise ModelNotFound(
-            f"the admin endpoints are disabled: {guard.admin_disabled_reason} "
-            "(MLSERVE_ADMIN_ENABLED)"
-        )
+        raise ModelNotFound(f"the admin endpoints are disabled: {guard.admin_disabled_reason}")
 
 
 def _admin_reload() -> Response:
@@ -1045,11 +1052,8 @@ def _wrong_method(**_: Any) -> Response:
     )
 
 
-def _no_route(rest: str = "") -> Response:
-    """A path below the blueprint's mount point that names no route (JSON 404)."""
-    prefix = request.url_rule.rule[: -len("/<path:rest>")]
-    if prefix in ("/v1", "/v2", "/predict", "/models", "/admin"):
-        prefix = ""  # mounted at the root: these are the blueprint's own path prefixes
+def _no_route(prefix: str, rest: str = "") -> Response:
+    """A path below the blueprint's mount point ``prefix`` that names no route (JSON 404)."""
     raise ModelNotFound(
         f"no endpoint {request.path}; the endpoints are listed at {prefix}/openapi.json"
     )

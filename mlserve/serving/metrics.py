@@ -169,18 +169,18 @@ def request_id_from(header: str | None) -> str:
 class _Duration:
     """A Triton duration statistic: how many times, and their total in nanoseconds."""
 
-    __slots__ = ("count", "ns")
+    __slots__ = ("count", "ms")
 
     def __init__(self) -> None:
         self.count = 0
-        self.ns = 0
+        self.ms = 0.0  # summed as the milliseconds Timings has; nanoseconds when reported
 
     def add(self, ms: float) -> None:
         self.count += 1
-        self.ns += int(ms * 1e6)
+        self.ms += ms
 
     def to_json(self) -> dict[str, int]:
-        return {"count": self.count, "ns": self.ns}
+        return {"count": self.count, "ns": int(self.ms * 1e6)}
 
 
 class _VersionStats:
