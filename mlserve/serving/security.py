@@ -107,12 +107,14 @@ class Unauthorized(ServingError):
 
 
 class Forbidden(ServingError):
-    """A valid key without the scope the request needs."""
+    """A valid key without the scope the request needs (``needed``: the scopes that would do)."""
 
     status = 403
 
-    def __init__(self) -> None:
-        super().__init__(FORBIDDEN_MESSAGE)
+    def __init__(self, needed: Sequence[str] = ()) -> None:
+        # the holder of a valid key may learn which scope to ask for; nothing about other keys
+        detail = f"; it needs {' or '.join(map(repr, needed))}" if needed else ""
+        super().__init__(FORBIDDEN_MESSAGE + detail)
 
 
 class TooManyRequests(ServingError):
@@ -452,7 +454,11 @@ class Guard:
             if key is None:
                 raise Unauthorized()
             if not key.allows(need, model_name):
-                raise Forbidden()
+                raise Forbidden(
+                    [PREDICT, *([f"{PREDICT}:{model_name}"] if model_name else [])]
+                    if need == PREDICT
+                    else [need]
+                )
         if self.limiter is not None:
             who = f"key:{key.id}" if key is not None else f"addr:{client or '-'}"
             self.limiter.check(who, model_name)
