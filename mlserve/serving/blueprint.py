@@ -253,7 +253,8 @@ def _predict(
     record.timings = timings  # for the V2 statistics, read when the request ends
     _check_rows(n_rows, state)
     results = predict(loaded, rows, outputs, timings)
-    if loaded.batcher is None and n_rows:  # a batcher reports its own core calls (runtime._with_batcher)
+    # a batcher reports its own core calls (its listener, runtime._with_batcher)
+    if loaded.batcher is None and n_rows:
         state.request_metrics.inference.observe_execution(
             loaded.name, loaded.version, n_rows, timings.compute
         )

@@ -167,7 +167,7 @@ def request_id_from(header: str | None) -> str:
 
 
 class _Duration:
-    """A Triton duration statistic: how many times, and their total in nanoseconds."""
+    """A Triton duration statistic: how many times, and their total time (reported in ns)."""
 
     __slots__ = ("count", "ms")
 
@@ -186,8 +186,10 @@ class _Duration:
 class _VersionStats:
     """The statistics of one model version (Triton's $model_stat, less its name)."""
 
-    __slots__ = ("last_inference", "inference_count", "execution_count", "success", "fail",
-                 "queue", "compute_input", "compute_infer", "compute_output", "batches")  # fmt: skip
+    __slots__ = (
+        "last_inference", "inference_count", "execution_count", "success", "fail", "queue",
+        "compute_input", "compute_infer", "compute_output", "batches",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.last_inference = 0  # ms since the epoch
@@ -222,8 +224,8 @@ class InferenceStats:
 
     def _version(self, model: str, version: int) -> _VersionStats:
         stats = self._versions.get((model, version))
-        if stats is None:
-            stats = self._versions.setdefault((model, version), _VersionStats())
+        if stats is None:  # callers hold the lock
+            stats = self._versions[(model, version)] = _VersionStats()
         return stats
 
     def observe_request(self, model: str, version: int, ok: bool, ms: float, rows: int | None,
