@@ -118,6 +118,15 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     help="Keys file (mlserve keys create): requests then need a key. Default: no auth.",
 )
 @click.option(
+    "--admin/--no-admin",
+    "admin",
+    default=None,
+    envvar="MLSERVE_ADMIN_ENABLED",
+    help="The admin endpoints (POST /admin/reload, /v2/repository/models/<name>/load|unload). "
+    "Default: on only with --api-keys, for keys with the admin scope; --admin opens them "
+    "without keys too.",
+)
+@click.option(
     "--rate-limit",
     default=None,
     help='Per client (key, or address without keys), e.g. "100/second". Counted per worker '
@@ -177,6 +186,7 @@ def serve_command(
     max_body_bytes: int,
     max_rows: int,
     api_keys: str | None,
+    admin: bool | None,
     rate_limit: str | None,
     rate_limit_storage: str,
     cors_origins: str | None,
@@ -202,6 +212,7 @@ def serve_command(
         "MLSERVE_MAX_BODY_BYTES": max_body_bytes,
         "MLSERVE_MAX_ROWS": max_rows,
         "MLSERVE_API_KEYS": api_keys,
+        "MLSERVE_ADMIN_ENABLED": admin,
         "MLSERVE_RATE_LIMIT": rate_limit,
         "MLSERVE_RATE_LIMIT_STORAGE": rate_limit_storage,
         "MLSERVE_CORS_ORIGINS": cors_origins,

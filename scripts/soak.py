@@ -292,6 +292,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "--workers", str(args.workers), "--threads", str(args.threads), "--default-model", "reg",
         "--reload-interval", "0.5", "--max-body-bytes", str(args.max_body_bytes),
         "--max-rows", str(args.max_rows), "--no-access-log",
+        "--admin",  # the soak posts /admin/reload without keys (closed by default)
     ]  # fmt: skip
     log = open(log_path, "w+")
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)

@@ -45,7 +45,8 @@ def store(tmp_path, models):
 @pytest.fixture
 def app(store):
     app = Flask("host")
-    app.register_blueprint(blueprint(store, reload_interval=0), url_prefix="/ml")
+    # admin_enabled: the reload tests call POST /admin/reload without keys
+    app.register_blueprint(blueprint(store, reload_interval=0, admin_enabled=True), url_prefix="/ml")
     return app
 
 
@@ -275,8 +276,11 @@ def test_v2_server_endpoints(client):
     assert client.get("/ml/v2").json == {
         "name": "mlserve",
         "version": mlserve.__version__,
-        "extensions": ["binary_tensor_data"],
-    }
+        "extensions": [
+            "binary_tensor_data", "model_configuration", "statistics",
+            "model_repository", "model_repository(unload_dependents)",
+        ],
+    }  # fmt: skip
     assert client.get("/ml/v2/health/live").json == {"live": True}
     assert client.get("/ml/v2/health/ready").json == {"ready": True}
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import time
 import zlib
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -39,7 +40,14 @@ from mlserve.serving.metrics import (
     request_id_from,
 )
 from mlserve.serving.registry import EXTENSION_KEY, serving_state
-from mlserve.serving.runtime import PREDICT, LoadedModel, ServingState, Timings, predict
+from mlserve.serving.runtime import (
+    PREDICT,
+    PREDICT_PROBA,
+    LoadedModel,
+    ServingState,
+    Timings,
+    predict,
+)
 from mlserve.serving.security import Guard
 from mlserve.store import ModelStore
 
@@ -52,6 +60,13 @@ CSV = "text/csv"
 READ_CHUNK = 1 << 16
 DRAIN_LIMIT_BYTES = 8 << 20  # drain refused bodies up to this size to keep the connection
 REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
+#: the routes whose requests count in the V2 statistics (GET /v2/models/stats)
+INFERENCE_ENDPOINTS = ("v1_model", "v2_infer", "v2_infer_version", "invocations", "predict")
+#: methods a route of the blueprint answers with a JSON 405 when it does not take them
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+SERVING_DEFAULT = "serving_default"  # TF Serving's default signature name
+#: mounted at the root of an app, the paths below which unknown URLs get a JSON 404
+ROOT_MOUNT_PATHS = ("/v1", "/v2", "/predict", "/models", "/admin")
 
 _V1_TARGET = re.compile(
     r"(?P<name>[^/:]+)"
@@ -106,11 +121,11 @@ def blueprint(
         config = ServingConfig.from_mapping(setup.app.config, overrides)
         state = ServingState(store, config)
         state.guard = Guard(config)
-        state.request_metrics = RequestMetrics()
+        state.request_metrics = RequestMetrics(INFERENCE_ENDPOINTS)
         state.refresh()
         setup.app.extensions.setdefault(EXTENSION_KEY, {})[key] = state
 
-    _add_routes(bp)
+    _add_routes(bp)  # last: its routing fallbacks must come after every route
     register_flask_commands(bp)
     return bp
 
@@ -219,8 +234,15 @@ def _predict(
     """runtime.predict after the MLSERVE_MAX_ROWS check, noting the row count."""
     n_rows = int(rows.shape[0]) if rows.ndim else 1
     record.rows = n_rows
+    record.timings = timings  # for the V2 statistics, read when the request ends
     _check_rows(n_rows, state)
-    return predict(loaded, rows, outputs, timings)
+    results = predict(loaded, rows, outputs, timings)
+    # a batcher reports its own core calls (its listener, runtime._with_batcher)
+    if loaded.batcher is None and n_rows:
+        state.request_metrics.inference.observe_execution(
+            loaded.name, loaded.version, n_rows, timings.compute
+        )
+    return results
 
 
 def _check_rows(n_rows: int, state: ServingState) -> None:
@@ -382,9 +404,14 @@ def _parse_query_ref(request: Any) -> tuple[str | None, str | None]:
 
 
 def _add_routes(bp: Blueprint) -> None:
+    rules: list[tuple[str, set[str]]] = []  # each route's rule and the methods it takes
+
     def route(rule: str, endpoint: str, view: Callable[..., Any], methods: list[str]) -> None:
         bp.add_url_rule(rule, endpoint, _served(view, endpoint), methods=[*methods, "OPTIONS"])
+        rules.append((rule, {*methods, "OPTIONS", *(["HEAD"] if "GET" in methods else [])}))
 
+    # KServe V1 liveness at the mount point (only where it shadows no page: _add_fallbacks)
+    root_live = _served(_root_live, "root_live")
     # TF Serving / KServe V1
     route("/v1/models", "v1_models", _v1_models, methods=["GET"])
     route("/v1/models/<path:target>", "v1_model", _v1_model, methods=["GET", "POST"])
@@ -407,6 +434,32 @@ def _add_routes(bp: Blueprint) -> None:
         methods=["GET"],
     )
     route("/v2/models/<name>/infer", "v2_infer", _v2_infer, methods=["POST"])
+    # Triton's extensions: model configuration, statistics, model repository
+    route("/v2/models/<name>/config", "v2_model_config", _v2_model_config, methods=["GET"])
+    route(
+        "/v2/models/<name>/versions/<version>/config",
+        "v2_model_version_config",
+        _v2_model_config,
+        methods=["GET"],
+    )
+    route("/v2/models/stats", "v2_stats", _v2_stats, methods=["GET"])
+    route("/v2/models/<name>/stats", "v2_model_stats", _v2_stats, methods=["GET"])
+    route(
+        "/v2/models/<name>/versions/<version>/stats",
+        "v2_model_version_stats",
+        _v2_stats,
+        methods=["GET"],
+    )
+    route("/v2/repository/index", "repository_index", _repository_index, methods=["POST"])
+    route(
+        "/v2/repository/models/<name>/load", "repository_load", _repository_load, methods=["POST"]
+    )
+    route(
+        "/v2/repository/models/<name>/unload",
+        "repository_unload",
+        _repository_unload,
+        methods=["POST"],
+    )
     route(
         "/v2/models/<name>/versions/<version>/infer",
         "v2_infer_version",
@@ -426,6 +479,38 @@ def _add_routes(bp: Blueprint) -> None:
     route("/admin/reload", "admin_reload", _admin_reload, methods=["POST"])
     route("/openapi.json", "openapi", _openapi, methods=["GET"])
     route("/metrics", "metrics", _metrics, methods=["GET"])
+
+    @bp.record
+    def _add_fallbacks(setup: Any) -> None:
+        """JSON errors for what Flask's routing would answer in HTML under this mount.
+
+        Routing fails before any view (so before _served) and a blueprint's error
+        handlers never see it; app-wide handlers would change the host app's own
+        pages. Rules do neither: each route gets a twin taking the other methods
+        (a JSON 405 with Allow), and the paths below the mount point that match
+        no route get a JSON 404. Mounted at the root of an app, only the
+        blueprint's own path prefixes are claimed, so the host's pages keep their
+        errors, and GET / is registered only if the app has no "/" of its own.
+        """
+        prefix = (setup.url_prefix or "").rstrip("/")
+        app_rules = {rule.rule for rule in setup.app.url_map.iter_rules()}
+        mounted = list(rules)
+        if prefix or "/" not in app_rules:
+            setup.add_url_rule("/", "root_live", root_live, methods=["GET", "OPTIONS"])
+            mounted.append(("/", {"GET", "HEAD", "OPTIONS"}))
+        wrong_method = _served(_wrong_method, "wrong_method")
+        for rule, taken in mounted:
+            setup.add_url_rule(
+                rule, "wrong_method", wrong_method, provide_automatic_options=False,
+                methods=[m for m in HTTP_METHODS if m not in taken],
+            )  # fmt: skip
+        no_route = _served(partial(_no_route, prefix), "no_route")
+        roots = [""] if prefix else list(ROOT_MOUNT_PATHS)
+        for root in roots:
+            setup.add_url_rule(
+                f"{root}/<path:rest>", "no_route", no_route, methods=list(HTTP_METHODS),
+                provide_automatic_options=False,
+            )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- V1
@@ -460,9 +545,11 @@ def _v1_model(target: str) -> Response:
     _require_mimetype(req, JSON)
     body = _read_body(req, state)
     loaded = _select(state, record, name, version, label)
-    decoded = codecs.decode_v1(codecs.decode_json(body), loaded)
+    payload = codecs.decode_json(body)
+    decoded = codecs.decode_v1(payload, loaded)
+    outputs = _signature_outputs(payload, loaded, decoded.outputs)
     timings.decode = _since(start)
-    results = _predict(state, record, loaded, decoded.rows, decoded.outputs, timings)
+    results = _predict(state, record, loaded, decoded.rows, outputs, timings)
     start = time.perf_counter()
     response = _predict_response(codecs.encode_v1(results, decoded))
     timings.encode = _since(start)
@@ -510,6 +597,53 @@ def _v1_status(state: ServingState, name: str, version: str | None, label: str |
     }
 
 
+def _v1_signatures(loaded: LoadedModel) -> dict[str, tuple[str, ...] | None]:
+    """TF Serving signature names -> the outputs they select (None: as the body's "return" says).
+
+    serving_default is the default (labels, or what "return" asks); each output
+    of the model (predict, and predict_proba for a classifier) is a signature too.
+    """
+    return {SERVING_DEFAULT: None, **{name: (name,) for name in loaded.outputs}}
+
+
+def _signature_outputs(
+    payload: Any, loaded: LoadedModel, default: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The outputs a V1 body's "signature_name" selects (``default`` for serving_default)."""
+    signature = payload.get("signature_name") if isinstance(payload, dict) else None
+    if signature is None or signature == SERVING_DEFAULT:
+        return default
+    signatures = _v1_signatures(loaded)
+    if not isinstance(signature, str) or signature not in signatures:
+        raise BadRequest(
+            f"unknown signature_name {signature!r}; model {loaded.name!r} has the signatures "
+            + ", ".join(signatures)
+        )
+    if "return" in payload:
+        raise BadRequest(
+            f"signature_name {signature!r} selects the outputs itself; drop 'return' "
+            f"or use signature_name {SERVING_DEFAULT!r}"
+        )
+    return signatures[signature]  # type: ignore[return-value]
+
+
+def _v1_signature_defs(loaded: LoadedModel) -> dict[str, Any]:
+    """TF Serving's SignatureDefMap of the model: one entry per _v1_signatures name."""
+    inputs = {"input": {"dtype": "DT_DOUBLE", "shape": [-1, loaded.n_features]}}
+    defs = {}
+    for signature, outputs in _v1_signatures(loaded).items():
+        specs = [loaded.outputs[o] for o in outputs or (PREDICT,)]
+        defs[signature] = {
+            "inputs": inputs,
+            "outputs": {
+                o.name: {"dtype": codecs.v2_datatype(o.dtype), "shape": [-1, *o.shape]}
+                for o in specs
+            },
+            "method_name": "tensorflow/serving/predict",
+        }
+    return defs
+
+
 def _v1_metadata(state: ServingState, loaded: LoadedModel) -> dict:
     alias, versions = _serving(state, loaded.name)
     return {
@@ -521,6 +655,7 @@ def _v1_metadata(state: ServingState, loaded: LoadedModel) -> dict:
                     o.name: {"dtype": codecs.v2_datatype(o.dtype), "shape": [-1, *o.shape]}
                     for o in loaded.outputs.values()
                 },
+                "signature_def": _v1_signature_defs(loaded),  # the names signature_name takes
             },
             "mlserve": {
                 "latest_version": str(state.manifest(loaded.name).latest),
@@ -535,7 +670,14 @@ def _v1_metadata(state: ServingState, loaded: LoadedModel) -> dict:
 
 def _v2_server_metadata() -> Response:
     return _json_response(
-        {"name": "mlserve", "version": mlserve.__version__, "extensions": ["binary_tensor_data"]}
+        {
+            "name": "mlserve",
+            "version": mlserve.__version__,
+            "extensions": [
+                "binary_tensor_data", "model_configuration", "statistics",
+                "model_repository", "model_repository(unload_dependents)",
+            ],
+        }  # fmt: skip
     )
 
 
@@ -613,6 +755,177 @@ def _v2_infer(name: str, version: str | None = None) -> Response:
     return _finish(response, loaded, timings)
 
 
+# --------------------------------------- Triton: configuration, statistics, repository
+
+#: V2 datatype -> Triton's model configuration DataType name
+_TRITON_TYPES = {"BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL"}
+
+
+def _triton_type(dtype: np.dtype) -> str:
+    datatype = codecs.v2_datatype(dtype)
+    return _TRITON_TYPES.get(datatype, "TYPE_" + datatype)
+
+
+def _v2_model_config(name: str, version: str | None = None) -> Response:
+    """Triton's model configuration (model_config.proto's ModelConfig as JSON)."""
+    state = _state()
+    loaded = state.select(name, version)
+    # a request may carry up to MLSERVE_MAX_ROWS rows: the batch dimension is not
+    # in dims, as for any Triton model with max_batch_size > 0
+    outputs = []
+    for output in loaded.outputs.values():
+        entry: dict[str, Any] = {
+            "name": output.name,
+            "data_type": _triton_type(output.dtype),
+            "dims": list(output.shape) or [1],
+        }
+        if not output.shape:  # one value per row: the response's shape is [rows]
+            entry["reshape"] = {"shape": []}
+        outputs.append(entry)
+    parameters = {
+        key: {"string_value": str(value)}
+        for key, value in (
+            ("task", loaded.metadata.get("task")),
+            ("estimator", loaded.metadata.get("estimator")),
+        )
+        if value is not None
+    }
+    if loaded.feature_names:
+        parameters["feature_names"] = {"string_value": ",".join(loaded.feature_names)}
+    if loaded.is_classifier:
+        classes = np.asarray(loaded.model.classes_).tolist()
+        parameters["classes"] = {"string_value": ",".join(map(str, classes))}
+    config: dict[str, Any] = {
+        "name": name,
+        "platform": "mlserve",
+        "backend": "mlserve",
+        "version_policy": {"all": {}},  # every published version answers when named
+        "max_batch_size": state.config.max_rows,
+        "input": [
+            {
+                "name": "input",
+                "data_type": _triton_type(loaded.input_dtype),
+                "format": "FORMAT_NONE",
+                "dims": [loaded.n_features],
+            }
+        ],
+        "output": outputs,
+        "parameters": {"version": {"string_value": str(loaded.version)}, **parameters},
+    }
+    batching = state.config.batching_for(name)
+    if batching.enabled:
+        config["dynamic_batching"] = {
+            "max_queue_delay_microseconds": int(batching.max_delay_ms * 1000),
+            "preferred_batch_size": [batching.max_batch_size],
+        }
+    return _json_response(config)
+
+
+def _v2_stats(name: str | None = None, version: str | None = None) -> Response:
+    """Triton's statistics of this worker: GET /v2/models[/<name>[/versions/<v>]]/stats."""
+    state = _state()
+    stats = state.request_metrics.inference
+    if name is None:
+        served = set(state.names())
+        wanted = {
+            (model, number)
+            for model, numbers in state.loaded_versions().items()
+            for number in numbers
+        } | {(model, number) for model, number in stats.counted() if model in served}
+    else:
+        manifest = state.manifest(name)  # 404 for an unknown or unloaded model
+        if version is not None:
+            number = state.store.resolve(name, version, manifest=manifest)  # 404 if absent
+            wanted = {(name, number)}
+        else:
+            wanted = {(name, n) for n in state.loaded_versions().get(name, ())}
+            wanted |= {(m, n) for m, n in stats.counted() if m == name and n in manifest.versions}
+    return _json_response({"model_stats": stats.report(sorted(wanted))})
+
+
+def _admin_body(
+    req: Any, state: ServingState, known: Mapping[str, type], takes: str
+) -> dict[str, Any]:
+    """A repository request's optional body: {} or {"parameters": {...}} with ``known`` names.
+
+    ``takes`` says what the endpoint takes, for the message that refuses another parameter.
+    """
+    _require_mimetype(req, JSON)
+    body = _read_body(req, state)
+    payload = codecs.decode_json(body) if body.strip() else {}  # a JSON object, or a 400
+    if set(payload) - {"parameters"}:
+        raise BadRequest(
+            'the body must be empty or {"parameters": {...}}, got the keys '
+            + ", ".join(map(repr, payload))
+        )
+    parameters = payload.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise BadRequest(f"'parameters' must be an object, got {type(parameters).__name__}")
+    for key, value in parameters.items():
+        if key not in known:
+            raise BadRequest(f"unknown parameter {key!r}; {takes}")
+        if not isinstance(value, known[key]):
+            raise BadRequest(
+                f"parameter {key!r} must be {known[key].__name__}, got {type(value).__name__}"
+            )
+    return parameters
+
+
+def _repository_index() -> Response:
+    """Triton's repository index: every model of the store, each version READY or not."""
+    req, state, _ = _context()
+    _require_mimetype(req, JSON)
+    body = _read_body(req, state)
+    payload = codecs.decode_json(body) if body.strip() else {}  # a JSON object, or a 400
+    if set(payload) - {"ready"}:
+        raise BadRequest(
+            'the body must be empty or {"ready": true|false}, got the keys '
+            + ", ".join(map(repr, payload))
+        )
+    ready_only = payload.get("ready", False)
+    if not isinstance(ready_only, bool):
+        raise BadRequest(f"'ready' must be true or false, got {ready_only!r}")
+    served = set(state.names())
+    index = []
+    for name in state.store.names():
+        if name in served:
+            versions = sorted(state.manifest(name).versions)
+            index += [{"name": name, "version": str(v), "state": "READY", "reason": ""}
+                      for v in versions]  # fmt: skip
+        elif not ready_only:
+            reason = (
+                f"unloaded (POST /v2/repository/models/{name}/load serves it again)"
+                if name in state.unloaded
+                else "cannot be loaded; the server log says why"
+            )
+            index.append({"name": name, "state": "UNAVAILABLE", "reason": reason})
+    return _json_response(index)
+
+
+def _repository_load(name: str) -> Response:
+    """Load (or reload) a model: re-read it from the store and warm what it serves."""
+    req, state, _ = _context()
+    _require_admin(state)
+    # Triton's "config" and "file:..." parameters would replace the model here
+    _admin_body(
+        req, state, {}, "load takes no parameters: a model changes only by publishing a "
+        "new version to the store (mlserve publish)",
+    )  # fmt: skip
+    versions = state.load(name)
+    return _json_response({"name": name, "loaded": [str(v) for v in versions]})
+
+
+def _repository_unload(name: str) -> Response:
+    """Stop serving a model in this worker until it is loaded again (the store is unchanged)."""
+    req, state, _ = _context()
+    _require_admin(state)
+    # no mlserve model has dependents: the parameter is accepted and changes nothing
+    _admin_body(req, state, {"unload_dependents": bool}, "unload takes 'unload_dependents'")
+    state.manifest(name)  # 404 for a model this worker does not serve
+    state.unload(name)
+    return _json_response({"name": name, "unloaded": True})
+
+
 # ------------------------------------------------------------------- MLflow
 
 
@@ -625,14 +938,49 @@ def _mlflow_invocations() -> Response:
     loaded = _select(state, record, state.default_model_name(), *_parse_query_ref(req))
     if mimetype == CSV:
         rows = codecs.decode_mlflow_csv(body, loaded)
+        outputs: tuple[str, ...] = (PREDICT,)
     else:
-        rows = codecs.decode_mlflow_json(codecs.decode_json(body), loaded)
+        payload = codecs.decode_json(body)
+        rows = codecs.decode_mlflow_json(payload, loaded)
+        outputs = _mlflow_outputs(payload, loaded)
     timings.decode = _since(start)
-    results = _predict(state, record, loaded, rows, (PREDICT,), timings)
+    results = _predict(state, record, loaded, rows, outputs, timings)
     start = time.perf_counter()
     response = _predict_response(codecs.encode_mlflow(results))
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
+
+
+MLFLOW_OUTPUT_PARAM = "output"  # the one MLflow inference param mlserve reads
+
+
+def _mlflow_outputs(payload: Any, loaded: LoadedModel) -> tuple[str, ...]:
+    """The outputs an MLflow body's "params" select: {"output": "predict" | "proba" | "all"}."""
+    params = payload.get("params") if isinstance(payload, dict) else None
+    if params is None:
+        return (PREDICT,)
+    choices = ", ".join(map(repr, codecs.RETURN_CHOICES))
+    known = f"{MLFLOW_OUTPUT_PARAM!r} ({choices})"
+    if not isinstance(params, dict):
+        raise BadRequest(f"'params' must be an object; known params: {known}; got {params!r}")
+    unknown = [k for k in params if k != MLFLOW_OUTPUT_PARAM]
+    if unknown:
+        raise BadRequest(f"unknown params {', '.join(map(repr, unknown))}; known params: {known}")
+    value = params.get(MLFLOW_OUTPUT_PARAM, "predict")
+    outputs = codecs.RETURN_CHOICES.get(value) if isinstance(value, str) else None
+    if outputs is None:
+        raise BadRequest(f"params {MLFLOW_OUTPUT_PARAM!r} must be one of {choices}, got {value!r}")
+    if PREDICT_PROBA in outputs and not loaded.is_classifier:
+        raise BadRequest(
+            f"params {MLFLOW_OUTPUT_PARAM!r} {value!r} asks for probabilities, and model "
+            f"{loaded.name!r} is not a classifier; use 'predict'"
+        )
+    return outputs
+
+
+def _root_live() -> Response:
+    """KServe V1 liveness at the mount point, as KServe's model server answers it."""
+    return _json_response({"status": "alive"})
 
 
 def _ping() -> Response:
@@ -697,12 +1045,43 @@ def _model(name: str) -> Response:
 # ------------------------------------------------------------- admin, docs
 
 
+def _require_admin(state: ServingState) -> None:
+    """404 unless the admin endpoints are on (see MLSERVE_ADMIN_ENABLED; scopes: the Guard)."""
+    guard = state.guard
+    if not guard.admin_enabled:
+        raise ModelNotFound(f"the admin endpoints are disabled: {guard.admin_disabled_reason}")
+
+
 def _admin_reload() -> Response:
     state = _state()
-    if not state.config.admin_enabled:
-        raise ModelNotFound("the admin endpoints are disabled (MLSERVE_ADMIN_ENABLED)")
+    _require_admin(state)
     loaded = state.refresh()
     return _json_response({"reloaded": True, "loaded": {k: v for k, v in loaded.items()}})
+
+
+def _wrong_method(**_: Any) -> Response:
+    """A route of the blueprint asked with a method it does not take (JSON 405)."""
+    rule = request.url_rule
+    allowed = sorted(
+        {
+            method
+            for other in current_app.url_map.iter_rules()
+            if other.rule == rule.rule and other.endpoint != rule.endpoint
+            for method in other.methods or ()
+        }
+    )
+    usable = [m for m in allowed if m not in ("HEAD", "OPTIONS")]
+    raise MethodNotAllowed(
+        f"method {request.method} is not allowed for {request.path}; use {' or '.join(usable)}",
+        allowed,
+    )
+
+
+def _no_route(prefix: str, rest: str = "") -> Response:
+    """A path below the blueprint's mount point ``prefix`` that names no route (JSON 404)."""
+    raise ModelNotFound(
+        f"no endpoint {request.path}; the endpoints are listed at {prefix}/openapi.json"
+    )
 
 
 def _metrics() -> Response:

@@ -28,7 +28,10 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "MLSERVE_BATCH_MAX_SIZE": 64,  # most rows in one batched core call
         "MLSERVE_BATCH_MAX_DELAY_MS": 2.0,  # longest a queued request waits for others
         "MLSERVE_BATCHING_MODELS": None,  # per model: {"name": {option: value, ...} or False}
-        "MLSERVE_ADMIN_ENABLED": True,  # POST /admin/reload
+        # the admin endpoints (POST /admin/reload, /v2/repository/models/<name>/load|unload):
+        # None = on only with MLSERVE_API_KEYS (and then only for keys with the admin scope);
+        # True opens them without keys too; False turns them off
+        "MLSERVE_ADMIN_ENABLED": None,
         "MLSERVE_MAX_ROWS": 100_000,  # rows per request; more get 413 (checked before decoding binary)
         # security (mlserve/serving/security.py)
         "MLSERVE_API_KEYS": None,  # path to a keys file (mlserve keys create); None: no auth
@@ -55,7 +58,7 @@ class ServingConfig:
     default_model: str | None
     default_alias: str | None
     warmup: bool
-    admin_enabled: bool
+    admin_enabled: bool | None  # None: on only with API keys (see Guard.admin_enabled)
     batching: tuple[BatchConfig, Mapping[str, BatchConfig]] = (BatchConfig(), MappingProxyType({}))
     max_rows: int = DEFAULTS["MLSERVE_MAX_ROWS"]
     api_keys: str | None = None
@@ -91,7 +94,7 @@ class ServingConfig:
             default_model=_optional_name(values, "MLSERVE_DEFAULT_MODEL", "model name"),
             default_alias=_optional_name(values, "MLSERVE_DEFAULT_ALIAS", "alias"),
             warmup=_bool(values, "MLSERVE_WARMUP"),
-            admin_enabled=_bool(values, "MLSERVE_ADMIN_ENABLED"),
+            admin_enabled=_optional_bool(values, "MLSERVE_ADMIN_ENABLED"),
             batching=_batching(values),
             max_rows=_positive_int(values, "MLSERVE_MAX_ROWS", "rows"),
             api_keys=_optional_path(values, "MLSERVE_API_KEYS"),
@@ -145,6 +148,13 @@ def _bool(values: Mapping[str, Any], key: str) -> bool:
     value = values[key]
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be True or False, got {value!r}")
+    return value
+
+
+def _optional_bool(values: Mapping[str, Any], key: str) -> bool | None:
+    value = values[key]
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be True, False or None (unset), got {value!r}")
     return value
 
 

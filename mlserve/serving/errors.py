@@ -7,7 +7,7 @@ them, any werkzeug HTTP error and the store's lookup errors into
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from flask import Response, jsonify
 from werkzeug.exceptions import HTTPException
@@ -50,7 +50,14 @@ class ModelNotFound(ServingError):
 
 
 class MethodNotAllowed(ServingError):
+    """The route exists but not for this method; ``allowed`` goes to the Allow header."""
+
     status = 405
+
+    def __init__(self, message: str, allowed: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        if allowed:
+            self.headers = {"Allow": ", ".join(allowed)}
 
 
 class PayloadTooLarge(ServingError):

@@ -42,8 +42,9 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -56,6 +57,7 @@ from prometheus_client import (
 )
 
 __all__ = [
+    "InferenceStats",
     "MULTIPROC_ENV",
     "observe_batch",
     "observe_model_load",
@@ -164,6 +166,139 @@ def request_id_from(header: str | None) -> str:
     return secrets.token_hex(16)
 
 
+class _Duration:
+    """A Triton duration statistic: how many times, and their total time (reported in ns)."""
+
+    __slots__ = ("count", "ms")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ms = 0.0  # summed as the milliseconds Timings has; nanoseconds when reported
+
+    def add(self, ms: float) -> None:
+        self.count += 1
+        self.ms += ms
+
+    def to_json(self) -> dict[str, int]:
+        return {"count": self.count, "ns": int(self.ms * 1e6)}
+
+
+class _VersionStats:
+    """The statistics of one model version (Triton's $model_stat, less its name)."""
+
+    __slots__ = (
+        "last_inference", "inference_count", "execution_count", "success", "fail", "queue",
+        "compute_input", "compute_infer", "compute_output", "batches",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.last_inference = 0  # ms since the epoch
+        self.inference_count = 0  # rows of successful requests
+        self.execution_count = 0  # successful core calls (a micro-batch is one)
+        self.success, self.fail, self.queue = _Duration(), _Duration(), _Duration()
+        self.compute_input, self.compute_infer, self.compute_output = (
+            _Duration(), _Duration(), _Duration(),
+        )  # fmt: skip
+        self.batches: dict[int, _Duration] = {}  # rows of a core call -> its compute
+
+
+#: distinct batch sizes listed per version: a client choosing row counts must not
+#: grow a worker's memory without bound (more executions are still counted)
+MAX_BATCH_SIZES = 1024
+
+
+class InferenceStats:
+    """Triton's statistics extension (GET /v2/models[/<name>[/versions/<v>]]/stats).
+
+    Counts of this worker process only: under gunicorn each worker answers with
+    its own (the Prometheus series at /metrics are the ones summed over workers).
+    Requests add success/fail with their whole time, and for a success the
+    queue wait, decode (``compute_input``), core call (``compute_infer``) and
+    encode (``compute_output``); executions (a micro-batch is one) come from the
+    batcher's listener, or from the request for a model without batching.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[tuple[str, int], _VersionStats] = {}
+
+    def _version(self, model: str, version: int) -> _VersionStats:
+        stats = self._versions.get((model, version))
+        if stats is None:  # callers hold the lock
+            stats = self._versions[(model, version)] = _VersionStats()
+        return stats
+
+    def observe_request(self, model: str, version: int, ok: bool, ms: float, rows: int | None,
+                        timings: Any) -> None:  # fmt: skip
+        """One inference request that reached a model version (``timings``: runtime.Timings)."""
+        now = int(time.time() * 1000)
+        with self._lock:
+            stats = self._version(model, version)
+            stats.last_inference = now
+            if not ok:
+                stats.fail.add(ms)
+                return
+            stats.success.add(ms)
+            stats.inference_count += rows or 0
+            if timings is not None:
+                stats.queue.add(timings.queue)
+                stats.compute_input.add(timings.decode)
+                stats.compute_infer.add(timings.compute)
+                stats.compute_output.add(timings.encode)
+
+    def observe_execution(self, model: str, version: int, rows: int, compute_ms: float) -> None:
+        """One successful core call of ``rows`` rows."""
+        with self._lock:
+            stats = self._version(model, version)
+            stats.execution_count += 1
+            batch = stats.batches.get(rows)
+            if batch is None and len(stats.batches) < MAX_BATCH_SIZES:
+                batch = stats.batches[rows] = _Duration()
+            if batch is not None:
+                batch.add(compute_ms)
+
+    def execution_listener(self, model: str, version: int) -> Any:
+        """A listener for a Batcher's ``BatchStats.listeners``: each core call is an execution."""
+
+        def listen(record: Any) -> None:
+            self.observe_execution(model, version, record.rows, record.compute_ms)
+
+        return listen
+
+    def report(self, versions: Iterable[tuple[str, int]]) -> list[dict[str, Any]]:
+        """Triton's $model_stat for each (model, version), zeros where nothing was counted."""
+        empty = _VersionStats()
+        entries = []
+        with self._lock:
+            for model, version in versions:
+                stats = self._versions.get((model, version), empty)
+                entries.append(
+                    {
+                        "name": model,
+                        "version": str(version),
+                        "last_inference": stats.last_inference,
+                        "inference_count": stats.inference_count,
+                        "execution_count": stats.execution_count,
+                        "inference_stats": {
+                            name: getattr(stats, name).to_json()
+                            for name in ("success", "fail", "queue", "compute_input",
+                                         "compute_infer", "compute_output")
+                        },  # fmt: skip
+                        # only the core call is timed per batch: decode and encode are per request
+                        "batch_stats": [
+                            {"batch_size": size, "compute_infer": duration.to_json()}
+                            for size, duration in sorted(stats.batches.items())
+                        ],
+                    }
+                )
+        return entries
+
+    def counted(self) -> list[tuple[str, int]]:
+        """The (model, version) pairs that have statistics."""
+        with self._lock:
+            return list(self._versions)
+
+
 class RequestMetrics:
     """The per-request Prometheus series of one mounted blueprint.
 
@@ -171,10 +306,15 @@ class RequestMetrics:
     children a request touches are cached here per label set (bounded like the
     labels themselves: served models, versions, route names, statuses), so a
     request costs one dict lookup and the three updates.
+
+    Requests to ``inference_endpoints`` that reached a model version are also
+    counted in ``inference`` (the V2 statistics).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inference_endpoints: Iterable[str] = ()) -> None:
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any, Any]] = {}
+        self.inference_endpoints = frozenset(inference_endpoints)
+        self.inference = InferenceStats()
 
     def observe(self, model: str, version: str, endpoint: str, status: int, seconds: float,
                 rows: int | None) -> None:  # fmt: skip
@@ -196,7 +336,8 @@ class RequestMetrics:
 class RequestRecord:
     """What one request did, filled in as it goes; logged and counted when it ends."""
 
-    __slots__ = ("request_id", "endpoint", "start", "model", "version", "rows", "key_id", "done")
+    __slots__ = ("request_id", "endpoint", "start", "model", "version", "rows", "key_id", "done",
+                 "timings")  # fmt: skip
 
     def __init__(self, request_id: str, endpoint: str = "") -> None:
         self.request_id = request_id
@@ -207,6 +348,7 @@ class RequestRecord:
         self.rows: int | None = None
         self.key_id: str | None = None
         self.done = False
+        self.timings: Any = None  # the predict path's runtime.Timings, once it has them
 
     def finish(self, metrics: RequestMetrics, status: int, request: Any, log: bool) -> None:
         """Count the request (once) and, with ``log``, write its access-log line.
@@ -219,6 +361,11 @@ class RequestRecord:
         self.done = True
         elapsed = time.perf_counter() - self.start
         metrics.observe(self.model, self.version, self.endpoint, status, elapsed, self.rows)
+        if self.version and self.endpoint in metrics.inference_endpoints:
+            metrics.inference.observe_request(
+                self.model, int(self.version), status < 400, elapsed * 1000.0, self.rows,
+                self.timings,
+            )  # fmt: skip
         if log and access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 json.dumps(

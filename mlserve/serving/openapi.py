@@ -125,6 +125,58 @@ _V2_OK = _object(
 )
 
 
+_DURATION = _object({"count": {"type": "integer"}, "ns": {"type": "integer"}}, ["count", "ns"])
+_STATS_OK = _object(
+    {
+        "model_stats": {
+            "type": "array",
+            "items": _object(
+                {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "last_inference": {"type": "integer"},
+                    "inference_count": {"type": "integer"},
+                    "execution_count": {"type": "integer"},
+                    "inference_stats": {"type": "object", "additionalProperties": _DURATION},
+                    "batch_stats": {"type": "array"},
+                },
+                ["name", "version", "inference_count", "execution_count", "inference_stats"],
+            ),
+        }
+    },
+    ["model_stats"],
+)
+
+def _parameters_body(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A repository request's body: {"parameters": {...}} with exactly these parameters."""
+    return {
+        "type": "object",
+        "properties": {
+            "parameters": {
+                "type": "object",
+                "properties": parameters,
+                "additionalProperties": False,
+            }
+        },
+        "additionalProperties": False,
+    }
+
+
+def _repository(
+    summary: str, name: dict | None, body: dict, errors: tuple, tag: str = "admin"
+) -> dict:
+    """A Triton repository POST: an optional JSON body."""
+    return {
+        "post": {
+            "summary": summary,
+            "tags": [tag],
+            "parameters": [name] if name else [],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+            "responses": _responses("OK", *errors),
+        }
+    }
+
+
 def openapi_document(
     prefix: str = "", example_model: str | None = None, example_features: int | None = None
 ) -> dict[str, Any]:
@@ -140,6 +192,8 @@ def openapi_document(
                 "instances": {"type": "array"},
                 "inputs": {},
                 "return": {"enum": ["predict", "proba", "all"]},
+                # serving_default, or an output's name: predict, predict_proba (classifiers)
+                "signature_name": {"type": "string"},
             },
         }
     )
@@ -164,6 +218,7 @@ def openapi_document(
                 "dataframe_records": {"type": "array"},
                 "instances": {"type": "array"},
                 "inputs": {},
+                "params": _object({"output": {"enum": ["predict", "proba", "all"]}}, []),
             },
         },
         "text/csv",
@@ -193,6 +248,9 @@ def openapi_document(
             body["content"]["application/json"]["example"] = example
     _NAME_ = name_param
     paths: dict[str, Any] = {
+        "/": _get(
+            "Liveness (KServe V1)", "v1", errors=(), guarded=False, ok_schema=_HEALTH_OK
+        ),
         "/v1/models": _get("Model names (KServe V1)", "v1", errors=()),
         "/v1/models/{name}": _get("Model status (TF Serving / KServe V1)", "v1", [_NAME_]),
         "/v1/models/{name}/metadata": _get("Model signature", "v1", [_NAME_]),
@@ -228,6 +286,34 @@ def openapi_document(
         "/v2/models/{name}/versions/{version}/ready": _get(
             "Model version readiness", "v2", [_NAME_, _VERSION]
         ),
+        "/v2/models/{name}/config": _get("Model configuration (Triton)", "v2", [_NAME_]),
+        "/v2/models/{name}/versions/{version}/config": _get(
+            "Model version configuration (Triton)", "v2", [_NAME_, _VERSION]
+        ),
+        "/v2/models/stats": _get(
+            "Inference statistics of every model (Triton; this worker's counts)", "v2",
+            errors=(), ok_schema=_STATS_OK,
+        ),  # fmt: skip
+        "/v2/models/{name}/stats": _get(
+            "Inference statistics of one model (Triton)", "v2", [_NAME_], ok_schema=_STATS_OK
+        ),
+        "/v2/models/{name}/versions/{version}/stats": _get(
+            "Inference statistics of one model version (Triton)", "v2", [_NAME_, _VERSION],
+            ok_schema=_STATS_OK,
+        ),  # fmt: skip
+        "/v2/repository/index": _repository(
+            "Every model of the store and its state (Triton)", None,
+            {**_object({"ready": {"type": "boolean"}}, []), "additionalProperties": False},
+            (400, 413, 415), tag="v2",
+        ),  # fmt: skip
+        "/v2/repository/models/{name}/load": _repository(
+            "Serve a model again in this worker, re-read from the store (admin)", _NAME_,
+            _parameters_body({}), (400, 404, 413, 415, 503),
+        ),  # fmt: skip
+        "/v2/repository/models/{name}/unload": _repository(
+            "Stop serving a model in this worker until it is loaded (admin)", _NAME_,
+            _parameters_body({"unload_dependents": {"type": "boolean"}}), (400, 404, 413, 415),
+        ),  # fmt: skip
         "/v2/models/{name}/infer": _post(
             "Inference (KServe V2 / Open Inference Protocol)", "v2", v2_body, [_NAME_], ok_schema=_V2_OK
         ),
@@ -250,7 +336,7 @@ def openapi_document(
             "post": {
                 "summary": "Re-read the store now (new versions, moved aliases)",
                 "tags": ["admin"],
-                "responses": _responses("Reloaded", 404),
+                "responses": _responses("Reloaded", 404),  # 404: admin disabled
             }
         },
         "/openapi.json": _get("This document", "docs", errors=()),

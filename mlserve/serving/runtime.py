@@ -197,6 +197,9 @@ class ServingState:
         self._last_refresh = 0.0
         self._used: dict[tuple[str, int], float] = {}  # when each loaded version last answered
         self.ready = False
+        # models a client unloaded (Triton's repository unload): not served by this
+        # worker until loaded again; replaced whole, so readers need no lock
+        self.unloaded: frozenset[str] = frozenset()
         # set by the blueprint that owns this state (mlserve.serving.blueprint)
         self.guard: Any = None
         self.request_metrics: Any = None
@@ -235,6 +238,8 @@ class ServingState:
         tokens: dict[str, Any] = {}
         models: dict[tuple[str, int], LoadedModel] = {}
         for name in self.store.names():
+            if name in self.unloaded:
+                continue  # dropped below like a deleted model: batchers closed, memory freed
             token = self.store.manifest_token(name)
             manifest = old.manifests.get(name)
             if token is None:
@@ -309,6 +314,10 @@ class ServingState:
         from mlserve.serving.metrics import batch_listener
 
         batcher.stats.listeners.append(batch_listener(loaded.name))  # Prometheus histograms
+        if self.request_metrics is not None:  # executions for the V2 statistics
+            batcher.stats.listeners.append(
+                self.request_metrics.inference.execution_listener(loaded.name, loaded.version)
+            )
         return replace(loaded, batcher=batcher)
 
     # ---------------------------------------------------------------- routing
@@ -316,8 +325,47 @@ class ServingState:
     def manifest(self, name: str) -> Manifest:
         manifest = self._snapshot.manifests.get(name)
         if manifest is None:
-            raise ModelNotFound(f"model {name!r} not found")
+            raise self._not_found(name)
         return manifest
+
+    def _not_found(self, name: str) -> ModelNotFound:
+        if name in self.unloaded:
+            return ModelNotFound(
+                f"model {name!r} was unloaded from this worker; "
+                f"POST /v2/repository/models/{name}/load serves it again"
+            )
+        return ModelNotFound(f"model {name!r} not found")
+
+    def loaded_versions(self) -> dict[str, list[int]]:
+        """The versions loaded now, per model (what refresh() returns, without refreshing)."""
+        loaded: dict[str, list[int]] = {}
+        for name, version in sorted(self._snapshot.models):
+            loaded.setdefault(name, []).append(version)
+        return loaded
+
+    def unload(self, name: str) -> None:
+        """Stop serving model ``name`` in this worker (its loaded versions are dropped)."""
+        with self._refresh_lock:
+            self.unloaded = self.unloaded | {name}
+            self._refresh_locked()
+
+    def load(self, name: str) -> list[int]:
+        """Serve model ``name`` again (re-read from the store, warmed); the versions loaded.
+
+        Raises ModelNotFound if the store has no such model, NotReady if it cannot be loaded.
+        """
+        if name not in self.store.names():
+            raise ModelNotFound(
+                f"model {name!r} is not in the store; its models are: "
+                + (", ".join(self.store.names()) or "none")
+            )
+        with self._refresh_lock:
+            self.unloaded = self.unloaded - {name}
+            self._refresh_locked()
+        versions = self.loaded_versions().get(name)
+        if not versions:
+            raise NotReady(f"model {name!r} cannot be loaded; the server log says why")
+        return versions
 
     def names(self) -> list[str]:
         return sorted(self._snapshot.manifests)
@@ -329,7 +377,7 @@ class ServingState:
         snap = self._snapshot  # one snapshot for the whole lookup
         manifest = snap.manifests.get(name)
         if manifest is None:
-            raise ModelNotFound(f"model {name!r} not found")
+            raise self._not_found(name)
         try:
             number = self.store.resolve(
                 name,

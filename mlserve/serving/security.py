@@ -19,7 +19,8 @@ Clients send ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Scopes:
 * ``predict``           predict with any model
 * ``predict:<model>``   predict with that model only
 * ``read``              metadata, listings, health details, /openapi.json, /metrics
-* ``admin``             POST /admin/reload (and only that: admin does not imply the others)
+* ``admin``             POST /admin/reload and the Triton repository's load/unload
+                        (and only those: admin does not imply the others)
 
 A missing, malformed, unknown or revoked key is a 401 with one fixed body
 (no hint which it was); a valid key without the scope is a 403. Endpoints in
@@ -106,12 +107,14 @@ class Unauthorized(ServingError):
 
 
 class Forbidden(ServingError):
-    """A valid key without the scope the request needs."""
+    """A valid key without the scope the request needs (``needed``: the scopes that would do)."""
 
     status = 403
 
-    def __init__(self) -> None:
-        super().__init__(FORBIDDEN_MESSAGE)
+    def __init__(self, needed: Sequence[str] = ()) -> None:
+        # the holder of a valid key may learn which scope to ask for; nothing about other keys
+        detail = f"; it needs {' or '.join(map(repr, needed))}" if needed else ""
+        super().__init__(FORBIDDEN_MESSAGE + detail)
 
 
 class TooManyRequests(ServingError):
@@ -377,9 +380,12 @@ def parse_rate_limit(text: str) -> str:
 # ------------------------------------------------------- the request guard
 
 #: endpoint name -> what it needs: OPEN-able group or a scope kind
-_HEALTH = frozenset({"v2_live", "v2_ready", "ping", "health"})
+_HEALTH = frozenset({"v2_live", "v2_ready", "ping", "health", "root_live"})
 _PREDICT_ENDPOINTS = frozenset({"v1_model", "v2_infer", "v2_infer_version", "invocations", "predict"})
-_ADMIN_ENDPOINTS = frozenset({"admin_reload"})
+_ADMIN_ENDPOINTS = frozenset({"admin_reload", "repository_load", "repository_unload"})
+# the blueprint's answers to a wrong method or an unknown path under its prefix: they
+# reveal nothing a key protects, so they need none (a 405 says the same with or without)
+_ROUTING_ERRORS = frozenset({"wrong_method", "no_route"})
 _GROUPS = {"health": _HEALTH, "metrics": frozenset({"metrics"}), "docs": frozenset({"openapi"})}
 _CORS_ALLOW_HEADERS = [
     "Authorization", "Content-Type", "Content-Encoding", "X-API-Key", "X-Request-ID",
@@ -396,7 +402,18 @@ class Guard:
 
     def __init__(self, config: Any) -> None:
         self.keys = KeyFile(config.api_keys) if config.api_keys else None
-        self.open = frozenset().union(*(_GROUPS[g] for g in config.open_endpoints))
+        self.open = frozenset().union(_ROUTING_ERRORS, *(_GROUPS[g] for g in config.open_endpoints))
+        # closed by default: without keys nobody could be told apart from an admin
+        self.admin_enabled = (
+            config.admin_enabled if config.admin_enabled is not None else self.keys is not None
+        )
+        self.admin_disabled_reason = (
+            "MLSERVE_ADMIN_ENABLED is False"
+            if config.admin_enabled is False
+            else "no API keys are configured, so no client can prove it is an admin; "
+            "set MLSERVE_API_KEYS (mlserve serve --api-keys) and use a key with the admin "
+            "scope, or set MLSERVE_ADMIN_ENABLED=True to open them to every client"
+        )
         limiter = RateLimiter(
             config.rate_limit, config.model_rate_limits, config.rate_limit_storage
         )
@@ -437,7 +454,11 @@ class Guard:
             if key is None:
                 raise Unauthorized()
             if not key.allows(need, model_name):
-                raise Forbidden()
+                raise Forbidden(
+                    [PREDICT, *([f"{PREDICT}:{model_name}"] if model_name else [])]
+                    if need == PREDICT
+                    else [need]
+                )
         if self.limiter is not None:
             who = f"key:{key.id}" if key is not None else f"addr:{client or '-'}"
             self.limiter.check(who, model_name)
