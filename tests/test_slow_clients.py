@@ -235,7 +235,7 @@ def test_request_sent_slowly_but_within_the_timeout_is_served(server):
             time.sleep(0.2)
         status, _, body = read_response(sock)
     assert status == 200, body
-    assert "predictions" in json.loads(body)
+    assert json.loads(body)["prediction"] == pytest.approx(fit_regressor().predict([ROW])[0])
 
 
 def test_keepalive_pipelined_and_chunked_requests(server):
