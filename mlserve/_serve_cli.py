@@ -281,7 +281,7 @@ def _serve_config(flags: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """The app's MLSERVE_* config: flags given on the command line, else the
     environment, else the flags' defaults; validated here, so a bad value is a
     usage error naming the key, not a traceback in every worker."""
-    from mlserve.serving.config import ConfigError, ServingConfig, parse_environ
+    from mlserve.serving.config import ConfigError, ServingConfig, parse_environ, url_prefix
 
     context = click.get_current_context()
     try:
@@ -296,6 +296,7 @@ def _serve_config(flags: dict[str, Any]) -> tuple[dict[str, Any], Any]:
             config[key] = value
     try:
         serving = ServingConfig.from_mapping(config)
+        url_prefix(config.get("MLSERVE_URL_PREFIX"))
         if serving.api_keys:
             from mlserve.serving.security import KeyFile
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from mlserve.serving.batching import BatchConfig, BatchingError, parse_batching
 from mlserve.store import StoreError, validate_alias, validate_name
 
-__all__ = ["DEFAULTS", "ConfigError", "ServingConfig", "parse_environ"]
+__all__ = ["DEFAULTS", "ConfigError", "ServingConfig", "parse_environ", "url_prefix"]
 
 #: Every configuration key with its default. Keys set in ``app.config`` win
 #: over these; arguments to ``mlserve.blueprint(...)`` win over ``app.config``.
@@ -140,6 +140,15 @@ def parse_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             continue
         values[key] = _parse_environ_value(key, text.strip(), default)
     return values
+
+
+def url_prefix(value: Any, key: str = "MLSERVE_URL_PREFIX") -> str | None:
+    """Where to mount the blueprint: None for the root, else "/path" (no trailing slash)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(f"{key} must be '' or start with '/', got {value!r}")
+    return value.rstrip("/") or None
 
 
 _TRUE_TEXTS = ("true", "1", "yes", "on")
