@@ -332,3 +332,67 @@ def test_malformed_request_still_gets_gunicorns_400(server):
         sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
         status, _, _ = read_response(sock)
     assert status == 400
+
+
+# ------------------------------------------------- the framing, without a server
+
+FRAMED_REQUESTS = {
+    "no body": b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n",
+    "leading empty line": b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "content-length": predict_request(),
+    "header case and spaces": b"POST /p HTTP/1.1\r\ncOnTeNt-LeNgTh:   3 \r\n\r\nabc",
+    "chunked": (
+        b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    ),
+    "chunked with trailers": (
+        b"POST /p HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FRAMED_REQUESTS))
+def test_framing_finds_the_end_of_a_request_sent_byte_by_byte(name):
+    from mlserve.serving.worker import NEED_MORE, READY, RequestFraming
+
+    request = FRAMED_REQUESTS[name]
+    framing = RequestFraming(max_head_bytes=10_000, max_body_bytes=1000)
+    for i in range(len(request) - 1):
+        framing.feed(request[i : i + 1])
+        assert framing.check() is NEED_MORE, request[: i + 1]
+    framing.feed(request[-1:])
+    assert framing.check() is READY
+    assert framing.take() == request
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /p HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+        b"POST /p HTTP/1.1\r\nContent-Length: -3\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET / HTTP/1.1\nHost: x\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nContent-Length: 1001\r\n\r\n",
+    ],
+    ids=["two lengths", "negative length", "length and chunked", "not chunked last",
+         "bad chunk size", "bare LF", "declared over the limit"],
+)  # fmt: skip
+def test_framing_hands_what_it_cannot_judge_to_gunicorn_unread(request_bytes):
+    from mlserve.serving.worker import HAND_OVER, RequestFraming
+
+    framing = RequestFraming(max_head_bytes=10_000, max_body_bytes=1000)
+    framing.feed(request_bytes)
+    assert framing.check() is HAND_OVER  # gunicorn's parser answers; the connection then closes
+
+
+def test_framing_asks_for_100_continue_only_while_the_body_is_missing():
+    from mlserve.serving.worker import NEED_MORE, READY, RequestFraming
+
+    framing = RequestFraming(max_head_bytes=10_000, max_body_bytes=1000)
+    framing.feed(predict_request(Expect="100-continue")[: -len(PREDICT_BODY)])
+    assert framing.check() is NEED_MORE and framing.wants_continue
+    framing.feed(PREDICT_BODY)
+    assert framing.check() is READY

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import selectors
 import socket
 import time
@@ -47,6 +48,8 @@ READ_SIZE = 64 * 1024
 BODY_READ_SIZE = 1024 * 1024  # a large body in few recv() calls
 CHUNK_SIZE_LINE_LIMIT = 8190  # gunicorn's limit for a chunk-size line
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: The header fields that say where a request ends (matched in the lower-cased head)
+FRAMING_HEADER = re.compile(rb"\r\n(content-length|transfer-encoding|expect):([^\r\n]*)")
 
 
 # ------------------------------------------------------------------ framing
@@ -132,23 +135,20 @@ class RequestFraming:
                     f"request headers are over {self.max_head_bytes} bytes",
                 )
             return NEED_MORE
-        head = bytes(self.buffer[:end])
-        if b"\n" in head.replace(b"\r\n", b""):
+        head = bytes(self.buffer[:end]).lower()
+        if head.count(b"\n") != head.count(b"\r\n"):
             return HAND_OVER  # bare LF: gunicorn refuses it
-        lines = head.split(b"\r\n")
-        if lines[0] == b"":
-            lines = lines[1:]  # one empty line before the request line is allowed
+        request_line_end = head.find(b"\r\n", 2)  # one empty line before it is allowed
+        request_line = head[: request_line_end if request_line_end >= 0 else len(head)]
         lengths, codings, expect = [], [], b""
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.lower()
+        for name, value in FRAMING_HEADER.findall(head):
             value = value.strip(b" \t")
             if name == b"content-length":
                 lengths.append(value)
             elif name == b"transfer-encoding":
-                codings += [c.strip(b" \t").lower() for c in value.split(b",")]
-            elif name == b"expect":
-                expect = value.lower()
+                codings += [c.strip(b" \t") for c in value.split(b",")]
+            else:
+                expect = value
         self._body_start = end + 4
         self._scan = self._body_start
         if codings:
@@ -161,7 +161,7 @@ class RequestFraming:
             self._length = int(lengths[0])
             if self._length > self.max_body_bytes:
                 return HAND_OVER  # the app answers 413 without reading the body
-        self.wants_continue = expect == b"100-continue" and lines[0].endswith(b"HTTP/1.1")
+        self.wants_continue = expect == b"100-continue" and request_line.endswith(b"http/1.1")
         return NEED_MORE
 
     def _check_chunks(self) -> Ready | Refusal | None:
@@ -310,8 +310,9 @@ class BufferingThreadWorker(ThreadWorker):
         """A kept-alive connection sends its next request: that request's clock starts now."""
         self.keepalived_conns.remove(conn)
         self._start_reading(conn)
-        self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
-        self._on_readable(conn, client)
+        self._on_readable(conn, client)  # most requests arrive in one piece: handed over now
+        if conn in self.reading:  # not yet: wait for the rest in the loop
+            self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
     def _start_reading(self, conn: BufferedConn, leftover: bytes = b"") -> None:
         conn.sock.setblocking(False)
