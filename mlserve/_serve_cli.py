@@ -22,6 +22,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it 
 DEMO_MODEL = "demo"
 DEMO_ROW = [0.5, -1.2, 3.3, 0.1]
 CHECK_TIMEOUT_SECONDS = 30.0
+CLIENT_TIMEOUT_SECONDS = 30.0  # MLSERVE_CLIENT_TIMEOUT's default (serving/config.py)
 
 store_option = click.option(
     "--store",
@@ -113,7 +114,6 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
 @click.option(
     "--api-keys",
     default=None,
-    envvar="MLSERVE_API_KEYS",
     type=click.Path(dir_okay=False),
     help="Keys file (mlserve keys create): requests then need a key. Default: no auth.",
 )
@@ -174,6 +174,13 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     help='Per-model batching options as JSON, e.g. \'{"churn": {"max_batch_size": 16}, '
     '"tiny": false}\' (keys as MLSERVE_BATCHING_MODELS).',
 )
+@click.option(
+    "--client-timeout",
+    default=CLIENT_TIMEOUT_SECONDS,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds a request may take to arrive in full (from its start); then 408 and close.",
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -195,18 +202,24 @@ def serve_command(
     max_batch_size: int,
     max_delay_ms: float,
     batching_models: str | None,
+    client_timeout: float,
     dev: bool,
 ) -> None:
-    """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root)."""
+    """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root).
+
+    Every MLSERVE_* configuration key is also read from the environment (a
+    Kubernetes ConfigMap); a flag on the command line wins over it.
+    """
     _existing_store(store_dir)
     if not dev:
         # before prometheus_client is first imported: each worker then writes its
         # metrics to files there, and /metrics sums them (mlserve.serving.metrics)
         _prepare_multiprocess_metrics()
+    # imported only now: prometheus_client must see the folder prepared above
     from mlserve.serving.app import create_app
-    from mlserve.serving.config import ConfigError, ServingConfig
+    from mlserve.serving.worker import worker_class
 
-    config = {
+    flags = {
         "MLSERVE_RELOAD_INTERVAL": reload_interval,
         "MLSERVE_DEFAULT_MODEL": default_model,
         "MLSERVE_MAX_BODY_BYTES": max_body_bytes,
@@ -221,15 +234,10 @@ def serve_command(
         "MLSERVE_BATCH_MAX_SIZE": max_batch_size,
         "MLSERVE_BATCH_MAX_DELAY_MS": max_delay_ms,
         "MLSERVE_BATCHING_MODELS": _json_option("--batching-models", batching_models),
+        "MLSERVE_CLIENT_TIMEOUT": client_timeout,
     }
-    try:  # a bad option is a usage error here, not a traceback in every worker
-        ServingConfig.from_mapping(config)
-        if api_keys:
-            from mlserve.serving.security import KeyFile
-
-            KeyFile(api_keys)
-    except (ConfigError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    config, serving = _serve_config(flags)
+    access_log = serving.access_log
 
     def factory() -> Any:
         if access_log:
@@ -245,7 +253,9 @@ def serve_command(
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": workers,
             "threads": threads,
-            "worker_class": "gthread",
+            # gthread, but each request is read whole in the event loop before a
+            # thread runs it: slow clients cannot hold the threads (serving/worker.py)
+            "worker_class": worker_class(serving.client_timeout, serving.max_body_bytes),
             "timeout": 60,
             "graceful_timeout": 10,
             "keepalive": 5,
@@ -255,6 +265,56 @@ def serve_command(
             "worker_exit": _worker_exit,
         },
     )
+
+
+#: serve's command-line parameter of each flag's MLSERVE_* key
+FLAG_PARAMETERS = {
+    "MLSERVE_RELOAD_INTERVAL": "reload_interval",
+    "MLSERVE_DEFAULT_MODEL": "default_model",
+    "MLSERVE_MAX_BODY_BYTES": "max_body_bytes",
+    "MLSERVE_MAX_ROWS": "max_rows",
+    "MLSERVE_API_KEYS": "api_keys",
+    "MLSERVE_RATE_LIMIT": "rate_limit",
+    "MLSERVE_RATE_LIMIT_STORAGE": "rate_limit_storage",
+    "MLSERVE_CORS_ORIGINS": "cors_origins",
+    "MLSERVE_ACCESS_LOG": "access_log",
+    "MLSERVE_BATCHING": "batching",
+    "MLSERVE_BATCH_MAX_SIZE": "max_batch_size",
+    "MLSERVE_BATCH_MAX_DELAY_MS": "max_delay_ms",
+    "MLSERVE_BATCHING_MODELS": "batching_models",
+    "MLSERVE_CLIENT_TIMEOUT": "client_timeout",
+}
+#: Keys that serve takes as arguments, not as app configuration
+NOT_APP_CONFIG = ("MLSERVE_STORE",)
+
+
+def _serve_config(flags: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The app's MLSERVE_* config: flags given on the command line, else the
+    environment, else the flags' defaults; validated here, so a bad value is a
+    usage error naming the key, not a traceback in every worker."""
+    from mlserve.serving.config import ConfigError, ServingConfig, parse_environ, url_prefix
+
+    context = click.get_current_context()
+    try:
+        config = parse_environ()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    for key in NOT_APP_CONFIG:
+        config.pop(key, None)
+    for key, value in flags.items():
+        source = context.get_parameter_source(FLAG_PARAMETERS[key])
+        if source is click.core.ParameterSource.COMMANDLINE or key not in config:
+            config[key] = value
+    try:
+        serving = ServingConfig.from_mapping(config)
+        url_prefix(config.get("MLSERVE_URL_PREFIX"))
+        if serving.api_keys:
+            from mlserve.serving.security import KeyFile
+
+            KeyFile(serving.api_keys)
+    except (ConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    return config, serving
 
 
 def _prepare_multiprocess_metrics() -> None:

@@ -9,6 +9,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from mlserve.serving.blueprint import blueprint
+from mlserve.serving.config import url_prefix
 from mlserve.serving.errors import error_response
 
 __all__ = ["create_app"]
@@ -17,7 +18,8 @@ __all__ = ["create_app"]
 def create_app(store_dir: str | os.PathLike[str] | None = None, **config: Any) -> Flask:
     """A Flask app serving ``store_dir`` at the root, so clients find /v1, /v2, /invocations.
 
-    Keyword arguments are MLSERVE_* config keys (e.g. ``MLSERVE_RELOAD_INTERVAL=1``).
+    Keyword arguments are MLSERVE_* config keys (e.g. ``MLSERVE_RELOAD_INTERVAL=1``);
+    ``MLSERVE_URL_PREFIX`` mounts the blueprint below the root instead.
     Without ``store_dir`` the MLSERVE_STORE environment variable is used.
     """
     store_dir = store_dir or os.environ.get("MLSERVE_STORE")
@@ -25,7 +27,8 @@ def create_app(store_dir: str | os.PathLike[str] | None = None, **config: Any) -
         raise ValueError("no model store: pass store_dir or set MLSERVE_STORE")
     app = Flask("mlserve")
     app.config.update(config)
-    app.register_blueprint(blueprint(os.fspath(store_dir)))
+    prefix = url_prefix(app.config.get("MLSERVE_URL_PREFIX"))
+    app.register_blueprint(blueprint(os.fspath(store_dir)), url_prefix=prefix)
 
     @app.errorhandler(HTTPException)
     def _json_http_error(exc: HTTPException) -> Any:

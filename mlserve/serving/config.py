@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -10,7 +11,7 @@ from typing import Any, Mapping
 from mlserve.serving.batching import BatchConfig, BatchingError, parse_batching
 from mlserve.store import StoreError, validate_alias, validate_name
 
-__all__ = ["DEFAULTS", "ConfigError", "ServingConfig"]
+__all__ = ["DEFAULTS", "ConfigError", "ServingConfig", "parse_environ", "url_prefix"]
 
 #: Every configuration key with its default. Keys set in ``app.config`` win
 #: over these; arguments to ``mlserve.blueprint(...)`` win over ``app.config``.
@@ -43,8 +44,15 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # operations (mlserve/serving/metrics.py)
         "MLSERVE_METRICS_ENABLED": True,  # GET /metrics (Prometheus)
         "MLSERVE_ACCESS_LOG": True,  # one JSON line per request on the "mlserve.access" logger
+        # mlserve serve's worker (mlserve/serving/worker.py): a request not in full by
+        # then gets 408; counted from its start, not reset by each byte
+        "MLSERVE_CLIENT_TIMEOUT": 30.0,
     }
 )
+
+#: Keys whose environment value is JSON (a mapping). Every other key's value is
+#: read by the type of its default (see :func:`parse_environ`).
+JSON_ENV_KEYS = frozenset({"MLSERVE_BATCHING_MODELS", "MLSERVE_MODEL_RATE_LIMITS"})
 
 
 class ConfigError(ValueError):
@@ -69,6 +77,7 @@ class ServingConfig:
     cors_origins: tuple[str, ...] | None = None
     metrics_enabled: bool = True
     access_log: bool = True
+    client_timeout: float = DEFAULTS["MLSERVE_CLIENT_TIMEOUT"]
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -105,7 +114,76 @@ class ServingConfig:
             cors_origins=_cors_origins(values, "MLSERVE_CORS_ORIGINS"),
             metrics_enabled=_bool(values, "MLSERVE_METRICS_ENABLED"),
             access_log=_bool(values, "MLSERVE_ACCESS_LOG"),
+            client_timeout=_positive_float(values, "MLSERVE_CLIENT_TIMEOUT"),
         )
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> "ServingConfig":
+        """Read and validate the MLSERVE_* environment variables (see :func:`parse_environ`)."""
+        return cls.from_mapping(parse_environ(environ), overrides)
+
+
+def parse_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The MLSERVE_* configuration keys set in ``environ`` (default: ``os.environ``), typed.
+
+    Each value is read by the type of the key's default: booleans from
+    true/false/1/0 (yes/no, on/off), integers, floats, lists as comma-separated
+    text, mappings (:data:`JSON_ENV_KEYS`) as JSON; text as it is. An empty
+    variable counts as unset. Other MLSERVE_* variables (build switches such as
+    MLSERVE_BLAS) are not configuration keys and are left alone. A value that
+    does not parse raises :class:`ConfigError` naming the variable and the value.
+    """
+    environ = os.environ if environ is None else environ
+    values = {}
+    for key, default in DEFAULTS.items():
+        text = environ.get(key)
+        if text is None or text.strip() == "":
+            continue
+        values[key] = _parse_environ_value(key, text.strip(), default)
+    return values
+
+
+def url_prefix(value: Any, key: str = "MLSERVE_URL_PREFIX") -> str | None:
+    """Where to mount the blueprint: None for the root, else "/path" (no trailing slash)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError(f"{key} must be '' or start with '/', got {value!r}")
+    return value.rstrip("/") or None
+
+
+_TRUE_TEXTS = ("true", "1", "yes", "on")
+_FALSE_TEXTS = ("false", "0", "no", "off")
+
+
+def _parse_environ_value(key: str, text: str, default: Any) -> Any:
+    where = f"{key} (from the environment)"
+    if key in JSON_ENV_KEYS:
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where} must be JSON, got {text!r}: {exc}") from None
+    if isinstance(default, bool):
+        if text.lower() in _TRUE_TEXTS:
+            return True
+        if text.lower() in _FALSE_TEXTS:
+            return False
+        raise ConfigError(f"{where} must be true or false (or 1/0), got {text!r}")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {text!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {text!r}") from None
+    if isinstance(default, (tuple, list)):
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    return text  # text keys, and those without a default (paths, names, "a,b" lists)
 
 
 def _batching(values: Mapping[str, Any]) -> tuple[BatchConfig, Mapping[str, BatchConfig]]:
@@ -125,6 +203,13 @@ def _positive_int(values: Mapping[str, Any], key: str, unit: str = "bytes") -> i
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key} must be a positive integer ({unit}), got {value!r}")
     return value
+
+
+def _positive_float(values: Mapping[str, Any], key: str) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key} must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def _non_negative_float(values: Mapping[str, Any], key: str) -> float:
