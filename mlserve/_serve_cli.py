@@ -121,7 +121,6 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     "--admin/--no-admin",
     "admin",
     default=None,
-    envvar="MLSERVE_ADMIN_ENABLED",
     help="The admin endpoints (POST /admin/reload, /v2/repository/models/<name>/load|unload). "
     "Default: on only with --api-keys, for keys with the admin scope; --admin opens them "
     "without keys too.",
@@ -274,6 +273,7 @@ FLAG_PARAMETERS = {
     "MLSERVE_MAX_BODY_BYTES": "max_body_bytes",
     "MLSERVE_MAX_ROWS": "max_rows",
     "MLSERVE_API_KEYS": "api_keys",
+    "MLSERVE_ADMIN_ENABLED": "admin",
     "MLSERVE_RATE_LIMIT": "rate_limit",
     "MLSERVE_RATE_LIMIT_STORAGE": "rate_limit_storage",
     "MLSERVE_CORS_ORIGINS": "cors_origins",

@@ -30,6 +30,7 @@ SAMPLE_TEXTS = {
     "MLSERVE_CORS_ORIGINS": ("https://a.example, https://b.example", "https://a.example, https://b.example"),
     "MLSERVE_BATCHING_MODELS": ('{"churn": {"max_batch_size": 16}}', {"churn": {"max_batch_size": 16}}),
     "MLSERVE_MODEL_RATE_LIMITS": ('{"churn": "20/second"}', {"churn": "20/second"}),
+    "MLSERVE_ADMIN_ENABLED": ("true", True),  # None: on only with keys (serving/security)
 }
 
 

@@ -53,6 +53,8 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
 #: Keys whose environment value is JSON (a mapping). Every other key's value is
 #: read by the type of its default (see :func:`parse_environ`).
 JSON_ENV_KEYS = frozenset({"MLSERVE_BATCHING_MODELS", "MLSERVE_MODEL_RATE_LIMITS"})
+#: Booleans whose default is None (unset means "decide from other settings").
+OPTIONAL_BOOL_ENV_KEYS = frozenset({"MLSERVE_ADMIN_ENABLED"})
 
 
 class ConfigError(ValueError):
@@ -165,7 +167,7 @@ def _parse_environ_value(key: str, text: str, default: Any) -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise ConfigError(f"{where} must be JSON, got {text!r}: {exc}") from None
-    if isinstance(default, bool):
+    if isinstance(default, bool) or key in OPTIONAL_BOOL_ENV_KEYS:
         if text.lower() in _TRUE_TEXTS:
             return True
         if text.lower() in _FALSE_TEXTS:
