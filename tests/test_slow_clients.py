@@ -291,11 +291,13 @@ def test_declared_body_over_the_limit_gets_413_without_sending_it(server):
                 {"Content-Type": "application/json", "Content-Length": MAX_BODY + 1},
             )
         )
-        status, _, body = read_response(sock)
+        status, headers, body = read_response(sock)
         assert status == 413
         assert json.loads(body)["error"] == (
             f"request body is {MAX_BODY + 1} bytes; the limit is {MAX_BODY} (MLSERVE_MAX_BODY_BYTES)"
         )
+        # the unsent body stays on the wire, so the answer must not promise keep-alive
+        assert headers.get("connection") == "close"
         assert closed_by_server(sock)
 
 

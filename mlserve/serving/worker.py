@@ -446,6 +446,10 @@ class BufferingThreadWorker(ThreadWorker):
     def handle_request(self, req: Any, conn: BufferedConn) -> Any:
         if conn.sent_continue:
             req._expected_100_continue = False  # the event loop sent "100 Continue" already
+        if not conn.request_complete:
+            # Its body is still on the wire: the answer says "Connection: close", so
+            # the client never sends its next request on a connection about to close.
+            req.must_close = True
         return super().handle_request(req, conn)
 
     def _keepalive_after(self, conn: BufferedConn, keepalive: bool) -> bool:
