@@ -1,11 +1,19 @@
-"""HTTP load benchmark: four servers side by side under identical gunicorn settings, driven by wrk.
+"""HTTP load benchmark: servers side by side under the same gunicorn settings, driven by wrk.
 
-Servers (each ``gunicorn -k gthread --workers W --threads T``, loopback only):
+Servers (loopback only, each with --workers W --threads T):
 
-  (a) bare     Flask route returning a constant JSON (the framework ceiling)
+  (a) bare     Flask route returning a constant JSON (the framework ceiling), gunicorn gthread
   (b) sklearn  Flask + scikit-learn: model.predict(np.asarray(request.get_json()["instances"]))
   (c) mlserve  the mlserve blueprint (mlserve.serving.app.create_app), MLSERVE_BATCHING=False
   (d) batched  the same with micro-batching on (MLSERVE_BATCH_MAX_SIZE, MLSERVE_BATCH_MAX_DELAY_MS)
+  (e) defaults ``mlserve serve STORE`` itself with its defaults: the buffering worker
+               (mlserve.serving.worker), multiprocess Prometheus metrics, the JSON access log
+               on stderr, request ids, Server-Timing, batching on, store reload every 2 s
+  (f) bare     the route of (a) on (e)'s worker class (BufferingThreadWorker), for (e)/(f)
+  (g) baseline (e) run from another checkout (--baseline PATH, e.g. ``git archive`` of main
+               with its built extension), for a before/after comparison in one run
+
+(a)-(d) run ``gunicorn -k gthread``; (e) and (g) run ``python -m mlserve.cli serve``.
 
 Models: "cheap", a LogisticRegression on 20 features (the HTTP path is all that
 matters), and "heavy", a multi-output Ridge with 2048 features and 1024
@@ -26,6 +34,7 @@ requests/s, rows/s, p50 and p99 latency, and ratios.
     python benchmarks/bench_http.py                  # full grid (~4 min)
     python benchmarks/bench_http.py --quick          # 2 s runs, 1 s warm-up
     python benchmarks/bench_http.py --profile c:heavy:64   # + py-spy of server (c) under that case
+    python benchmarks/bench_http.py --servers aefg --baseline /tmp/main --cases cheap:1,cheap:8,cheap:64
 
 The servers are started with this file as the gunicorn app module
 (``bench_http:app_factory()``, configured by BENCH_* environment variables).
@@ -57,7 +66,12 @@ SERVERS = {
     "b": "Flask + scikit-learn predict",
     "c": "mlserve, batching off",
     "d": "mlserve, batching on",
+    "e": "mlserve serve, defaults",
+    "f": "bare Flask on (e)'s worker",
+    "g": "mlserve serve, defaults, baseline",
 }
+#: the servers that are ``mlserve serve`` (the others are this file's app_factory)
+SERVE_KINDS = ("e", "g")
 CHEAP_FEATURES = 20
 HEAVY_FEATURES, HEAVY_OUTPUTS = 2048, 1024
 
@@ -85,6 +99,8 @@ end
 def app_factory() -> Any:
     """The WSGI app of one server, chosen by BENCH_KIND (run inside gunicorn workers)."""
     kind = os.environ["BENCH_KIND"]
+    if kind == "f":
+        kind = "a"  # the same route, on another worker class
     if kind in ("c", "d"):
         from mlserve.serving.app import create_app
 
@@ -125,22 +141,43 @@ def app_factory() -> Any:
 
 
 class Gunicorn:
-    def __init__(self, kind: str, env: dict[str, str], workers: int, threads: int) -> None:
+    def __init__(
+        self, kind: str, env: dict[str, str], workers: int, threads: int, code: Path
+    ) -> None:
+        """Start server ``kind`` with the mlserve package of the checkout ``code``."""
         self.kind = kind
-        command = [
-            sys.executable, "-m", "gunicorn", "--chdir", str(HERE),
-            "--bind", "127.0.0.1:0", "--worker-class", "gthread",
-            "--workers", str(workers), "--threads", str(threads),
-            "--keep-alive", "30", "--backlog", "2048", "--log-level", "info",
-            "bench_http:app_factory()",
-        ]  # fmt: skip
-        import gunicorn.config
+        if kind in SERVE_KINDS:
+            # exactly the server a user starts; its access log goes to stderr (read below)
+            command = [
+                sys.executable, "-m", "mlserve.cli", "serve", env["BENCH_STORE"],
+                "--host", "127.0.0.1", "--port", "0",
+                "--workers", str(workers), "--threads", str(threads),
+            ]  # fmt: skip
+        else:
+            worker = "mlserve.serving.worker.BufferingThreadWorker" if kind == "f" else "gthread"
+            command = [
+                sys.executable, "-m", "gunicorn", "--chdir", str(HERE),
+                "--bind", "127.0.0.1:0", "--worker-class", worker,
+                "--workers", str(workers), "--threads", str(threads),
+                "--keep-alive", "30", "--backlog", "2048", "--log-level", "info",
+                "bench_http:app_factory()",
+            ]  # fmt: skip
+            import gunicorn.config
 
-        if hasattr(gunicorn.config, "ControlSocketDisable"):
-            command.insert(-1, "--no-control-socket")
+            if hasattr(gunicorn.config, "ControlSocketDisable"):
+                command.insert(-1, "--no-control-socket")
+        server_env = {**os.environ, **env, "BENCH_KIND": kind, "PYTHONUNBUFFERED": "1"}
+        server_env["PYTHONPATH"] = os.pathsep.join(
+            [str(code), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        for key in [k for k in server_env if k.startswith("MLSERVE_") and kind in SERVE_KINDS]:
+            if key not in ("MLSERVE_NUM_THREADS",):
+                del server_env[key]  # the defaults, whatever this shell exports
+        server_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # serve makes its own folder
         self.process = subprocess.Popen(
             command,
-            env={**os.environ, **env, "BENCH_KIND": kind, "PYTHONUNBUFFERED": "1"},
+            cwd=str(code),
+            env=server_env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -148,11 +185,15 @@ class Gunicorn:
         self.port: int | None = None
         self.workers: list[int] = []
         self.log: list[str] = []
+        self.access_lines = 0
         ready = threading.Event()
 
         def read() -> None:
             assert self.process.stderr is not None
             for line in self.process.stderr:
+                if line.startswith("{"):  # an access-log line of (e), (g)
+                    self.access_lines += 1
+                    continue
                 if len(self.log) < 200:
                     self.log.append(line)
                 m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
@@ -354,9 +395,20 @@ def main() -> None:
     parser.add_argument("--servers", default="abcd")
     parser.add_argument("--cases", default="cheap:1,cheap:8,cheap:64,heavy:1,heavy:8,heavy:64,cheap1000:8,forest:1,forest:64")
     parser.add_argument("--mlserve-config", default=None, help="extra MLSERVE_* keys for (c), (d) as JSON")
-    parser.add_argument("--profile", default=None, help="SERVER:CASE (e.g. c:heavy:64): py-spy the worker")
+    parser.add_argument("--profile", default=None, help="SERVER:CASE[,...] (e.g. c:heavy:64): py-spy the worker (first round)")
     parser.add_argument("--json", default=None, help="write the raw results here")
+    parser.add_argument(
+        "--baseline", default=None, type=Path,
+        help="checkout (with its built extension) that server (g) runs, e.g. main before a change",
+    )  # fmt: skip
     args = parser.parse_args()
+    unknown = [k for k in args.servers if k not in SERVERS]
+    if unknown:
+        sys.exit(f"unknown server {unknown[0]!r}; the servers are {', '.join(SERVERS)}")
+    if "g" in args.servers and args.baseline is None:
+        sys.exit("server (g) runs the --baseline checkout: give --baseline PATH")
+    if args.baseline is not None and not (args.baseline / "mlserve" / "__init__.py").is_file():
+        sys.exit(f"--baseline {args.baseline}: no mlserve package there")
     if args.quick:
         args.duration, args.warmup = 2.0, 1.0
     if shutil.which("wrk") is None:
@@ -392,15 +444,18 @@ def main() -> None:
         env["BENCH_MLSERVE_CONFIG"] = args.mlserve_config
     print(
         f"servers: gunicorn gthread, {args.workers} worker(s) x {args.threads} threads, "
-        f"keep-alive; batching (d): max_batch_size {args.max_batch}, max_delay_ms {args.max_delay_ms}; "
+        f"keep-alive; (e), (g): mlserve serve with its defaults, --workers/--threads as these; "
+        f"(f): (a) on BufferingThreadWorker; batching (d): max_batch_size {args.max_batch}, max_delay_ms {args.max_delay_ms}; "
         f"wrk {args.duration:g} s per run after {args.warmup:g} s warm-up, {args.rounds} round(s)"
     )
     servers: dict[str, Gunicorn] = {}
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
         for kind in args.servers:
-            servers[kind] = Gunicorn(kind, env, args.workers, args.threads)
+            code = args.baseline if kind == "g" else HERE.parent
+            servers[kind] = Gunicorn(kind, env, args.workers, args.threads, code.resolve())
         cases = [c.split(":") for c in args.cases.split(",")]
+        profiles = set(args.profile.split(",")) if args.profile else set()
         for round_ in range(args.rounds):
             for case_index, (body_name, conc) in enumerate(cases):
                 body, rows, model = bodies[body_name]
@@ -414,8 +469,8 @@ def main() -> None:
                     if args.warmup > 0:
                         run_wrk(url, body, int(conc), args.warmup, lua)
                     profile = None
-                    if args.profile == f"{kind}:{case}":
-                        profile = start_profile(servers[kind], directory, args.duration)
+                    if f"{kind}:{case}" in profiles and round_ == 0:
+                        profile = start_profile(servers[kind], directory, args.duration, case)
                     cpu0 = servers[kind].cpu_seconds()
                     r = run_wrk(url, body, int(conc), args.duration, lua)
                     cpu = servers[kind].cpu_seconds() - cpu0
@@ -441,6 +496,9 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+        for kind in SERVE_KINDS:
+            if kind in servers:
+                print(f"({kind}) wrote {servers[kind].access_lines} access-log lines on stderr")
     summary = summarize(results, args, full_batch_ms, one_row_ms)
     print(summary)
     if args.json:
@@ -450,9 +508,9 @@ def main() -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def start_profile(server: Gunicorn, directory: Path, seconds: float) -> Any:
+def start_profile(server: Gunicorn, directory: Path, seconds: float, case: str) -> Any:
     pid = server.workers[-1]
-    out = directory / f"profile-{server.kind}.txt"
+    out = directory / f"profile-{server.kind}-{case.replace(':', '-')}.txt"
     process = subprocess.Popen(
         ["py-spy", "record", "--pid", str(pid), "--duration", str(int(max(1, seconds))),
          "--format", "raw", "--rate", "200", "--gil", "--output", str(out), "--nonblocking"],
@@ -475,7 +533,8 @@ def finish_profile(profile: Any) -> None:
         total += n
         leaf = stack.split(";")[-1]
         self_counts[leaf] = self_counts.get(leaf, 0) + n
-    print(f"py-spy (--gil: the thread holding the GIL): {total} samples; top frames by self time:")
+    print(f"py-spy of {out.name} (--gil: the thread holding the GIL): {total} samples; "
+          "top frames by self time:")  # fmt: skip
     for leaf, n in sorted(self_counts.items(), key=lambda kv: -kv[1])[:15]:
         print(f"  {100 * n / total:5.1f}%  {leaf}")
     dest = Path(tempfile.gettempdir()) / f"mlserve-bench-http-{out.name}"
@@ -538,6 +597,18 @@ def summarize(results: dict, args: Any, full_batch_ms: float, one_row_ms: float)
             f"{verdict(None if r_ca is None else r_ca >= 0.85)}); (c)/(b) = {num(r_cb)} "
             f"(target > 1: {verdict(None if r_cb is None else r_cb > 1)}); requests per server "
             f"CPU-second (c)/(a) = {num(cpu_ac)}"
+        )
+    for conc in ("1", "8", "64"):
+        case = f"cheap:{conc}"
+        r_ea, r_ef = ratio("e", "a", case, "rps"), ratio("e", "f", case, "rps")
+        r_ga, r_eg = ratio("g", "a", case, "rps"), ratio("e", "g", case, "rps")
+        if r_ea is None and r_ef is None and r_ga is None:
+            continue
+        lines.append(
+            f"- cheap @{conc}, defaults on: (e)/(a) requests/s = {num(r_ea)} (target >= 0.85: "
+            f"{verdict(None if r_ea is None else r_ea >= 0.85)}); (e)/(f) (same worker class) = "
+            f"{num(r_ef)}; baseline (g)/(a) = {num(r_ga)}; (e)/(g) = {num(r_eg)}; requests per "
+            f"server CPU-second (e)/(a) = {num(ratio('a', 'e', case, 'cpu_ms_per_req'))}"
         )
     r_dc = ratio("d", "c", "heavy:64", "rows_per_s")
     if r_dc is not None:
