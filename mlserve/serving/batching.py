@@ -8,7 +8,7 @@ hands its rows to the batcher, which
 * runs the request **directly**, in the caller's thread with no queue hop,
   when nothing else is queued or computing for this version (an idle server,
   a single-threaded worker, or a request of ``max_batch_size`` rows or more),
-  and always for a model whose direct calls average under ``min_compute_ms``
+  and always for a model whose fastest direct call took under ``min_compute_ms``
   (0.5 ms): handing a request to another thread and back costs Python two GIL
   hand-offs, which under load is more than a cheap model's whole compute
   (measured: LogisticRegression on 20 features at 64 clients lost 70% of its
@@ -297,8 +297,11 @@ class Batcher:
         self._closed = False
         self._thread: threading.Thread | None = None
         self.stats = BatchStats(_lock=self._lock)  # counters share the batcher's lock
-        # moving average of a direct call's compute time: a model cheaper than
-        # min_compute_ms is never queued (a queue hop costs more than it saves)
+        # the fastest direct call's compute time: a model cheaper than min_compute_ms
+        # is never queued (a queue hop costs more than it saves). The fastest, not
+        # an average: under load a call's wall time includes waiting for the GIL
+        # after the C code released it, which made a cheap model look heavy
+        # exactly when queueing it hurts most
         self.direct_ms: float | None = None
         self._cheap = False
         self.current_max = config.max_batch_size if not config.adaptive else min(
@@ -333,6 +336,7 @@ class Batcher:
             self._computing += 1
             lock.release()
             start = perf_counter()
+            results = None
             try:
                 results = self._compute(rows, outputs)
             finally:
@@ -343,10 +347,11 @@ class Batcher:
                 stats.direct_calls += 1
                 stats.direct_rows += n
                 ms = (end - start) * 1000.0
-                average = self.direct_ms
-                average = ms if average is None else 0.8 * average + 0.2 * ms
-                self.direct_ms = average
-                self._cheap = average < self.config.min_compute_ms
+                fastest = self.direct_ms
+                # a refused call (NaN, wrong width) returns early: it says nothing of the model
+                if results is not None and (fastest is None or ms < fastest):
+                    self.direct_ms = ms
+                    self._cheap = ms < self.config.min_compute_ms
                 if self._queue:
                     cond.notify()  # the worker may dispatch now
                 lock.release()

@@ -9,6 +9,7 @@ Views reach their state through ``current_app``.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import zlib
@@ -31,8 +32,9 @@ from mlserve.serving.errors import (
     UnsupportedMediaType,
     render_error,
 )
+from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS
 from mlserve.serving.metrics import (
-    IN_FLIGHT,
+    MULTIPROC_ENV,
     REQUEST_ID_HEADER,
     RequestMetrics,
     RequestRecord,
@@ -159,7 +161,8 @@ def _served(view: Callable[..., Any], endpoint: str) -> Callable[..., Response]:
         record = RequestRecord(request_id_from(environ.get(REQUEST_ID_ENVIRON)), endpoint)
         req.mlserve_state = state  # type: ignore[attr-defined]
         req.mlserve_record = record  # type: ignore[attr-defined]
-        IN_FLIGHT.inc()
+        metrics = state.request_metrics
+        metrics.started(record)  # in flight until record.finish
         try:
             try:
                 if req.method == "OPTIONS":
@@ -179,14 +182,13 @@ def _served(view: Callable[..., Any], endpoint: str) -> Callable[..., Response]:
             if not isinstance(response, Response):
                 response = app.make_response(response)
             response.headers.add(REQUEST_ID_HEADER, record.request_id)
-            record.finish(state.request_metrics, response.status_code, req, state.config.access_log)
+            record.finish(metrics, response.status_code, req, state.config.access_log)
             if state.guard.cors_origins is not None:
                 state.guard.cors_headers(app, response)
             return response
         finally:
-            IN_FLIGHT.dec()
             if not record.done:  # an error no handler turned into a response: Flask's 500
-                record.finish(state.request_metrics, 500, req, state.config.access_log)
+                record.finish(metrics, 500, req, state.config.access_log)
 
     serve.__name__ = serve.__qualname__ = getattr(view, "__name__", endpoint)
     serve.__doc__ = view.__doc__
@@ -239,7 +241,7 @@ def _predict(
     results = predict(loaded, rows, outputs, timings)
     # a batcher reports its own core calls (its listener, runtime._with_batcher)
     if loaded.batcher is None and n_rows:
-        state.request_metrics.inference.observe_execution(
+        state.request_metrics.observe_execution(
             loaded.name, loaded.version, n_rows, timings.compute
         )
     return results
@@ -824,6 +826,7 @@ def _v2_model_config(name: str, version: str | None = None) -> Response:
 def _v2_stats(name: str | None = None, version: str | None = None) -> Response:
     """Triton's statistics of this worker: GET /v2/models[/<name>[/versions/<v>]]/stats."""
     state = _state()
+    state.request_metrics.flush()  # this worker's requests up to now
     stats = state.request_metrics.inference
     if name is None:
         served = set(state.names())
@@ -1088,6 +1091,12 @@ def _metrics() -> Response:
     """Prometheus metrics (all gunicorn workers summed in multiprocess mode)."""
     if not _state().config.metrics_enabled:
         raise ModelNotFound("metrics are disabled (MLSERVE_METRICS_ENABLED)")
+    # this worker's requests so far; the other workers' flushers run within
+    # FLUSH_INTERVAL_SECONDS, so after twice that the sum holds every request
+    # answered before the scrape
+    _state().request_metrics.flush()
+    if os.environ.get(MULTIPROC_ENV):
+        time.sleep(2 * FLUSH_INTERVAL_SECONDS)
     payload, content_type = render_metrics()
     return Response(payload, content_type=content_type)
 

@@ -37,13 +37,15 @@ returned in the response's ``X-Request-ID``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import random
 import re
-import secrets
 import threading
 import time
+from bisect import bisect_left
+from collections import deque
+from json.encoder import encode_basestring_ascii as _json_string  # json.dumps' own, in C
 from typing import Any, Iterable
 
 from prometheus_client import (
@@ -55,6 +57,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, BufferedLineHandler, Flusher
 
 __all__ = [
     "InferenceStats",
@@ -160,10 +164,15 @@ def render_metrics() -> tuple[bytes, str]:
 
 
 def request_id_from(header: str | None) -> str:
-    """The client's request id if it is a short token, else a new random one."""
+    """The client's request id if it is a short token, else a new random one (32 hex digits).
+
+    Ids only need to be unique, not secret: ``random.getrandbits`` (reseeded in
+    each forked worker by the random module) costs no system call, unlike
+    ``secrets``/``uuid4``.
+    """
     if header and _REQUEST_ID.fullmatch(header):
         return header
-    return secrets.token_hex(16)
+    return f"{random.getrandbits(128):032x}"
 
 
 class _Duration:
@@ -300,37 +309,203 @@ class InferenceStats:
 
 
 class RequestMetrics:
-    """The per-request Prometheus series of one mounted blueprint.
+    """The per-request Prometheus series and V2 statistics of one mounted blueprint.
 
-    ``labels()`` costs a lock and a tuple check per call; the three labelled
-    children a request touches are cached here per label set (bounded like the
-    labels themselves: served models, versions, route names, statuses), so a
-    request costs one dict lookup and the three updates.
+    The request path only appends: :meth:`started`, :meth:`observe` and
+    :meth:`observe_execution` add to deques (thread-safe in C, no lock, no
+    memory-mapped write), and a :class:`~mlserve.serving.deferred.Flusher`
+    thread applies what gathered every ``FLUSH_INTERVAL_SECONDS`` (0.05 s): one
+    ``inc`` per series and bucket for all the requests of that interval. Every
+    request is counted; a reader sees it within 0.1 s, or at once after
+    :meth:`flush` (``/metrics`` and the V2 statistics flush first).
 
-    Requests to ``inference_endpoints`` that reached a model version are also
-    counted in ``inference`` (the V2 statistics).
+    The labelled children are cached per label set (bounded like the labels
+    themselves: served models, versions, route names, statuses). Requests to
+    ``inference_endpoints`` that reached a model version are also counted in
+    ``inference`` (the V2 statistics).
     """
 
     def __init__(self, inference_endpoints: Iterable[str] = ()) -> None:
         self._children: dict[tuple[str, str, str, int], tuple[Any, Any, Any]] = {}
+        self._batch_children: dict[str, tuple[Any, Any]] = {}
         self.inference_endpoints = frozenset(inference_endpoints)
         self.inference = InferenceStats()
+        self._requests: deque[tuple[Any, ...]] = deque()
+        self._executions: deque[tuple[Any, ...]] = deque()
+        self._active: set[Any] = set()  # the RequestRecords in flight
+        self._in_flight_counted = 0  # what this blueprint added to IN_FLIGHT
+        self._flush_lock = threading.Lock()
+        self._flusher = Flusher(self.flush, FLUSH_INTERVAL_SECONDS, "mlserve-metrics")
+        self._clock = _Timestamps()
+
+    def started(self, record: Any) -> None:
+        """A request began (mlserve_requests_in_flight)."""
+        self._active.add(record)
+        if self._flusher.idle:
+            self._flusher.wake()
 
     def observe(self, model: str, version: str, endpoint: str, status: int, seconds: float,
-                rows: int | None) -> None:  # fmt: skip
-        key = (model, version, endpoint, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                REQUESTS.labels(model, version, endpoint, status),  # labels() str()s it
-                LATENCY.labels(model, endpoint),
-                ROWS.labels(model, endpoint),
-            )
-        requests, latency, row_counts = children
-        requests.inc()
-        latency.observe(seconds)
-        if rows is not None:
-            row_counts.observe(rows)
+                rows: int | None, record: Any = None, timings: Any = None) -> None:  # fmt: skip
+        """A request ended; ``record`` (its RequestRecord) leaves the in-flight set."""
+        self._requests.append((model, version, endpoint, status, seconds, rows, timings))
+        if record is not None:
+            self._active.discard(record)
+        if self._flusher.idle:
+            self._flusher.wake()
+
+    def observe_execution(self, model: str, version: int, rows: int, compute_ms: float,
+                          queue_ms: Any = None) -> None:  # fmt: skip
+        """One successful core call of ``rows`` rows; with ``queue_ms`` (each request's
+        wait) it is a micro-batcher's and also feeds mlserve_batch_size and
+        mlserve_batch_queue_delay_seconds."""
+        self._executions.append((model, version, rows, compute_ms, queue_ms))
+        if self._flusher.idle:
+            self._flusher.wake()
+
+    def batch_listener(self, model: str, version: int) -> Any:
+        """A listener for a micro-batcher's ``BatchStats.listeners`` (runtime._with_batcher)."""
+        append = self.observe_execution
+
+        def listen(record: Any) -> None:
+            append(model, version, record.rows, record.compute_ms, record.queue_ms)
+
+        return listen
+
+    def timestamp(self, now: float) -> str:
+        """``now`` (time.time()) as the access log's UTC time, e.g. 2026-12-03T18:00:00.123Z."""
+        return self._clock.format(now)
+
+    def discard_pending(self) -> None:
+        """Drop what was gathered (a forked child: the parent counts its own requests)."""
+        self._requests.clear()
+        self._executions.clear()
+        self._active.clear()
+        self._in_flight_counted = 0
+
+    def flush(self) -> bool:
+        """Apply everything gathered so far; whether there was anything."""
+        with self._flush_lock:
+            requests = _take(self._requests)
+            executions = _take(self._executions)
+            in_flight = len(self._active)
+            changed = in_flight != self._in_flight_counted
+            if changed:
+                IN_FLIGHT.inc(in_flight - self._in_flight_counted)  # a sum over blueprints
+                self._in_flight_counted = in_flight
+            if requests:
+                self._apply_requests(requests)
+            if executions:
+                self._apply_executions(executions)
+            return bool(requests or executions or changed)
+
+    def _apply_requests(self, requests: list[tuple[Any, ...]]) -> None:
+        counts: dict[tuple[str, str, str, int], int] = {}
+        latencies: dict[tuple[str, str, str, int], list[float]] = {}
+        row_counts: dict[tuple[str, str, str, int], list[int]] = {}
+        endpoints = self.inference_endpoints
+        inference = self.inference
+        for model, version, endpoint, status, seconds, rows, timings in requests:
+            key = (model, version, endpoint, status)
+            if key in counts:
+                counts[key] += 1
+                latencies[key].append(seconds)
+            else:
+                counts[key] = 1
+                latencies[key] = [seconds]
+                row_counts[key] = []
+            if rows is not None:
+                row_counts[key].append(rows)
+            if version and endpoint in endpoints:
+                inference.observe_request(
+                    model, int(version), status < 400, seconds * 1000.0, rows, timings
+                )
+        for key, count in counts.items():
+            children = self._children.get(key)
+            if children is None:
+                model, version, endpoint, status = key
+                children = self._children[key] = (
+                    REQUESTS.labels(model, version, endpoint, status),  # labels() str()s it
+                    LATENCY.labels(model, endpoint),
+                    ROWS.labels(model, endpoint),
+                )
+            requests_total, latency, rows_histogram = children
+            requests_total.inc(count)
+            observe_many(latency, latencies[key])
+            if row_counts[key]:
+                observe_many(rows_histogram, row_counts[key])
+
+    def _apply_executions(self, executions: list[tuple[Any, ...]]) -> None:
+        sizes: dict[str, list[int]] = {}
+        delays: dict[str, list[float]] = {}
+        for model, version, rows, compute_ms, queue_ms in executions:
+            self.inference.observe_execution(model, version, rows, compute_ms)
+            if queue_ms is None:
+                continue
+            if model not in sizes:
+                sizes[model], delays[model] = [], []
+            sizes[model].append(rows)
+            delays[model].extend(ms / 1000.0 for ms in queue_ms)
+        for model, values in sizes.items():
+            children = self._batch_children.get(model)
+            if children is None:
+                children = self._batch_children[model] = (
+                    BATCH_SIZE.labels(model), QUEUE_DELAY.labels(model),
+                )  # fmt: skip
+            observe_many(children[0], values)
+            observe_many(children[1], delays[model])
+
+
+def _take(pending: deque) -> list[Any]:
+    """Pop what ``pending`` holds now (others may append meanwhile: they wait for next time)."""
+    popleft = pending.popleft
+    return [popleft() for _ in range(len(pending))]
+
+
+def observe_many(histogram: Any, values: list[float] | list[int]) -> None:
+    """``histogram.observe(v)`` for each value, as one update of the sum and of each bucket.
+
+    Uses the child's ``_sum``, ``_buckets`` and ``_upper_bounds`` (prometheus_client's
+    Histogram); any other object gets one observe() per value
+    (tests/test_serving_fastpath.py checks the two give the same exposition).
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    last = len(bounds) - 1
+    for value in values:
+        index = bisect_left(bounds, value)  # the first bound >= value, as observe()
+        counts[index if index <= last else last] += 1
+    total.inc(sum(values))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+
+
+class _Timestamps:
+    """ISO 8601 UTC times with milliseconds, the seconds part formatted once per second."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def format(self, now: float) -> str:
+        second = int(now)
+        prefix = self._prefix
+        if second != self._second:  # two threads may both format it: the same string
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._prefix, self._second = prefix, second
+        return f"{prefix}.{int((now - second) * 1000):03d}Z"
+
+
+def _json_or_null(value: str | None) -> str:
+    return "null" if value is None else _json_string(value)
 
 
 class RequestRecord:
@@ -354,36 +529,47 @@ class RequestRecord:
         """Count the request (once) and, with ``log``, write its access-log line.
 
         ``request`` is the werkzeug request: its method, path and client address
-        are read only for the log line.
+        are read only for the log line. The line goes straight to a
+        :class:`~mlserve.serving.deferred.BufferedLineHandler` when that is the
+        access logger's only handler (``mlserve serve``), else through
+        ``logging`` as any record (the app's own handlers, caplog).
         """
         if self.done:
             return
         self.done = True
         elapsed = time.perf_counter() - self.start
-        metrics.observe(self.model, self.version, self.endpoint, status, elapsed, self.rows)
-        if self.version and self.endpoint in metrics.inference_endpoints:
-            metrics.inference.observe_request(
-                self.model, int(self.version), status < 400, elapsed * 1000.0, self.rows,
-                self.timings,
-            )  # fmt: skip
-        if log and access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                json.dumps(
-                    {
-                        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-                        + f".{int(time.time() * 1000) % 1000:03d}Z",
-                        "request_id": self.request_id,
-                        "method": request.method,
-                        "path": request.path[:512],
-                        "endpoint": self.endpoint,
-                        "model": self.model or None,
-                        "version": int(self.version) if self.version else None,
-                        "rows": self.rows,
-                        "status": status,
-                        "latency_ms": round(elapsed * 1000.0, 3),
-                        "key": self.key_id,
-                        "remote": request.remote_addr,
-                    },
-                    separators=(",", ":"),
-                )
-            )
+        metrics.observe(
+            self.model, self.version, self.endpoint, status, elapsed, self.rows, self,
+            self.timings,
+        )  # fmt: skip
+        if not log or not access_log.isEnabledFor(logging.INFO):
+            return
+        handlers = access_log.handlers
+        direct = (
+            len(handlers) == 1
+            and handlers[0].__class__ is BufferedLineHandler
+            and not access_log.propagate
+            and not access_log.filters
+            and not handlers[0].filters
+            and handlers[0].formatter is None  # writes the message as it is
+            and handlers[0].level <= logging.INFO
+        )
+        model, version, rows, key = self.model, self.version, self.rows, self.key_id
+        line = (
+            f'{{"time":"{metrics.timestamp(time.time())}",'
+            f'"request_id":{_json_string(self.request_id)},'
+            f'"method":{_json_string(request.method)},'
+            f'"path":{_json_string(request.path[:512])},'
+            f'"endpoint":{_json_string(self.endpoint)},'
+            f'"model":{_json_string(model) if model else "null"},'
+            f'"version":{int(version) if version else "null"},'
+            f'"rows":{"null" if rows is None else rows},'
+            f'"status":{status},'
+            f'"latency_ms":{round(elapsed * 1000.0, 3)!r},'
+            f'"key":{_json_or_null(key)},'
+            f'"remote":{_json_or_null(request.remote_addr)}}}'
+        )  # the JSON of json.dumps(..., separators=(",", ":")), without building a dict
+        if direct:
+            handlers[0].write_line(line)
+        else:
+            access_log.info(line)

@@ -311,13 +311,15 @@ class ServingState:
             return loaded
         compute = partial(_compute, loaded)  # the model without the batcher
         batcher = Batcher(compute, config, loaded.input_dtype, f"{loaded.name}-v{loaded.version}")
-        from mlserve.serving.metrics import batch_listener
-
-        batcher.stats.listeners.append(batch_listener(loaded.name))  # Prometheus histograms
-        if self.request_metrics is not None:  # executions for the V2 statistics
+        if self.request_metrics is not None:
+            # Prometheus histograms and V2 executions, applied off the request path
             batcher.stats.listeners.append(
-                self.request_metrics.inference.execution_listener(loaded.name, loaded.version)
+                self.request_metrics.batch_listener(loaded.name, loaded.version)
             )
+        else:
+            from mlserve.serving.metrics import batch_listener
+
+            batcher.stats.listeners.append(batch_listener(loaded.name))  # Prometheus histograms
         return replace(loaded, batcher=batcher)
 
     # ---------------------------------------------------------------- routing
