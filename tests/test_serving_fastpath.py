@@ -422,3 +422,25 @@ def test_gunicorn_worker_exit_hook_flushes():
     _worker_exit(None, None)
     assert stream.getvalue() == "at worker exit\n"
     handler.close()
+
+
+def test_v2_statistics_summed_per_flush_equal_one_update_per_request():
+    from mlserve.serving.metrics import InferenceStats
+    from mlserve.serving.runtime import Timings
+
+    one = InferenceStats()
+    metrics = RequestMetrics(("predict",))
+    requests_ = [
+        (200, 0.002, 3, Timings(0.1, 0.2, 0.3, 0.4, 3)),
+        (200, 0.001, 1, None),
+        (400, 0.0005, None, None),
+        (200, 0.004, 2, Timings(0.5, 0.0, 0.7, 0.1, 8)),
+    ]
+    for status, seconds, rows, timings in requests_:
+        one.observe_request("m", 2, status < 400, seconds * 1000.0, rows, timings)
+        metrics.observe("m", "2", "predict", status, seconds, rows, None, timings)
+    metrics.flush()
+    expected, got = one.report([("m", 2)])[0], metrics.inference.report([("m", 2)])[0]
+    expected.pop("last_inference"), got.pop("last_inference")
+    assert got == expected
+    assert got["inference_stats"]["fail"]["count"] == 1 and got["inference_count"] == 6

@@ -255,6 +255,22 @@ class InferenceStats:
                 stats.compute_infer.add(timings.compute)
                 stats.compute_output.add(timings.encode)
 
+    def observe_requests(self, model: str, version: int, summary: "_RequestSummary") -> None:
+        """Many requests to one model version at once (what observe_request adds for each)."""
+        now = int(time.time() * 1000)
+        with self._lock:
+            stats = self._version(model, version)
+            stats.last_inference = now
+            stats.fail.count += summary.fail
+            stats.fail.ms += summary.fail_ms
+            stats.success.count += summary.ok
+            stats.success.ms += summary.ok_ms
+            stats.inference_count += summary.rows
+            for name in ("queue", "compute_input", "compute_infer", "compute_output"):
+                duration = getattr(stats, name)
+                duration.count += summary.timed
+                duration.ms += getattr(summary, name)
+
     def observe_execution(self, model: str, version: int, rows: int, compute_ms: float) -> None:
         """One successful core call of ``rows`` rows."""
         with self._lock:
@@ -403,7 +419,7 @@ class RequestMetrics:
         latencies: dict[tuple[str, str, str, int], list[float]] = {}
         row_counts: dict[tuple[str, str, str, int], list[int]] = {}
         endpoints = self.inference_endpoints
-        inference = self.inference
+        summaries: dict[tuple[str, str], _RequestSummary] = {}
         for model, version, endpoint, status, seconds, rows, timings in requests:
             key = (model, version, endpoint, status)
             if key in counts:
@@ -416,9 +432,12 @@ class RequestMetrics:
             if rows is not None:
                 row_counts[key].append(rows)
             if version and endpoint in endpoints:
-                inference.observe_request(
-                    model, int(version), status < 400, seconds * 1000.0, rows, timings
-                )
+                summary = summaries.get((model, version))
+                if summary is None:
+                    summary = summaries[(model, version)] = _RequestSummary()
+                summary.add(status < 400, seconds * 1000.0, rows, timings)
+        for (model, version), summary in summaries.items():
+            self.inference.observe_requests(model, int(version), summary)
         for key, count in counts.items():
             children = self._children.get(key)
             if children is None:
@@ -453,6 +472,34 @@ class RequestMetrics:
                 )  # fmt: skip
             observe_many(children[0], values)
             observe_many(children[1], delays[model])
+
+
+class _RequestSummary:
+    """The V2 statistics of many requests to one model version (InferenceStats.observe_request's
+    sums, added at once by observe_requests)."""
+
+    __slots__ = ("ok", "ok_ms", "fail", "fail_ms", "rows", "timed", "queue", "compute_input",
+                 "compute_infer", "compute_output")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.ok = self.fail = self.rows = self.timed = 0
+        self.ok_ms = self.fail_ms = 0.0
+        self.queue = self.compute_input = self.compute_infer = self.compute_output = 0.0
+
+    def add(self, ok: bool, ms: float, rows: int | None, timings: Any) -> None:
+        if not ok:
+            self.fail += 1
+            self.fail_ms += ms
+            return
+        self.ok += 1
+        self.ok_ms += ms
+        self.rows += rows or 0
+        if timings is not None:
+            self.timed += 1
+            self.queue += timings.queue
+            self.compute_input += timings.decode
+            self.compute_infer += timings.compute
+            self.compute_output += timings.encode
 
 
 def _take(pending: deque) -> list[Any]:
