@@ -321,6 +321,24 @@ static PyObject *model_new(PyObject *module, mls_model *model, PyObject *metadat
     return (PyObject *)self;
 }
 
+/* A linear predict of at most this many multiply-adds (a few microseconds) keeps
+ * the GIL: releasing it hands it to a waiting thread, and getting it back costs
+ * a context switch or two, more than the call itself (the codec's
+ * MLS_CODEC_GIL_MIN_* thresholds, for the same reason). Larger calls, and every
+ * other family, release it. */
+#define MLS_PREDICT_GIL_MAX_MACS 16384
+
+static int predict_keeps_gil(const mls_model *m, const mls_tensor *X, const mls_output_spec *spec)
+{
+    mls_kind kind = m->vt->kind;
+    if (kind != MLS_KIND_LINEAR_REGRESSOR && kind != MLS_KIND_LOGISTIC_REGRESSION) return 0;
+    int64_t cols = (spec->ndim == 2 && spec->cols > 0) ? spec->cols : 1;
+    if (X->rows < 0 || m->n_features <= 0 || cols > MLS_PREDICT_GIL_MAX_MACS) return 0;
+    int64_t per_row = m->n_features * cols; /* both <= 2^14 here: no overflow */
+    if (m->n_features > MLS_PREDICT_GIL_MAX_MACS || per_row > MLS_PREDICT_GIL_MAX_MACS) return 0;
+    return X->rows <= MLS_PREDICT_GIL_MAX_MACS / per_row;
+}
+
 static PyObject *model_run(ModelObject *self, PyObject *X_obj, mls_method method)
 {
     const mls_model *m = self->model;
@@ -348,9 +366,13 @@ static PyObject *model_run(ModelObject *self, PyObject *X_obj, mls_method method
         return NULL;
     }
     mls_status status;
-    Py_BEGIN_ALLOW_THREADS
-    status = mls_model_predict(m, method, &X, PyArray_DATA((PyArrayObject *)out), &err);
-    Py_END_ALLOW_THREADS
+    if (predict_keeps_gil(m, &X, &spec)) {
+        status = mls_model_predict(m, method, &X, PyArray_DATA((PyArrayObject *)out), &err);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        status = mls_model_predict(m, method, &X, PyArray_DATA((PyArrayObject *)out), &err);
+        Py_END_ALLOW_THREADS
+    }
     Py_DECREF(holder);
     if (status != MLS_STATUS_OK) {
         Py_DECREF(out);

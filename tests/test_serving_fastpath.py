@@ -444,3 +444,52 @@ def test_v2_statistics_summed_per_flush_equal_one_update_per_request():
     expected.pop("last_inference"), got.pop("last_inference")
     assert got == expected
     assert got["inference_stats"]["fail"]["count"] == 1 and got["inference_count"] == 6
+
+
+# -------------------------------------------------- the GIL around predict
+
+
+def gil_released_during(call) -> bool:
+    """Whether the main thread ran while ``call`` ran in another thread (a 5 s
+    switch interval: a thread holding the GIL keeps it unless it lets go)."""
+    import sys
+
+    started, done, seen = threading.Event(), [], []
+
+    def work():
+        started.set()
+        call()
+        done.append(True)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
+    try:
+        t = threading.Thread(target=work)
+        t.start()
+        started.wait()
+        seen.append(bool(done))
+        t.join()
+    finally:
+        sys.setswitchinterval(old)
+    return seen == [False]
+
+
+def test_a_large_linear_predict_releases_the_gil_and_a_small_one_is_exact():
+    import mlserve
+
+    rng = np.random.default_rng(7)
+    # 2048 features x 1024 outputs: 2M multiply-adds per row, far above the threshold
+    X = rng.normal(size=(64, 2048))
+    W = rng.normal(size=(2048, 1024))
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    heavy = LinearRegression().fit(X[:, :2048], X @ W / 100.0)
+    model = mlserve.convert(heavy)
+    rows = rng.normal(size=(256, 2048))
+    assert gil_released_during(lambda: model.predict(rows))
+    # a 1-row logistic predict (20 multiply-adds) keeps the GIL: still the same numbers
+    Xs = rng.normal(size=(300, 20))
+    small = LogisticRegression().fit(Xs, (Xs[:, 0] > 0).astype(int))
+    fast = mlserve.convert(small)
+    np.testing.assert_allclose(fast.predict_proba(Xs[:1]), small.predict_proba(Xs[:1]), rtol=1e-12)
+    assert fast.predict(Xs[:1])[0] == small.predict(Xs[:1])[0]
