@@ -385,7 +385,8 @@ def _finish(response: Response, loaded: LoadedModel, timings: Timings) -> Respon
 
 def _predict_response(payload: Any) -> Response:
     """A predict endpoint's JSON response, encoded in C (output arrays never become lists)."""
-    return Response(codecs.encode_json(payload), mimetype=JSON)
+    # content_type, not mimetype: the same header without werkzeug's charset rules
+    return Response(codecs.encode_json(payload), content_type=JSON)
 
 
 def _json_response(payload: Any, status: int = 200) -> Response:
