@@ -493,3 +493,33 @@ def test_a_large_linear_predict_releases_the_gil_and_a_small_one_is_exact():
     fast = mlserve.convert(small)
     np.testing.assert_allclose(fast.predict_proba(Xs[:1]), small.predict_proba(Xs[:1]), rtol=1e-12)
     assert fast.predict(Xs[:1])[0] == small.predict(Xs[:1])[0]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_flusher(tmp_path):
+    import os
+
+    path = tmp_path / "lines.txt"
+    stream = open(path, "a", buffering=1)  # noqa: SIM115 - closed below
+    handler = BufferedLineHandler(stream)
+    handler.write_line("parent before fork")
+    handler.write_line("parent pending at fork")  # the child must not write the parent's lines
+    pid = os.fork()
+    if pid == 0:  # the child: its flusher thread must start again and write within the bound
+        code = 1
+        try:
+            handler.write_line("child")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if "child\n" in path.read_text():
+                    code = 0
+                    break
+                time.sleep(0.01)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    handler.close()
+    stream.close()
+    assert os.WEXITSTATUS(status) == 0
+    lines = path.read_text().splitlines()
+    assert lines.count("parent pending at fork") == 1 and lines.count("child") == 1

@@ -49,7 +49,9 @@ class Flusher:
         self._event = threading.Event()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        weakref.finalize(self, self._event.set)  # wakes the thread so that it exits
+        # wakes the thread so that it exits; through a holder, as a fork replaces the event
+        self._events = [self._event]
+        weakref.finalize(self, _set_first, self._events)
         _live.add(self)
 
     def wake(self) -> None:
@@ -76,9 +78,13 @@ class Flusher:
         # the parent's thread does not exist in the child; what the parent had
         # pending is the parent's to write (the child drops its copy)
         self._thread = None
-        self._event = threading.Event()
+        self._event = self._events[0] = threading.Event()  # the parent's may be mid-use
         self._start_lock = threading.Lock()
         self.idle = True
+
+
+def _set_first(events: list[threading.Event]) -> None:
+    events[0].set()
 
 
 def _run(ref: "weakref.ref[Flusher]", event: threading.Event, interval: float) -> None:
