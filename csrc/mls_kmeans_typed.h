@@ -1,0 +1,511 @@
+/* mls_kmeans_typed.h: the float32 and float64 bodies of mls_kmeans.c.
+ *
+ * Included twice by mls_kmeans.c (only), with KM_T the element type,
+ * KM_SUF its suffix and KM_GEMM the matching cblas GEMM, so each kernel is
+ * written once and compiled for both dtypes, as the scikit-learn kernels it
+ * mirrors are (fused types). Not a header of its own: no include guard.
+ */
+#define KM_CAT2(a, b) a##_##b
+#define KM_CAT(a, b) KM_CAT2(a, b)
+#define KM(name) KM_CAT(name, KM_SUF)
+
+/* ---- distances ------------------------------------------------------------ */
+
+static void KM(row_norms)(const KM_T *X, int64_t n, int64_t d, int64_t ld, KM_T *out)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const KM_T *x = X + i * ld;
+        KM_T acc = 0;
+        for (int64_t f = 0; f < d; f++) acc += x[f] * x[f];
+        out[i] = acc;
+    }
+}
+
+static KM_T KM(sq_dist)(const KM_T *a, const KM_T *b, int64_t d)
+{
+    KM_T acc = 0;
+    for (int64_t f = 0; f < d; f++) {
+        const KM_T diff = a[f] - b[f];
+        acc += diff * diff;
+    }
+    return acc;
+}
+
+/* scratch[i * k + j] = x_i . c_j for `rows` rows (rows, k, d, ldx fit in an int:
+ * checked by the callers). */
+static void KM(dots)(const KM_T *X, int64_t rows, int64_t d, int64_t ldx, const KM_T *C,
+                     int64_t k, KM_T *scratch)
+{
+    KM_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)k, (int)d, 1, X,
+            (int)ldx, C, (int)d, 0, scratch, (int)k);
+}
+
+/* Nearest center of each of `rows` rows. With GEMM (scratch of rows * k):
+ * argmin_j ||c_j||^2 - 2 x.c_j, as scikit-learn's Lloyd step; else the exact
+ * squared distances. The lowest index wins a tie. */
+static void KM(assign)(const KM_T *X, int64_t rows, int64_t d, int64_t ldx, const KM_T *C,
+                       const KM_T *cnorm, int64_t k, KM_T *scratch, int use_gemm,
+                       int64_t *labels)
+{
+    if (use_gemm) {
+        KM(dots)(X, rows, d, ldx, C, k, scratch);
+        for (int64_t i = 0; i < rows; i++) {
+            const KM_T *s = scratch + i * k;
+            KM_T best = cnorm[0] - 2 * s[0];
+            int64_t arg = 0;
+            for (int64_t j = 1; j < k; j++) {
+                const KM_T v = cnorm[j] - 2 * s[j];
+                if (v < best) {
+                    best = v;
+                    arg = j;
+                }
+            }
+            labels[i] = arg;
+        }
+        return;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        const KM_T *x = X + i * ldx;
+        KM_T best = KM(sq_dist)(x, C, d);
+        int64_t arg = 0;
+        for (int64_t j = 1; j < k; j++) {
+            const KM_T v = KM(sq_dist)(x, C + j * d, d);
+            if (v < best) {
+                best = v;
+                arg = j;
+            }
+        }
+        labels[i] = arg;
+    }
+}
+
+/* out[i * k + j] = ||x_i - c_j|| for `rows` rows. */
+static void KM(distances)(const KM_T *X, int64_t rows, int64_t d, int64_t ldx, const KM_T *C,
+                          const KM_T *cnorm, int64_t k, int use_gemm, KM_T *out)
+{
+    if (use_gemm) {
+        KM(dots)(X, rows, d, ldx, C, k, out);
+        for (int64_t i = 0; i < rows; i++) {
+            const KM_T *x = X + i * ldx;
+            KM_T xn = 0;
+            for (int64_t f = 0; f < d; f++) xn += x[f] * x[f];
+            KM_T *o = out + i * k;
+            for (int64_t j = 0; j < k; j++) {
+                const KM_T v = xn + cnorm[j] - 2 * o[j];
+                o[j] = v > 0 ? (KM_T)sqrt((double)v) : 0; /* rounding can go below 0 */
+            }
+        }
+        return;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        const KM_T *x = X + i * ldx;
+        for (int64_t j = 0; j < k; j++)
+            out[i * k + j] = (KM_T)sqrt((double)KM(sq_dist)(x, C + j * d, d));
+    }
+}
+
+/* ---- predict / transform --------------------------------------------------- */
+
+static mls_status KM(predict)(const kmeans_state *st, mls_method method, const mls_tensor *X,
+                              void *out, mls_error *err)
+{
+    const KM_T *C = st->centers;
+    const KM_T *cnorm = st->center_norms;
+    const int64_t k = st->k, d = X->cols, ld = X->row_stride;
+    const int64_t block = X->rows < KMEANS_BLOCK_ROWS ? X->rows : KMEANS_BLOCK_ROWS;
+    /* one GEMM per block of rows pays from a few rows; one row or a tiny model
+     * is cheaper in loops (no BLAS call, no scratch) */
+    const int use_gemm = block * k * d > KMEANS_LOOP_MAX_WORK && mls_blas_fits_int(ld);
+    KM_T *scratch = NULL;
+    if (use_gemm && method == MLS_METHOD_PREDICT) {
+        scratch = malloc((size_t)(block * k) * sizeof(KM_T));
+        if (scratch == NULL)
+            return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for distances");
+    }
+    mls_status s = MLS_STATUS_OK;
+    for (int64_t r0 = 0; r0 < X->rows; r0 += block) {
+        const int64_t n = X->rows - r0 < block ? X->rows - r0 : block;
+        const KM_T *x0 = (const KM_T *)X->data + r0 * ld;
+        mls_tensor rows = {x0, X->dtype, n, d, ld};
+        s = mls_tensor_check_finite(&rows, r0, err);
+        if (s != MLS_STATUS_OK) break;
+        if (method == MLS_METHOD_PREDICT)
+            KM(assign)(x0, n, d, ld, C, cnorm, k, scratch, use_gemm, (int64_t *)out + r0);
+        else
+            KM(distances)(x0, n, d, ld, C, cnorm, k, use_gemm, (KM_T *)out + r0 * k);
+    }
+    free(scratch);
+    return s;
+}
+
+/* ---- fit -------------------------------------------------------------------- */
+
+/* One thread's share of a Lloyd pass: rows [r0, r1) assigned to the nearest
+ * of `centers`; with sums, their weighted sums per center are accumulated
+ * (in double, so float32 data loses nothing in the means). */
+typedef struct KM(lloyd_job) {
+    const KM_T *X;
+    const double *w;
+    int64_t r0, r1, d, k;
+    const KM_T *centers, *cnorm;
+    int64_t *labels;
+    KM_T *scratch;     /* KMEANS_BLOCK_ROWS * k */
+    double *sums;      /* k * d, or NULL: assignment only */
+    double *weights;   /* k */
+    int64_t *block_labels; /* KMEANS_BLOCK_ROWS */
+    int64_t changed;   /* labels that differ from the previous pass */
+} KM(lloyd_job);
+
+static void *KM(lloyd_run)(void *arg)
+{
+    KM(lloyd_job) *job = arg;
+    const int64_t d = job->d, k = job->k;
+    const int use_gemm = k * d > KMEANS_FIT_LOOP_MAX_WORK;
+    if (job->sums != NULL) {
+        memset(job->sums, 0, (size_t)(k * d) * sizeof(double));
+        memset(job->weights, 0, (size_t)k * sizeof(double));
+    }
+    job->changed = 0;
+    for (int64_t r0 = job->r0; r0 < job->r1; r0 += KMEANS_BLOCK_ROWS) {
+        const int64_t n = job->r1 - r0 < KMEANS_BLOCK_ROWS ? job->r1 - r0 : KMEANS_BLOCK_ROWS;
+        const KM_T *x0 = job->X + r0 * d;
+        KM(assign)(x0, n, d, d, job->centers, job->cnorm, k, job->scratch, use_gemm,
+                   job->block_labels);
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t label = job->block_labels[i];
+            if (job->labels[r0 + i] != label) job->changed++;
+            job->labels[r0 + i] = label;
+            if (job->sums == NULL) continue;
+            const double wi = job->w ? job->w[r0 + i] : 1.0;
+            double *sum = job->sums + label * d;
+            const KM_T *x = x0 + i * d;
+            for (int64_t f = 0; f < d; f++) sum[f] += wi * (double)x[f];
+            job->weights[label] += wi;
+        }
+    }
+    return NULL;
+}
+
+/* One pass over all rows on up to n_threads threads; thread 0 is the caller.
+ * A thread that cannot be started leaves its job to the caller. Returns the
+ * number of changed labels; the sums end up in jobs[0]. */
+static int64_t KM(lloyd_pass)(KM(lloyd_job) *jobs, int n_jobs, int with_sums)
+{
+    pthread_t tids[KMEANS_MAX_THREADS];
+    int started[KMEANS_MAX_THREADS] = {0};
+    for (int t = 1; t < n_jobs; t++)
+        started[t] = pthread_create(&tids[t], NULL, KM(lloyd_run), &jobs[t]) == 0;
+    KM(lloyd_run)(&jobs[0]);
+    for (int t = 1; t < n_jobs; t++) {
+        if (started[t])
+            pthread_join(tids[t], NULL);
+        else
+            KM(lloyd_run)(&jobs[t]);
+    }
+    int64_t changed = jobs[0].changed;
+    const int64_t kd = jobs[0].k * jobs[0].d;
+    for (int t = 1; t < n_jobs; t++) {
+        changed += jobs[t].changed;
+        if (!with_sums) continue;
+        for (int64_t i = 0; i < kd; i++) jobs[0].sums[i] += jobs[t].sums[i];
+        for (int64_t j = 0; j < jobs[0].k; j++) jobs[0].weights[j] += jobs[t].weights[j];
+    }
+    return changed;
+}
+
+/* Clusters left without weight take the points farthest from their own
+ * centers, farthest first, as scikit-learn's _relocate_empty_clusters_dense:
+ * the point leaves its cluster's sums and becomes the empty cluster's. */
+static mls_status KM(relocate_empty)(const KM_T *X, const double *w, int64_t n, int64_t d,
+                                     int64_t k, const KM_T *centers, const int64_t *labels,
+                                     double *sums, double *weights, mls_error *err)
+{
+    int64_t n_empty = 0;
+    for (int64_t j = 0; j < k; j++) n_empty += weights[j] == 0;
+    if (n_empty == 0) return MLS_STATUS_OK;
+    double *dist = malloc((size_t)n * sizeof(double));
+    if (dist == NULL)
+        return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory relocating clusters");
+    for (int64_t i = 0; i < n; i++)
+        dist[i] = (double)KM(sq_dist)(X + i * d, centers + labels[i] * d, d);
+    int64_t j = 0;
+    for (int64_t e = 0; e < n_empty && e < n; e++) {
+        while (weights[j] != 0) j++; /* the next empty cluster, in index order */
+        int64_t far = 0;
+        for (int64_t i = 1; i < n; i++)
+            if (dist[i] > dist[far]) far = i;
+        dist[far] = -1; /* taken */
+        const double wi = w ? w[far] : 1.0;
+        const int64_t old = labels[far];
+        const KM_T *x = X + far * d;
+        for (int64_t f = 0; f < d; f++) {
+            sums[old * d + f] -= (double)x[f] * wi;
+            sums[j * d + f] = (double)x[f] * wi;
+        }
+        weights[j] = wi;
+        weights[old] -= wi;
+        if (weights[j] == 0) j++; /* a zero-weight point leaves its cluster empty */
+    }
+    free(dist);
+    return MLS_STATUS_OK;
+}
+
+/* Weighted sum of squared distances of each row to its label's center. */
+static double KM(inertia)(const KM_T *X, const double *w, int64_t n, int64_t d,
+                          const KM_T *centers, const int64_t *labels)
+{
+    double total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double dist = (double)KM(sq_dist)(X + i * d, centers + labels[i] * d, d);
+        total += w ? w[i] * dist : dist;
+    }
+    return total;
+}
+
+/* Greedy k-means++ (Arthur & Vassilvitskii; scikit-learn's _kmeans_plusplus):
+ * the first center drawn with probability proportional to the weight, each
+ * next one the best of n_trials candidates drawn proportionally to w * D^2
+ * (the one that lowers the potential most). Candidate distances go
+ * through one GEMM per block of rows; the kept candidate's are computed again
+ * the same way, so memory stays O(n). */
+static mls_status KM(plusplus)(const KM_T *X, const double *w, int64_t n, int64_t d,
+                               int64_t k, int64_t n_trials, const KM_T *xnorm, kmeans_rng *rng,
+                               KM_T *centers, mls_error *err)
+{
+    double *closest = malloc((size_t)n * sizeof(double));
+    double *cum = malloc((size_t)n * sizeof(double));
+    double *pots = malloc((size_t)n_trials * sizeof(double));
+    int64_t *cand = malloc((size_t)n_trials * sizeof(int64_t));
+    KM_T *cand_x = malloc((size_t)(n_trials * d) * sizeof(KM_T));
+    KM_T *cand_norm = malloc((size_t)n_trials * sizeof(KM_T));
+    KM_T *scratch = malloc((size_t)(KMEANS_PP_BLOCK_ROWS * n_trials) * sizeof(KM_T));
+    mls_status s = MLS_STATUS_OK;
+    if (!closest || !cum || !pots || !cand || !cand_x || !cand_norm || !scratch) {
+        s = mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory seeding k-means++");
+        goto done;
+    }
+    /* first center: weighted draw */
+    double acc = 0;
+    for (int64_t i = 0; i < n; i++) cum[i] = acc += w ? w[i] : 1.0;
+    int64_t first = kmeans_search(cum, n, kmeans_rng_uniform(rng) * acc);
+    memcpy(centers, X + first * d, (size_t)d * sizeof(KM_T));
+    KM_T c_norm = xnorm[first];
+    for (int64_t i = 0; i < n; i++) closest[i] = 0;
+    for (int64_t r0 = 0; r0 < n; r0 += KMEANS_PP_BLOCK_ROWS) {
+        const int64_t rows = n - r0 < KMEANS_PP_BLOCK_ROWS ? n - r0 : KMEANS_PP_BLOCK_ROWS;
+        KM(dots)(X + r0 * d, rows, d, d, centers, 1, scratch);
+        for (int64_t i = 0; i < rows; i++) {
+            const double v = (double)(xnorm[r0 + i] + c_norm - 2 * scratch[i]);
+            closest[r0 + i] = v > 0 ? v : 0;
+        }
+    }
+    for (int64_t c = 1; c < k; c++) {
+        acc = 0;
+        for (int64_t i = 0; i < n; i++) cum[i] = acc += (w ? w[i] : 1.0) * closest[i];
+        for (int64_t t = 0; t < n_trials; t++) {
+            cand[t] = kmeans_search(cum, n, kmeans_rng_uniform(rng) * acc);
+            memcpy(cand_x + t * d, X + cand[t] * d, (size_t)d * sizeof(KM_T));
+            cand_norm[t] = xnorm[cand[t]];
+            pots[t] = 0;
+        }
+        for (int64_t r0 = 0; r0 < n; r0 += KMEANS_PP_BLOCK_ROWS) {
+            const int64_t rows = n - r0 < KMEANS_PP_BLOCK_ROWS ? n - r0 : KMEANS_PP_BLOCK_ROWS;
+            KM(dots)(X + r0 * d, rows, d, d, cand_x, n_trials, scratch);
+            for (int64_t i = 0; i < rows; i++) {
+                const double wi = w ? w[r0 + i] : 1.0;
+                for (int64_t t = 0; t < n_trials; t++) {
+                    double v = (double)(xnorm[r0 + i] + cand_norm[t] -
+                                        2 * scratch[i * n_trials + t]);
+                    v = v > 0 ? v : 0;
+                    pots[t] += wi * (v < closest[r0 + i] ? v : closest[r0 + i]);
+                }
+            }
+        }
+        int64_t best = 0;
+        for (int64_t t = 1; t < n_trials; t++)
+            if (pots[t] < pots[best]) best = t;
+        KM_T *center = centers + c * d;
+        memcpy(center, cand_x + best * d, (size_t)d * sizeof(KM_T));
+        c_norm = cand_norm[best];
+        for (int64_t r0 = 0; r0 < n; r0 += KMEANS_PP_BLOCK_ROWS) {
+            const int64_t rows = n - r0 < KMEANS_PP_BLOCK_ROWS ? n - r0 : KMEANS_PP_BLOCK_ROWS;
+            KM(dots)(X + r0 * d, rows, d, d, center, 1, scratch);
+            for (int64_t i = 0; i < rows; i++) {
+                double v = (double)(xnorm[r0 + i] + c_norm - 2 * scratch[i]);
+                v = v > 0 ? v : 0;
+                if (v < closest[r0 + i]) closest[r0 + i] = v;
+            }
+        }
+    }
+done:
+    free(closest);
+    free(cum);
+    free(pots);
+    free(cand);
+    free(cand_x);
+    free(cand_norm);
+    free(scratch);
+    return s;
+}
+
+/* Lloyd from `centers` (updated in place) until the labels stop changing,
+ * the squared center shift falls to tol, or max_iter; then labels that match
+ * the final centers and their inertia (scikit-learn's _kmeans_single_lloyd). */
+static mls_status KM(lloyd)(const KM_T *X, const double *w, int64_t n, int64_t d, int64_t k,
+                            const mls_kmeans_fit_params *p, int64_t init_no, KM_T *centers,
+                            int64_t *labels, double *inertia, int64_t *n_iter, mls_error *err)
+{
+    int n_jobs = p->n_threads < 1 ? 1 : p->n_threads;
+    if (n_jobs > KMEANS_MAX_THREADS) n_jobs = KMEANS_MAX_THREADS;
+    const int64_t per_job_min = 4 * KMEANS_BLOCK_ROWS; /* a thread per few blocks at least */
+    if (n_jobs > 1 && n / n_jobs < per_job_min)
+        n_jobs = (int)(n / per_job_min > 1 ? n / per_job_min : 1);
+    KM(lloyd_job) jobs[KMEANS_MAX_THREADS];
+    memset(jobs, 0, sizeof(jobs));
+    KM_T *cnorm = malloc((size_t)k * sizeof(KM_T));
+    mls_status s = MLS_STATUS_OK;
+    if (cnorm == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory");
+    for (int t = 0; t < n_jobs; t++) {
+        KM(lloyd_job) *job = &jobs[t];
+        job->X = X;
+        job->w = w;
+        /* rows split in whole blocks */
+        const int64_t blocks = (n + KMEANS_BLOCK_ROWS - 1) / KMEANS_BLOCK_ROWS;
+        job->r0 = blocks * t / n_jobs * KMEANS_BLOCK_ROWS;
+        job->r1 = blocks * (t + 1) / n_jobs * KMEANS_BLOCK_ROWS;
+        if (job->r1 > n) job->r1 = n;
+        job->d = d;
+        job->k = k;
+        job->centers = centers;
+        job->cnorm = cnorm;
+        job->labels = labels;
+        job->scratch = malloc((size_t)(KMEANS_BLOCK_ROWS * k) * sizeof(KM_T));
+        job->sums = malloc((size_t)(k * d) * sizeof(double));
+        job->weights = malloc((size_t)k * sizeof(double));
+        job->block_labels = malloc(KMEANS_BLOCK_ROWS * sizeof(int64_t));
+        if (!job->scratch || !job->sums || !job->weights || !job->block_labels)
+            s = mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for k-means");
+    }
+    KM_T *old = malloc((size_t)(k * d) * sizeof(KM_T));
+    if (old == NULL) s = mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for k-means");
+    if (s != MLS_STATUS_OK) goto done;
+    for (int64_t i = 0; i < n; i++) labels[i] = -1;
+    int strict = 0;
+    int64_t it = 0;
+    while (it < p->max_iter) {
+        KM(row_norms)(centers, k, d, d, cnorm);
+        const int64_t changed = KM(lloyd_pass)(jobs, n_jobs, 1);
+        it++;
+        double *sums = jobs[0].sums, *weights = jobs[0].weights;
+        s = KM(relocate_empty)(X, w, n, d, k, centers, labels, sums, weights, err);
+        if (s != MLS_STATUS_OK) goto done;
+        memcpy(old, centers, (size_t)(k * d) * sizeof(KM_T));
+        double shift = 0;
+        for (int64_t j = 0; j < k; j++) {
+            const double alpha = weights[j] > 0 ? 1.0 / weights[j] : 1.0;
+            for (int64_t f = 0; f < d; f++) {
+                const KM_T v = (KM_T)(sums[j * d + f] * alpha);
+                const double diff = (double)v - (double)old[j * d + f];
+                shift += diff * diff;
+                centers[j * d + f] = v;
+            }
+        }
+        if (p->progress != NULL && p->progress(p->progress_ctx, init_no, it, shift) != 0) {
+            s = mls_error_set(err, MLS_STATUS_ERR_ARGUMENT,
+                              "the fit was stopped by its progress callback");
+            goto done;
+        }
+        if (changed == 0 && it > 1) { /* labels as in the previous pass: converged */
+            strict = 1;
+            break;
+        }
+        if (shift <= p->tol) break;
+    }
+    /* labels for the final centers (after a strict convergence the update
+     * recomputed the same means from the same labels) */
+    if (!strict) {
+        KM(row_norms)(centers, k, d, d, cnorm);
+        KM(lloyd_pass)(jobs, n_jobs, 0);
+    }
+    *inertia = KM(inertia)(X, w, n, d, centers, labels);
+    *n_iter = it;
+done:
+    for (int t = 0; t < n_jobs; t++) {
+        free(jobs[t].scratch);
+        free(jobs[t].sums);
+        free(jobs[t].weights);
+        free(jobs[t].block_labels);
+    }
+    free(old);
+    free(cnorm);
+    return s;
+}
+
+static mls_status KM(fit)(const mls_tensor *Xt, const double *w,
+                          const mls_kmeans_fit_params *p, KM_T *centers_out, int64_t *labels_out,
+                          double *inertia_out, int64_t *n_iter_out, mls_error *err)
+{
+    const int64_t n = Xt->rows, d = Xt->cols, k = p->n_clusters;
+    const int64_t n_trials =
+        p->n_local_trials > 0 ? p->n_local_trials : 2 + (int64_t)log((double)k);
+    /* centred copy: the GEMM expansion of distances loses less to rounding
+     * near the origin (scikit-learn centres for the same reason) */
+    KM_T *X = malloc((size_t)(n * d) * sizeof(KM_T));
+    double *mean = calloc((size_t)d, sizeof(double));
+    KM_T *xnorm = malloc((size_t)n * sizeof(KM_T));
+    KM_T *centers = malloc((size_t)(k * d) * sizeof(KM_T));
+    int64_t *labels = malloc((size_t)n * sizeof(int64_t));
+    mls_status s = MLS_STATUS_OK;
+    if (!X || !mean || !xnorm || !centers || !labels) {
+        s = mls_error_set(err, MLS_STATUS_ERR_NOMEM,
+                          "out of memory for a k-means fit of %lld x %lld", (long long)n,
+                          (long long)d);
+        goto done;
+    }
+    const KM_T *src = Xt->data;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t f = 0; f < d; f++) mean[f] += (double)src[i * Xt->row_stride + f];
+    for (int64_t f = 0; f < d; f++) mean[f] /= (double)n;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t f = 0; f < d; f++)
+            X[i * d + f] = (KM_T)(src[i * Xt->row_stride + f] - (KM_T)mean[f]);
+    KM(row_norms)(X, n, d, d, xnorm);
+    kmeans_rng rng;
+    kmeans_rng_seed(&rng, p->seed);
+    double best = INFINITY;
+    for (int64_t r = 0; r < p->n_init; r++) {
+        if (p->init != NULL) {
+            const KM_T *init = p->init;
+            for (int64_t j = 0; j < k; j++)
+                for (int64_t f = 0; f < d; f++)
+                    centers[j * d + f] = (KM_T)(init[j * d + f] - (KM_T)mean[f]);
+        } else {
+            s = KM(plusplus)(X, w, n, d, k, n_trials, xnorm, &rng, centers, err);
+            if (s != MLS_STATUS_OK) goto done;
+        }
+        double inertia = 0;
+        int64_t n_iter = 0;
+        s = KM(lloyd)(X, w, n, d, k, p, r, centers, labels, &inertia, &n_iter, err);
+        if (s != MLS_STATUS_OK) goto done;
+        if (r == 0 || inertia < best) {
+            best = inertia;
+            for (int64_t j = 0; j < k; j++)
+                for (int64_t f = 0; f < d; f++)
+                    centers_out[j * d + f] = (KM_T)(centers[j * d + f] + (KM_T)mean[f]);
+            memcpy(labels_out, labels, (size_t)n * sizeof(int64_t));
+            *inertia_out = inertia;
+            *n_iter_out = n_iter;
+        }
+    }
+done:
+    free(X);
+    free(mean);
+    free(xnorm);
+    free(centers);
+    free(labels);
+    return s;
+}
+
+#undef KM
+#undef KM_CAT
+#undef KM_CAT2
