@@ -131,8 +131,9 @@ static mls_status KM(predict)(const kmeans_state *st, mls_method method, const m
         if (s != MLS_STATUS_OK) break;
         if (method == MLS_METHOD_PREDICT)
             KM(assign)(x0, n, d, ld, C, cnorm, k, scratch, use_gemm, (int64_t *)out + r0);
-        else
-            KM(distances)(x0, n, d, ld, C, cnorm, k, use_gemm, (KM_T *)out + r0 * k);
+        else /* float32 distances by differences: the expansion cancels (1e-5 off) */
+            KM(distances)(x0, n, d, ld, C, cnorm, k, use_gemm && sizeof(KM_T) == 8,
+                          (KM_T *)out + r0 * k);
     }
     free(scratch);
     return s;

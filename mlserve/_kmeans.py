@@ -17,8 +17,8 @@ from . import _core
 from ._errors import ConvergenceWarning
 from ._estimators import (
     ESTIMATORS,
-    _MLServeEstimator,
     _as_sample_weight,
+    _MLServeEstimator,
     _training_feature_names,
     _training_statistics,
 )
