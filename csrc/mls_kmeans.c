@@ -31,6 +31,9 @@
 #define KMEANS_FIT_LOOP_MAX_WORK 64
 #define KMEANS_PP_BLOCK_ROWS 4096
 #define KMEANS_MAX_THREADS 64
+/* Up to this many clusters the fit uses Hamerly's bounds, above it plain
+ * Lloyd with GEMM (see mls_kmeans_typed.h). */
+#define KMEANS_HAMERLY_MAX_K 64
 
 typedef struct kmeans_state {
     const void *centers;   /* (k, d) row-major, m->dtype */

@@ -21,14 +21,26 @@ static void KM(row_norms)(const KM_T *X, int64_t n, int64_t d, int64_t ld, KM_T 
     }
 }
 
+/* Eight partial sums, so the compiler vectorises the loop (one sum would be
+ * a chain of dependent adds: IEEE order forbids reassociating it). */
+#define KM_LANES 8
+
 static KM_T KM(sq_dist)(const KM_T *a, const KM_T *b, int64_t d)
 {
-    KM_T acc = 0;
-    for (int64_t f = 0; f < d; f++) {
+    KM_T acc[KM_LANES] = {0};
+    int64_t f = 0;
+    for (; f + KM_LANES <= d; f += KM_LANES)
+        for (int l = 0; l < KM_LANES; l++) {
+            const KM_T diff = a[f + l] - b[f + l];
+            acc[l] += diff * diff;
+        }
+    for (; f < d; f++) {
         const KM_T diff = a[f] - b[f];
-        acc += diff * diff;
+        acc[0] += diff * diff;
     }
-    return acc;
+    KM_T total = 0;
+    for (int l = 0; l < KM_LANES; l++) total += acc[l];
+    return total;
 }
 
 /* scratch[i * k + j] = x_i . c_j for `rows` rows (rows, k, d, ldx fit in an int:
@@ -442,6 +454,354 @@ done:
     return s;
 }
 
+/* ---- Hamerly's bounds ------------------------------------------------------------ */
+
+/* Squared distance accumulated in double: the bounds below must not be
+ * looser than the rounding of what they bound, in float32 too. */
+static double KM(sq_dist_d)(const KM_T *a, const KM_T *b, int64_t d)
+{
+    double acc[KM_LANES] = {0};
+    int64_t f = 0;
+    for (; f + KM_LANES <= d; f += KM_LANES)
+        for (int l = 0; l < KM_LANES; l++) {
+            const double diff = (double)a[f + l] - (double)b[f + l];
+            acc[l] += diff * diff;
+        }
+    for (; f < d; f++) {
+        const double diff = (double)a[f] - (double)b[f];
+        acc[0] += diff * diff;
+    }
+    double total = 0;
+    for (int l = 0; l < KM_LANES; l++) total += acc[l];
+    return total;
+}
+
+/* One thread's rows for one Hamerly iteration (Hamerly 2010, "Making k-means
+ * even faster"). Each row keeps an upper bound on the distance to its center
+ * and a lower bound on the distance to every other center; after the
+ * centers move by p, u += p[a] and l -= max p. A row whose u is at most
+ * max(l, s[a]) (s: half the distance from its center to the nearest other)
+ * keeps its center without computing a distance; else u is made exact, and
+ * only if the test still fails are all k distances computed. A full pass
+ * (the first, and after a relocation) computes every distance and fresh
+ * sums; a bounded pass accumulates only the moves, into delta sums. */
+typedef struct KM(hamerly_job) {
+    const KM_T *X;
+    const double *w;
+    int64_t r0, r1, d, k;
+    const KM_T *centers;
+    const double *p, *s;  /* movement of each center, half distance to the nearest other */
+    double p_max, p_second; /* largest movement and the largest of the others */
+    int64_t p_arg;
+    int64_t *labels;
+    double *upper, *lower;
+    double *sums, *weights; /* per thread: fresh (full pass) or deltas */
+    int full, with_sums;
+    int64_t changed;
+    /* full passes: GEMM blocks, as KM(assign) */
+    const KM_T *xnorm, *cnorm;
+    double cnorm_max;
+    KM_T *scratch; /* KMEANS_BLOCK_ROWS * k */
+    KM_T *gather;  /* KMEANS_BLOCK_ROWS * d: the rows of a block that need every distance */
+    int64_t *gather_rows;
+} KM(hamerly_job);
+
+/* The nearest center of row i by the GEMM expansion (dots: x_i . c_j), and
+ * its bounds: the upper exact, the lower from the expansion less its
+ * rounding error (a looser bound only costs a skipped skip). */
+static int64_t KM(hamerly_bounds)(KM(hamerly_job) *job, int64_t i, const KM_T *dots)
+{
+    const int64_t d = job->d, k = job->k;
+    const double eps = sizeof(KM_T) == 4 ? 1.2e-7 : 2.3e-16;
+    KM_T best = job->cnorm[0] - 2 * dots[0];
+    double second = INFINITY;
+    int64_t arg = 0;
+    for (int64_t j = 1; j < k; j++) {
+        const KM_T v = job->cnorm[j] - 2 * dots[j];
+        if (v < best) {
+            second = best;
+            best = v;
+            arg = j;
+        } else if (v < second) {
+            second = v;
+        }
+    }
+    const double xn = (double)job->xnorm[i];
+    const double lower2 = second + xn - 8 * eps * (xn + job->cnorm_max + fabs(second));
+    job->upper[i] = sqrt(KM(sq_dist_d)(job->X + i * d, job->centers + arg * d, d));
+    job->lower[i] = k > 1 ? (lower2 > 0 ? sqrt(lower2) : 0) : INFINITY;
+    return arg;
+}
+
+/* A full pass over rows [r0, r0 + n): labels by the GEMM expansion (the
+ * argmin scikit-learn's Lloyd step takes), the upper bound exact, the lower
+ * bound from the expansion less its rounding error (a looser bound only
+ * costs a skipped skip). */
+static void KM(hamerly_full_block)(KM(hamerly_job) *job, int64_t r0, int64_t n)
+{
+    const int64_t d = job->d, k = job->k;
+    KM(dots)(job->X + r0 * d, n, d, d, job->centers, k, job->scratch);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t row = r0 + i;
+        const KM_T *x = job->X + row * d;
+        const int64_t arg = KM(hamerly_bounds)(job, row, job->scratch + i * k);
+        const int64_t a = job->labels[row];
+        if (a != arg) job->changed++;
+        job->labels[row] = arg;
+        if (!job->with_sums) continue;
+        const double wi = job->w ? job->w[row] : 1.0;
+        double *sum = job->sums + arg * d;
+        for (int64_t f = 0; f < d; f++) sum[f] += wi * (double)x[f];
+        job->weights[arg] += wi;
+    }
+}
+
+static void *KM(hamerly_run)(void *arg)
+{
+    KM(hamerly_job) *job = arg;
+    const int64_t d = job->d, k = job->k;
+    const KM_T *C = job->centers;
+    if (job->with_sums) {
+        memset(job->sums, 0, (size_t)(k * d) * sizeof(double));
+        memset(job->weights, 0, (size_t)k * sizeof(double));
+    }
+    job->changed = 0;
+    if (job->full) {
+        for (int64_t r0 = job->r0; r0 < job->r1; r0 += KMEANS_BLOCK_ROWS)
+            KM(hamerly_full_block)(job, r0, job->r1 - r0 < KMEANS_BLOCK_ROWS ? job->r1 - r0
+                                                                         : KMEANS_BLOCK_ROWS);
+        return NULL;
+    }
+    for (int64_t b0 = job->r0; b0 < job->r1; b0 += KMEANS_BLOCK_ROWS) {
+        const int64_t b1 = job->r1 - b0 < KMEANS_BLOCK_ROWS ? job->r1 : b0 + KMEANS_BLOCK_ROWS;
+        int64_t n_fail = 0;
+        for (int64_t i = b0; i < b1; i++) {
+            const int64_t a = job->labels[i];
+            double u = job->upper[i] + job->p[a];
+            const double l = job->lower[i] - (a == job->p_arg ? job->p_second : job->p_max);
+            const double m = l > job->s[a] ? l : job->s[a];
+            job->lower[i] = l;
+            if (u > m) {
+                u = sqrt(KM(sq_dist_d)(job->X + i * d, C + a * d, d));
+                if (u > m) { /* every distance needed: gathered for one GEMM */
+                    memcpy(job->gather + n_fail * d, job->X + i * d, (size_t)d * sizeof(KM_T));
+                    job->gather_rows[n_fail++] = i;
+                }
+            }
+            job->upper[i] = u;
+        }
+        if (n_fail == 0) continue;
+        KM(dots)(job->gather, n_fail, d, d, C, k, job->scratch);
+        for (int64_t q = 0; q < n_fail; q++) {
+            const int64_t i = job->gather_rows[q];
+            const int64_t a = job->labels[i];
+            const int64_t arg = KM(hamerly_bounds)(job, i, job->scratch + q * k);
+            if (a == arg) continue;
+            job->changed++;
+            job->labels[i] = arg;
+            if (!job->with_sums) continue;
+            const KM_T *x = job->X + i * d;
+            const double wi = job->w ? job->w[i] : 1.0;
+            double *from = job->sums + a * d, *to = job->sums + arg * d;
+            for (int64_t f = 0; f < d; f++) {
+                from[f] -= wi * (double)x[f];
+                to[f] += wi * (double)x[f];
+            }
+            job->weights[a] -= wi;
+            job->weights[arg] += wi;
+        }
+    }
+    return NULL;
+}
+
+static int64_t KM(hamerly_pass)(KM(hamerly_job) *jobs, int n_jobs)
+{
+    pthread_t tids[KMEANS_MAX_THREADS];
+    int started[KMEANS_MAX_THREADS] = {0};
+    for (int t = 1; t < n_jobs; t++)
+        started[t] = pthread_create(&tids[t], NULL, KM(hamerly_run), &jobs[t]) == 0;
+    KM(hamerly_run)(&jobs[0]);
+    int64_t changed = jobs[0].changed;
+    for (int t = 1; t < n_jobs; t++) {
+        if (started[t])
+            pthread_join(tids[t], NULL);
+        else
+            KM(hamerly_run)(&jobs[t]);
+        changed += jobs[t].changed;
+    }
+    return changed;
+}
+
+/* Movement p of each center from old to new, s = half the distance of each
+ * new center to its nearest other, and the two largest movements. */
+static void KM(hamerly_moves)(const KM_T *old, const KM_T *centers, int64_t k, int64_t d,
+                              double *p, double *s, KM(hamerly_job) *jobs, int n_jobs)
+{
+    double p_max = 0, p_second = 0;
+    int64_t p_arg = 0;
+    for (int64_t j = 0; j < k; j++) {
+        p[j] = sqrt(KM(sq_dist_d)(old + j * d, centers + j * d, d));
+        if (p[j] > p_max) {
+            p_second = p_max;
+            p_max = p[j];
+            p_arg = j;
+        } else if (p[j] > p_second) {
+            p_second = p[j];
+        }
+    }
+    for (int64_t j = 0; j < k; j++) {
+        double nearest = INFINITY;
+        for (int64_t o = 0; o < k; o++) {
+            if (o == j) continue;
+            const double v = KM(sq_dist_d)(centers + j * d, centers + o * d, d);
+            if (v < nearest) nearest = v;
+        }
+        s[j] = 0.5 * sqrt(nearest);
+    }
+    for (int t = 0; t < n_jobs; t++) {
+        jobs[t].p_max = p_max;
+        jobs[t].p_second = p_second;
+        jobs[t].p_arg = p_arg;
+    }
+}
+
+static void KM(hamerly_center_norms)(const KM_T *centers, int64_t k, int64_t d, KM_T *cnorm,
+                                     KM(hamerly_job) *jobs, int n_jobs)
+{
+    KM(row_norms)(centers, k, d, d, cnorm);
+    double cmax = 0;
+    for (int64_t j = 0; j < k; j++)
+        if ((double)cnorm[j] > cmax) cmax = (double)cnorm[j];
+    for (int t = 0; t < n_jobs; t++) jobs[t].cnorm_max = cmax;
+}
+
+/* Lloyd's iterations with Hamerly's bounds: the same labels and centers as
+ * KM(lloyd) (exact distances instead of the GEMM expansion), in a fraction
+ * of the distance computations once the centers settle. Same stopping
+ * rules and outputs as KM(lloyd). */
+static mls_status KM(hamerly)(const KM_T *X, const KM_T *xnorm, const double *w, int64_t n,
+                              int64_t d, int64_t k, const mls_kmeans_fit_params *p,
+                              int64_t init_no, KM_T *centers,
+                              int64_t *labels, double *inertia, int64_t *n_iter, mls_error *err)
+{
+    int n_jobs = p->n_threads < 1 ? 1 : p->n_threads;
+    if (n_jobs > KMEANS_MAX_THREADS) n_jobs = KMEANS_MAX_THREADS;
+    const int64_t per_job_min = 4 * KMEANS_BLOCK_ROWS;
+    if (n_jobs > 1 && n / n_jobs < per_job_min)
+        n_jobs = (int)(n / per_job_min > 1 ? n / per_job_min : 1);
+    KM(hamerly_job) jobs[KMEANS_MAX_THREADS];
+    memset(jobs, 0, sizeof(jobs));
+    double *upper = malloc((size_t)n * sizeof(double));
+    double *lower = malloc((size_t)n * sizeof(double));
+    double *sums = malloc((size_t)(k * d) * sizeof(double));
+    double *weights = malloc((size_t)k * sizeof(double));
+    double *moves = malloc((size_t)(2 * k) * sizeof(double));
+    KM_T *old = malloc((size_t)(k * d) * sizeof(KM_T));
+    KM_T *cnorm = malloc((size_t)k * sizeof(KM_T));
+    mls_status s = MLS_STATUS_OK;
+    if (!upper || !lower || !sums || !weights || !moves || !old || !cnorm)
+        s = mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for k-means");
+    for (int t = 0; t < n_jobs && s == MLS_STATUS_OK; t++) {
+        KM(hamerly_job) *job = &jobs[t];
+        job->X = X;
+        job->w = w;
+        job->r0 = n * t / n_jobs;
+        job->r1 = n * (t + 1) / n_jobs;
+        job->d = d;
+        job->k = k;
+        job->centers = centers;
+        job->p = moves;
+        job->s = moves + k;
+        job->labels = labels;
+        job->upper = upper;
+        job->lower = lower;
+        job->sums = malloc((size_t)(k * d) * sizeof(double));
+        job->weights = malloc((size_t)k * sizeof(double));
+        job->xnorm = xnorm;
+        job->cnorm = cnorm;
+        job->scratch = malloc((size_t)(KMEANS_BLOCK_ROWS * k) * sizeof(KM_T));
+        job->gather = malloc((size_t)(KMEANS_BLOCK_ROWS * d) * sizeof(KM_T));
+        job->gather_rows = malloc(KMEANS_BLOCK_ROWS * sizeof(int64_t));
+        if (!job->sums || !job->weights || !job->scratch || !job->gather || !job->gather_rows)
+            s = mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for k-means");
+    }
+    if (s != MLS_STATUS_OK) goto done;
+    for (int64_t i = 0; i < n; i++) labels[i] = -1;
+    int strict = 0, full = 1;
+    int64_t it = 0;
+    while (it < p->max_iter) {
+        KM(hamerly_center_norms)(centers, k, d, cnorm, jobs, n_jobs);
+        for (int t = 0; t < n_jobs; t++) {
+            jobs[t].full = full;
+            jobs[t].with_sums = 1;
+        }
+        const int64_t changed = KM(hamerly_pass)(jobs, n_jobs);
+        it++;
+        if (full) {
+            memset(sums, 0, (size_t)(k * d) * sizeof(double));
+            memset(weights, 0, (size_t)k * sizeof(double));
+        }
+        for (int t = 0; t < n_jobs; t++) {
+            for (int64_t i = 0; i < k * d; i++) sums[i] += jobs[t].sums[i];
+            for (int64_t j = 0; j < k; j++) weights[j] += jobs[t].weights[j];
+        }
+        full = 0;
+        for (int64_t j = 0; j < k; j++) full |= weights[j] == 0;
+        if (full) { /* the relocation moves sums but not labels: the next pass starts afresh */
+            s = KM(relocate_empty)(X, w, n, d, k, centers, labels, sums, weights, err);
+            if (s != MLS_STATUS_OK) goto done;
+        }
+        memcpy(old, centers, (size_t)(k * d) * sizeof(KM_T));
+        double shift = 0;
+        for (int64_t j = 0; j < k; j++) {
+            const double alpha = weights[j] > 0 ? 1.0 / weights[j] : 1.0;
+            for (int64_t f = 0; f < d; f++) {
+                const KM_T v = (KM_T)(sums[j * d + f] * alpha);
+                const double diff = (double)v - (double)old[j * d + f];
+                shift += diff * diff;
+                centers[j * d + f] = v;
+            }
+        }
+        KM(hamerly_moves)(old, centers, k, d, moves, moves + k, jobs, n_jobs);
+        if (p->progress != NULL && p->progress(p->progress_ctx, init_no, it, shift) != 0) {
+            s = mls_error_set(err, MLS_STATUS_ERR_ARGUMENT,
+                              "the fit was stopped by its progress callback");
+            goto done;
+        }
+        if (changed == 0 && it > 1) {
+            strict = 1;
+            break;
+        }
+        if (shift <= p->tol) break;
+    }
+    if (!strict) { /* labels for the final centers: the bounds know how far they moved */
+        KM(hamerly_center_norms)(centers, k, d, cnorm, jobs, n_jobs);
+        for (int t = 0; t < n_jobs; t++) {
+            jobs[t].full = full;
+            jobs[t].with_sums = 0;
+        }
+        KM(hamerly_pass)(jobs, n_jobs);
+    }
+    *inertia = KM(inertia)(X, w, n, d, centers, labels);
+    *n_iter = it;
+done:
+    for (int t = 0; t < n_jobs; t++) {
+        free(jobs[t].sums);
+        free(jobs[t].weights);
+        free(jobs[t].scratch);
+        free(jobs[t].gather);
+        free(jobs[t].gather_rows);
+    }
+    free(cnorm);
+    free(upper);
+    free(lower);
+    free(sums);
+    free(weights);
+    free(moves);
+    free(old);
+    return s;
+}
+
 static mls_status KM(fit)(const mls_tensor *Xt, const double *w,
                           const mls_kmeans_fit_params *p, KM_T *centers_out, int64_t *labels_out,
                           double *inertia_out, int64_t *n_iter_out, mls_error *err)
@@ -486,7 +846,13 @@ static mls_status KM(fit)(const mls_tensor *Xt, const double *w,
         }
         double inertia = 0;
         int64_t n_iter = 0;
-        s = KM(lloyd)(X, w, n, d, k, p, r, centers, labels, &inertia, &n_iter, err);
+        /* Hamerly's bounds pay for few clusters (one bound per row); with many,
+         * the GEMM of every pass wins */
+        if (k <= KMEANS_HAMERLY_MAX_K)
+            s = KM(hamerly)(X, xnorm, w, n, d, k, p, r, centers, labels, &inertia, &n_iter,
+                            err);
+        else
+            s = KM(lloyd)(X, w, n, d, k, p, r, centers, labels, &inertia, &n_iter, err);
         if (s != MLS_STATUS_OK) goto done;
         if (r == 0 || inertia < best) {
             best = inertia;
@@ -510,3 +876,4 @@ done:
 #undef KM
 #undef KM_CAT
 #undef KM_CAT2
+#undef KM_LANES
