@@ -292,6 +292,9 @@ static mls_status KM(plusplus)(const KM_T *X, const double *w, int64_t n, int64_
     KM_T *cand_x = malloc((size_t)(n_trials * d) * sizeof(KM_T));
     KM_T *cand_norm = malloc((size_t)n_trials * sizeof(KM_T));
     KM_T *scratch = malloc((size_t)(KMEANS_PP_BLOCK_ROWS * n_trials) * sizeof(KM_T));
+    /* every candidate's min(D^2, d^2) per row (n x trials, as scikit-learn keeps), so
+     * one pass over X per center suffices; without the memory, two passes */
+    double *kept = malloc((size_t)(n * n_trials) * sizeof(double));
     mls_status s = MLS_STATUS_OK;
     if (!closest || !cum || !pots || !cand || !cand_x || !cand_norm || !scratch) {
         s = mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory seeding k-means++");
@@ -330,7 +333,9 @@ static mls_status KM(plusplus)(const KM_T *X, const double *w, int64_t n, int64_
                     double v = (double)(xnorm[r0 + i] + cand_norm[t] -
                                         2 * scratch[i * n_trials + t]);
                     v = v > 0 ? v : 0;
-                    pots[t] += wi * (v < closest[r0 + i] ? v : closest[r0 + i]);
+                    v = v < closest[r0 + i] ? v : closest[r0 + i];
+                    if (kept != NULL) kept[(r0 + i) * n_trials + t] = v;
+                    pots[t] += wi * v;
                 }
             }
         }
@@ -340,6 +345,10 @@ static mls_status KM(plusplus)(const KM_T *X, const double *w, int64_t n, int64_
         KM_T *center = centers + c * d;
         memcpy(center, cand_x + best * d, (size_t)d * sizeof(KM_T));
         c_norm = cand_norm[best];
+        if (kept != NULL) { /* the kept candidate's distances, from the same pass */
+            for (int64_t i = 0; i < n; i++) closest[i] = kept[i * n_trials + best];
+            continue;
+        }
         for (int64_t r0 = 0; r0 < n; r0 += KMEANS_PP_BLOCK_ROWS) {
             const int64_t rows = n - r0 < KMEANS_PP_BLOCK_ROWS ? n - r0 : KMEANS_PP_BLOCK_ROWS;
             KM(dots)(X + r0 * d, rows, d, d, center, 1, scratch);
@@ -358,6 +367,7 @@ done:
     free(cand_x);
     free(cand_norm);
     free(scratch);
+    free(kept);
     return s;
 }
 
