@@ -34,9 +34,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
 
-import mlserve  # noqa: E402
+import mlserve
 
 N, D, K = 100_000, 32, 16
 
@@ -128,6 +128,27 @@ def bench_fit(X, seeds, threads, rounds_note):
     return med, per_iter, {n: statistics.median(v) / sk_inertia for n, v in inertia.items()}
 
 
+def bench_inertia(X, seeds):
+    """Inertia over many seeds (untimed, default threads): fits land on a few discrete
+    local minima (1.00x, 1.09x, 1.1-1.2x of the best here), so a median over a few
+    seeds swings by 1-2% on the luck of the draws; the mean over many is the
+    comparison of the seeding and iterations themselves."""
+    makers = contenders()
+    values = {name: np.array([makers[name](s).fit(X).inertia_ for s in seeds]) for name in makers}
+    best = min(v.min() for v in values.values())
+    sk_mean = values["sklearn"].mean()
+    rows = [
+        [name, f"{v.mean() / best:.4f}", f"{np.median(v) / best:.4f}",
+         f"{np.mean(v <= best * 1.001):.0%}", f"{v.mean() / sk_mean:.4f}"]
+        for name, v in values.items()
+    ]  # fmt: skip
+    C.print_section(f"KMeans inertia over {len(seeds)} seeds (k-means++, n_init=1; relative "
+                    "to the best fit of any contender)")  # fmt: skip
+    print(C.markdown_table(["contender", "mean", "median", "fits at the best", "mean / sklearn's"],
+                           rows))  # fmt: skip
+    return {name: v.mean() / sk_mean for name, v in values.items()}
+
+
 def bench_predict(X, quick):
     from sklearn.cluster import KMeans as SkKMeans
 
@@ -153,7 +174,7 @@ def bench_predict(X, quick):
     C.print_section("KMeans predict (median time per call, 1 thread; lower is better)")
     rows = []
     for label in stmts:
-        who, size = label.split(", ")
+        size = label.split(", ")[1]
         base = m[f"mlserve, {size}"].median_ns
         rows.append([label, C.fmt_time(m[label].median_ns),
                      C.fmt_ratio(m[label].median_ns / base)])  # fmt: skip
@@ -161,17 +182,36 @@ def bench_predict(X, quick):
     return m
 
 
+class _AcceleratedLog(logging.Handler):
+    """Which sklearnex methods ran on oneDAL rather than falling back to scikit-learn."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.methods = set()
+
+    def emit(self, record):
+        message = record.getMessage()
+        if "running accelerated version" in message:
+            self.methods.add(message.split(":")[0].strip())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    logging.getLogger("sklearnex").setLevel(logging.WARNING)
+    accelerated = _AcceleratedLog()
+    log = logging.getLogger("sklearnex")
+    for handler in log.handlers:  # its own console handler: quiet, our handler still counts
+        handler.setLevel(logging.WARNING)
+    log.addHandler(accelerated)
+    log.setLevel(logging.INFO)
     X = make_data()
     seeds = list(range(3 if args.quick else 7))
     note = f"{len(seeds)} seeds, fits in rotation"
     fit1, iter1, inertia1 = bench_fit(X, seeds, 1, note)
-    fit2, iter2, inertia2 = bench_fit(X, seeds, 2, note)
+    fit2, _, inertia2 = bench_fit(X, seeds, 2, note)
     pred = bench_predict(X, args.quick)
+    inertia = bench_inertia(X, list(range(8 if args.quick else 24)))
 
     C.print_section("Targets (issue 15)")
     rows = [
@@ -190,14 +230,20 @@ def main():
              C.fmt_ratio(iter1["mlserve"] / iter1["sklearnex"]), "(information)"],
         ]  # fmt: skip
     rows += [
-        ["inertia within 1% of scikit-learn's (1 / 2 threads)",
-         f"{inertia1['mlserve']:.4f} / {inertia2['mlserve']:.4f}", "<= 1.01"],
+        ["inertia within 1% of scikit-learn's (mean over the seeds of the inertia table)",
+         f"{inertia['mlserve']:.4f}", "<= 1.01"],
+        ["  (median over the timed fits' seeds, 1 / 2 threads)",
+         f"{inertia1['mlserve']:.4f} / {inertia2['mlserve']:.4f}", "(information)"],
         ["predict of one row vs scikit-learn",
          C.fmt_ratio(pred["sklearn, 1 row"].median_ns / pred["mlserve, 1 row"].median_ns),
          ">= 50"],
     ]  # fmt: skip
     print(C.markdown_table(["target", "measured", "goal"], rows))
 
+    if "sklearnex" in fit1:
+        print()
+        print(f"sklearnex ran oneDAL (its log said 'running accelerated version') for: "
+              f"{', '.join(sorted(accelerated.methods)) or 'nothing: it fell back to sklearn'}")
     C.print_section("Machine")
     for line in C.machine_lines(["numpy", "scikit-learn", "scikit-learn-intelex", "daal4py",
                                  "threadpoolctl"]):  # fmt: skip

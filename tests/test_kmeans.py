@@ -381,13 +381,13 @@ def test_convert_keeps_feature_names():
     ({"max_iter": 0}, "max_iter must be an integer >= 1, got 0"),
     ({"tol": -1.0}, "tol must be a finite number >= 0, got -1.0"),
     ({"n_init": 0}, "n_init must be 'auto' or an integer >= 1, got 0"),
-    ({"init": "kmeans"}, "init must be 'k-means++', 'random', a callable or an array of shape "
-                         "(n_clusters, n_features), got 'kmeans'"),
-    ({"init": np.zeros((2, 2))}, r"init must have shape (3, 2) (n_clusters, n_features), "
-                                 r"got (2, 2)"),
+    ({"init": "kmeans"}, ("init must be 'k-means++', 'random', a callable or an array of shape "
+                         "(n_clusters, n_features), got 'kmeans'")),
+    ({"init": np.zeros((2, 2))}, (r"init must have shape (3, 2) (n_clusters, n_features), "
+                                 r"got (2, 2)")),
     ({"init": np.full((3, 2), np.nan)}, "init must hold finite numbers"),
-    ({"random_state": "x"}, "random_state must be None, an int or a numpy.random.RandomState, "
-                            "got 'x'"),
+    ({"random_state": "x"}, ("random_state must be None, an int or a numpy.random.RandomState, "
+                            "got 'x'")),
 ], ids=lambda v: str(v)[:30])  # fmt: skip
 def test_bad_parameters(params, message):
     X = blobs(n=20, d=2, k=3)
@@ -578,12 +578,12 @@ def _with_section(data, name="cluster_centers", payload=None, **fields):
 
 
 @pytest.mark.parametrize("patch, message", [
-    ({"dtype": 3, "length": 6 * 4}, "section 'cluster_centers' must be float32 or float64, "
-                                    "got int32"),
-    ({"ndim": 1, "shape": [6]}, r"section 'cluster_centers' must be 2-D \(n_clusters, "
-                                r"n_features\), got 1 dimensions"),
-    ({"shape": [0, 2], "length": 0}, r"section 'cluster_centers' has an unusable shape "
-                                     r"\(0, 2\); at least 1 cluster"),
+    ({"dtype": 3, "length": 6 * 4}, ("section 'cluster_centers' must be float32 or float64, "
+                                    "got int32")),
+    ({"ndim": 1, "shape": [6]}, (r"section 'cluster_centers' must be 2-D \(n_clusters, "
+                                r"n_features\), got 1 dimensions")),
+    ({"shape": [0, 2], "length": 0}, (r"section 'cluster_centers' has an unusable shape "
+                                     r"\(0, 2\); at least 1 cluster")),
     ({"shape": [3, 0], "length": 0}, r"unusable shape \(3, 0\)"),
     ({"shape": [2, 2], "length": 32}, None),  # fewer clusters: a valid model of 2
 ], ids=["dtype", "ndim", "zero clusters", "zero features", "two clusters"])  # fmt: skip

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import requests
 from flask import Flask
+from serving_support import Server, fit_regressor
 
 import mlserve
 from mlserve._compatibility import compatibility_problems
 from mlserve.serving import blueprint
-from mlserve.store import ModelStore
-from serving_support import Server, fit_regressor
+from mlserve.store import IncompatibleModelError, ModelStore
 
 rng = np.random.default_rng(7)
 CENTERS = np.array([[0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 0.0, 0.0], [0.0, 5.0, 5.0, 5.0]])
@@ -220,5 +220,5 @@ def test_store_compatibility_knows_clusters(tmp_path):
     )
     store = ModelStore(tmp_path / "models")
     store.publish("km", three, alias="production")
-    with pytest.raises(Exception, match="4 clusters"):
+    with pytest.raises(IncompatibleModelError, match="4 clusters, the alias serves 3"):
         store.publish("km", four, alias="production")
