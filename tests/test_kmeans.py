@@ -10,6 +10,8 @@ feature names and threads.
 """
 import pickle
 import struct
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -203,6 +205,33 @@ def test_threads_give_the_same_fit(threads):
     np.testing.assert_array_equal(one.labels_, many.labels_)
     np.testing.assert_allclose(one.cluster_centers_, many.cluster_centers_, rtol=1e-12)
     assert one.n_iter_ == many.n_iter_
+
+
+@pytest.mark.parametrize("k", [16, 80], ids=["hamerly", "lloyd-gemm"])
+def test_fit_releases_the_gil(k):
+    # while a fit runs in a thread, this thread keeps running Python: the largest
+    # gap between its ticks stays far below the fit's duration (with the GIL held
+    # it would be the whole fit)
+    X = blobs(n=100_000, d=16, k=k, seed=11)
+    done = threading.Event()
+    spans = []
+
+    def fit():
+        start = time.perf_counter()
+        mlserve.KMeans(k, init=X[:k], max_iter=60, tol=0).fit(X)
+        spans.append(time.perf_counter() - start)
+        done.set()
+
+    worker = threading.Thread(target=fit)
+    ticks = [time.perf_counter()]
+    worker.start()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+        sum(range(200))  # a little Python work per tick
+    worker.join()
+    (duration,) = spans
+    assert duration > 0.05  # long enough to tell a held GIL from scheduling noise
+    assert max(np.diff(ticks)) < 0.5 * duration
 
 
 def test_fit_predict_fit_transform_and_input_not_modified():
