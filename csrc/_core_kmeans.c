@@ -116,8 +116,8 @@ static PyObject *kmeans_fit(PyObject *module, PyObject *args)
         .progress = progress != Py_None ? call_progress : NULL,
         .progress_ctx = &ctx,
     };
-    mls_tensor Xt = {PyArray_DATA(X), typenum == NPY_FLOAT64 ? MLS_DTYPE_FLOAT64 : MLS_DTYPE_FLOAT32,
-                     n, d, d};
+    const mls_dtype dtype = typenum == NPY_FLOAT64 ? MLS_DTYPE_FLOAT64 : MLS_DTYPE_FLOAT32;
+    mls_tensor Xt = {PyArray_DATA(X), dtype, n, d, d};
     mls_error err = {0};
     mls_status status;
     double inertia = 0;

@@ -708,8 +708,9 @@ static mls_status KM(hamerly)(const KM_T *X, const KM_T *xnorm, const double *w,
     double *moves = malloc((size_t)(2 * k) * sizeof(double));
     KM_T *old = malloc((size_t)(k * d) * sizeof(KM_T));
     KM_T *cnorm = malloc((size_t)k * sizeof(KM_T));
+    int64_t *counts = malloc((size_t)k * sizeof(int64_t));
     mls_status s = MLS_STATUS_OK;
-    if (!upper || !lower || !sums || !weights || !moves || !old || !cnorm)
+    if (!upper || !lower || !sums || !weights || !moves || !old || !cnorm || !counts)
         s = mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for k-means");
     for (int t = 0; t < n_jobs && s == MLS_STATUS_OK; t++) {
         KM(hamerly_job) *job = &jobs[t];
@@ -755,8 +756,23 @@ static mls_status KM(hamerly)(const KM_T *X, const KM_T *xnorm, const double *w,
             for (int64_t i = 0; i < k * d; i++) sums[i] += jobs[t].sums[i];
             for (int64_t j = 0; j < k; j++) weights[j] += jobs[t].weights[j];
         }
+        /* the weights again from the labels (one pass over n labels): deltas of
+         * non-integer weights drift, and a cluster whose rows all left must be
+         * exactly empty, its sums exactly 0 */
+        memset(counts, 0, (size_t)k * sizeof(int64_t));
+        if (w != NULL) memset(weights, 0, (size_t)k * sizeof(double));
+        for (int64_t i = 0; i < n; i++) {
+            counts[labels[i]]++;
+            if (w != NULL) weights[labels[i]] += w[i];
+        }
         full = 0;
-        for (int64_t j = 0; j < k; j++) full |= weights[j] == 0;
+        for (int64_t j = 0; j < k; j++) {
+            if (counts[j] == 0) {
+                memset(sums + j * d, 0, (size_t)d * sizeof(double));
+                weights[j] = 0;
+            }
+            full |= weights[j] == 0;
+        }
         if (full) { /* the relocation moves sums but not labels: the next pass starts afresh */
             s = KM(relocate_empty)(X, w, n, d, k, centers, labels, sums, weights, err);
             if (s != MLS_STATUS_OK) goto done;
@@ -803,6 +819,7 @@ done:
         free(jobs[t].gather_rows);
     }
     free(cnorm);
+    free(counts);
     free(upper);
     free(lower);
     free(sums);

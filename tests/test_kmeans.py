@@ -121,6 +121,18 @@ def test_sample_weight_matches_sklearn(rng):
     np.testing.assert_allclose(ours.inertia_, sk.inertia_, rtol=1e-6)
 
 
+def test_zero_and_fractional_weights_match_sklearn(rng):
+    X = blobs(n=1500, d=3, k=3, seed=12)
+    w = rng.uniform(0.05, 0.3, size=len(X))  # weights that do not add up exactly
+    w[:200] = 0.0
+    init = np.vstack([X[:2], X[500:501]])  # the first two centers start on zero-weight rows
+    sk = sklearn_cluster.KMeans(3, init=init, n_init=1).fit(X, sample_weight=w)
+    ours = mlserve.KMeans(3, init=init, n_init=1).fit(X, sample_weight=w)
+    np.testing.assert_array_equal(ours.labels_, sk.labels_)
+    np.testing.assert_allclose(ours.cluster_centers_, sk.cluster_centers_, rtol=1e-6)
+    np.testing.assert_allclose(ours.inertia_, sk.inertia_, rtol=1e-6)
+
+
 def test_empty_cluster_is_relocated_as_sklearn_does():
     X = blobs(n=500, d=2, k=3, seed=2)
     init = np.vstack([X[:2], [[1e3, 1e3]]])  # the third center attracts no point

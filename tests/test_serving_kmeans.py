@@ -220,5 +220,6 @@ def test_store_compatibility_knows_clusters(tmp_path):
     )
     store = ModelStore(tmp_path / "models")
     store.publish("km", three, alias="production")
-    with pytest.raises(IncompatibleModelError, match=r"version 2 has 4 clusters, production serves 3 \(version 1\)"):
+    refusal = r"version 2 has 4 clusters, production serves 3 \(version 1\)"
+    with pytest.raises(IncompatibleModelError, match=refusal):
         store.publish("km", four, alias="production")
