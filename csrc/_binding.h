@@ -14,5 +14,6 @@ PyObject *mls_raise_from_error(PyObject *module, const mls_error *err);
 
 /* Functions other binding files add to the module (NULL-terminated). */
 extern PyMethodDef mls_codec_methods[];
+extern PyMethodDef mls_kmeans_methods[]; /* _core_kmeans.c */
 
 #endif /* MLS_BINDING_H */

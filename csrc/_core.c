@@ -409,6 +409,15 @@ static PyObject *Model_decision_function(ModelObject *self, PyObject *X)
     return model_run(self, X, MLS_METHOD_DECISION_FUNCTION);
 }
 
+PyDoc_STRVAR(Model_transform_doc,
+             "transform($self, X, /)\n--\n\n"
+             "k-means: Euclidean distances to every center, shape (n_samples, "
+             "n_clusters).\n");
+static PyObject *Model_transform(ModelObject *self, PyObject *X)
+{
+    return model_run(self, X, MLS_METHOD_TRANSFORM);
+}
+
 PyDoc_STRVAR(Model_arrays_doc,
              "arrays($self, /)\n--\n\n"
              "The model's named arrays as read-only NumPy views (no copy: for a loaded "
@@ -527,6 +536,7 @@ static PyMethodDef Model_methods[] = {
     {"predict_proba", (PyCFunction)Model_predict_proba, METH_O, Model_predict_proba_doc},
     {"decision_function", (PyCFunction)Model_decision_function, METH_O,
      Model_decision_function_doc},
+    {"transform", (PyCFunction)Model_transform, METH_O, Model_transform_doc},
     {"arrays", (PyCFunction)Model_arrays, METH_NOARGS, Model_arrays_doc},
     {"save", (PyCFunction)Model_save, METH_VARARGS, Model_save_doc},
     {"_set_display_name", (PyCFunction)Model_set_display_name, METH_O, NULL},
@@ -985,6 +995,8 @@ static int core_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "ModelFormatError", st->ModelFormatError) < 0) return -1;
     if (PyModule_AddObjectRef(module, "Model", st->ModelType) < 0) return -1;
     if (PyModule_AddFunctions(module, mls_codec_methods) < 0) return -1;
+    if (PyModule_AddFunctions(module, mls_kmeans_methods) < 0) return -1;
+    if (PyModule_AddIntConstant(module, "METHOD_TRANSFORM", MLS_METHOD_TRANSFORM) < 0) return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", MLS_FORMAT_MAJOR) < 0) return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MINOR", MLS_FORMAT_MINOR) < 0) return -1;
     if (PyModule_AddIntConstant(module, "METHOD_PREDICT", MLS_METHOD_PREDICT) < 0) return -1;

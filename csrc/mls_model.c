@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mls_kmeans.h"
 #include "mls_linear.h"
 #include "mls_tree.h"
 
@@ -11,6 +12,7 @@ static const mls_model_vtable *const family_tables[] = {
     &mls_linear_regressor_vtable,
     &mls_logistic_regression_vtable,
     &mls_tree_ensemble_vtable,
+    &mls_kmeans_vtable,
 };
 
 const mls_model_vtable *mls_model_vtable_for(uint32_t kind)

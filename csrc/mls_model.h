@@ -24,12 +24,14 @@ typedef enum mls_kind {
     MLS_KIND_LINEAR_REGRESSOR = 1,  /* LinearRegression, Ridge, ... */
     MLS_KIND_LOGISTIC_REGRESSION = 2,
     MLS_KIND_TREE_ENSEMBLE = 3,     /* trees, forests, gradient boosting */
+    MLS_KIND_KMEANS = 4,            /* k-means clustering (mls_kmeans.c) */
 } mls_kind;
 
 typedef enum mls_method {
     MLS_METHOD_PREDICT = 0,
     MLS_METHOD_PREDICT_PROBA = 1,
     MLS_METHOD_DECISION_FUNCTION = 2,
+    MLS_METHOD_TRANSFORM = 3, /* k-means: distances to every center */
     MLS_METHOD_COUNT_
 } mls_method;
 

@@ -20,6 +20,7 @@ from ._errors import (
 )
 from ._estimators import LinearRegression, LogisticRegression, Ridge
 from ._io import load, save
+from ._kmeans import KMeans
 from ._trees import TreeEnsembleModel
 from .convert import convert
 
@@ -123,6 +124,7 @@ __all__ = [
     "ConvergenceWarning",
     "ConvertError",
     "DataConversionWarning",
+    "KMeans",
     "LinearRegression",
     "LogisticRegression",
     "MLServe",

@@ -43,7 +43,7 @@ def compatibility_problems(
     list of str
         One sentence per difference, empty when the candidate is compatible:
         the same task, number, names and order of features, classes (values and
-        order), input dtype and shape, and outputs. Feature names in another
+        order), number of clusters (k-means), input dtype and shape, and outputs. Feature names in another
         order are a difference: columns given by name are matched by name, but
         a client sending NumPy rows or lists by position would silently feed
         the wrong features.
@@ -79,6 +79,11 @@ def compatibility_problems(
     classes_problem = _classes_problem(candidate, served, new, old, at)
     if classes_problem and task_new == task_old:
         problems.append(classes_problem)
+
+    # k-means: the cluster ids a client gets back, and the distances' width
+    k_new, k_old = candidate.get("n_clusters"), served.get("n_clusters")
+    if task_new == task_old and (k_new is not None or k_old is not None) and k_new != k_old:
+        problems.append(f"{new} has {k_new} clusters, {old} serves {k_old}{at}")
 
     out_new = list(candidate.get("output_shape") or [])
     out_old = list(served.get("output_shape") or [])

@@ -45,6 +45,7 @@ from mlserve.serving.registry import EXTENSION_KEY, serving_state
 from mlserve.serving.runtime import (
     PREDICT,
     PREDICT_PROBA,
+    TRANSFORM,
     LoadedModel,
     ServingState,
     Timings,
@@ -710,6 +711,8 @@ def _v2_model_metadata(name: str, version: str | None = None) -> Response:
         }
         if loaded.is_classifier:
             entry["parameters"] = {"classes": np.asarray(loaded.model.classes_).tolist()}
+        elif loaded.is_clusterer:  # ids in [0, n_clusters); distances: one per center
+            entry["parameters"] = {"n_clusters": _n_clusters(loaded)}
         outputs.append(entry)
     return _json_response(
         {
@@ -729,6 +732,10 @@ def _v2_model_metadata(name: str, version: str | None = None) -> Response:
             },
         }
     )
+
+
+def _n_clusters(loaded: LoadedModel) -> int:
+    return int(loaded.outputs[TRANSFORM].shape[0])
 
 
 def _v2_model_ready(name: str, version: str | None = None) -> Response:
@@ -798,6 +805,8 @@ def _v2_model_config(name: str, version: str | None = None) -> Response:
     if loaded.is_classifier:
         classes = np.asarray(loaded.model.classes_).tolist()
         parameters["classes"] = {"string_value": ",".join(map(str, classes))}
+    if loaded.is_clusterer:
+        parameters["n_clusters"] = {"string_value": str(_n_clusters(loaded))}
     config: dict[str, Any] = {
         "name": name,
         "platform": "mlserve",
@@ -974,6 +983,8 @@ def _mlflow_outputs(payload: Any, loaded: LoadedModel) -> tuple[str, ...]:
     outputs = codecs.RETURN_CHOICES.get(value) if isinstance(value, str) else None
     if outputs is None:
         raise BadRequest(f"params {MLFLOW_OUTPUT_PARAM!r} must be one of {choices}, got {value!r}")
+    if loaded.is_clusterer or TRANSFORM in outputs:  # k-means: ids, "distances" or "all"
+        return codecs.checked_outputs(value, outputs, loaded, f"model {loaded.name!r}")
     if PREDICT_PROBA in outputs and not loaded.is_classifier:
         raise BadRequest(
             f"params {MLFLOW_OUTPUT_PARAM!r} {value!r} asks for probabilities, and model "

@@ -32,7 +32,7 @@ import numpy as np
 from mlserve._core import json_decode, json_encode
 from mlserve._mixins import feature_mismatch
 from mlserve.serving.errors import BadRequest, PayloadTooLarge
-from mlserve.serving.runtime import PREDICT, PREDICT_PROBA, LoadedModel
+from mlserve.serving.runtime import PREDICT, PREDICT_PROBA, TRANSFORM, LoadedModel
 
 __all__ = [
     "V2_DATATYPES",
@@ -75,7 +75,12 @@ V2_DATATYPES: Mapping[str, np.dtype] = MappingProxyType(
 JSON_MAX_DEPTH = 64
 
 RETURN_CHOICES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"predict": (PREDICT,), "proba": (PREDICT_PROBA,), "all": (PREDICT, PREDICT_PROBA)}
+    {
+        "predict": (PREDICT,),
+        "proba": (PREDICT_PROBA,),
+        "all": (PREDICT, PREDICT_PROBA),
+        "distances": (TRANSFORM,),  # k-means: the distances to every center
+    }
 )
 
 
@@ -317,8 +322,22 @@ def outputs_for_return(value: Any, loaded: LoadedModel) -> tuple[str, ...]:
         raise BadRequest(
             f"'return' must be one of {', '.join(map(repr, RETURN_CHOICES))}, got {value!r}"
         )
+    return checked_outputs(value, outputs, loaded, f"model {loaded.name!r}")
+
+
+def checked_outputs(
+    value: str, outputs: tuple[str, ...], loaded: LoadedModel, what: str
+) -> tuple[str, ...]:
+    """``outputs`` of a return choice, for this model: "all" of a k-means model is its
+    ids and distances; probabilities need a classifier, distances a k-means model."""
+    if loaded.is_clusterer and value == "all":
+        return (PREDICT, TRANSFORM)
     if PREDICT_PROBA in outputs and not loaded.is_classifier:
-        raise BadRequest(f"model {loaded.name!r} is not a classifier; it has no probabilities")
+        raise BadRequest(f"{what} is not a classifier; it has no probabilities")
+    if TRANSFORM in outputs and not loaded.is_clusterer:
+        raise BadRequest(
+            f"{what} is not a k-means model; it has no distances (only a clusterer has)"
+        )
     return outputs
 
 
@@ -937,6 +956,8 @@ def encode_simple(
             response["prediction" if request.single else "predictions"] = (
                 values[0] if request.single else values
             )
+        elif output == TRANSFORM:  # k-means
+            response["distances"] = values[0] if request.single else values
         else:
             response["probabilities"] = values[0] if request.single else values
     return response

@@ -110,6 +110,7 @@ _SIMPLE_OK = _object(
         "prediction": {},
         "predictions": {"type": "array"},
         "probabilities": {"type": "array"},
+        "distances": {"type": "array"},  # k-means: "return": "distances"
     },
     ["model", "version"],
 )
@@ -191,8 +192,9 @@ def openapi_document(
             "properties": {
                 "instances": {"type": "array"},
                 "inputs": {},
-                "return": {"enum": ["predict", "proba", "all"]},
-                # serving_default, or an output's name: predict, predict_proba (classifiers)
+                "return": {"enum": ["predict", "proba", "all", "distances"]},
+                # serving_default, or an output's name: predict, predict_proba (classifiers),
+                # transform (k-means distances)
                 "signature_name": {"type": "string"},
             },
         }
@@ -218,7 +220,7 @@ def openapi_document(
                 "dataframe_records": {"type": "array"},
                 "instances": {"type": "array"},
                 "inputs": {},
-                "params": _object({"output": {"enum": ["predict", "proba", "all"]}}, []),
+                "params": _object({"output": {"enum": ["predict", "proba", "all", "distances"]}}, []),
             },
         },
         "text/csv",
@@ -229,7 +231,7 @@ def openapi_document(
             "properties": {
                 "features": {"type": "array", "items": {"type": "number"}},
                 "instances": _ROWS,
-                "return": {"enum": ["predict", "proba", "all"]},
+                "return": {"enum": ["predict", "proba", "all", "distances"]},
             },
         },
         "application/x-npy",

@@ -29,13 +29,16 @@ from mlserve.serving.config import ServingConfig
 from mlserve.serving.errors import BadRequest, ModelNotFound, NotReady
 from mlserve.store import Manifest, ModelNotFoundError, ModelStore, StoreError
 
-__all__ = ["LoadedModel", "ServingState", "Timings", "predict", "PREDICT", "PREDICT_PROBA"]
+__all__ = [
+    "LoadedModel", "ServingState", "Timings", "predict", "PREDICT", "PREDICT_PROBA", "TRANSFORM",
+]  # fmt: skip
 
 log = logging.getLogger("mlserve.serving")
 
 PREDICT = "predict"
 MAX_EXTRA_VERSIONS = 4  # per model: loaded versions kept beyond those aliases and "latest" need
 PREDICT_PROBA = "predict_proba"
+TRANSFORM = "transform"  # a k-means model's distances to every center ("return": "distances")
 
 
 @dataclass
@@ -94,6 +97,12 @@ class LoadedModel:
             outputs[PREDICT_PROBA] = OutputSpec(
                 PREDICT_PROBA, np.dtype(np.float64), (len(classes),)
             )
+        elif metadata.get("task") == "clustering":  # cluster ids, and distances to the centers
+            n_clusters = int(np.asarray(model.cluster_centers_).shape[0])
+            outputs[PREDICT] = OutputSpec(PREDICT, np.dtype(np.int64), ())
+            outputs[TRANSFORM] = OutputSpec(
+                TRANSFORM, np.dtype(model.cluster_centers_.dtype), (n_clusters,)
+            )
         else:
             shape = tuple(int(s) for s in metadata.get("output_shape") or ())
             outputs[PREDICT] = OutputSpec(PREDICT, np.dtype(np.float64), shape)
@@ -109,6 +118,10 @@ class LoadedModel:
         )
 
     @property
+    def is_clusterer(self) -> bool:
+        return self.metadata.get("task") == "clustering"
+
+    @property
     def input_dtype(self) -> np.dtype:
         return np.dtype(self.metadata.get("dtype") or "float64")
 
@@ -118,6 +131,8 @@ class LoadedModel:
         self.model.predict(row)
         if self.is_classifier:
             self.model.predict_proba(row)
+        if TRANSFORM in self.outputs:
+            self.model.transform(row)
 
 
 def predict(
@@ -173,6 +188,8 @@ def _compute(loaded: LoadedModel, rows: np.ndarray, outputs: Sequence[str]) -> d
             results[name] = np.empty((0, *spec.shape), dtype=spec.dtype)
         elif name == PREDICT_PROBA:
             results[name] = loaded.model.predict_proba(rows)
+        elif name == TRANSFORM:
+            results[name] = loaded.model.transform(rows)
         else:
             results[name] = loaded.model.predict(rows)
     return results
