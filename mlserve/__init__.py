@@ -20,6 +20,7 @@ from ._errors import (
 )
 from ._estimators import LinearRegression, LogisticRegression, Ridge
 from ._io import load, save
+from ._recommender import Recommender
 from ._trees import TreeEnsembleModel
 from .convert import convert
 
@@ -131,6 +132,7 @@ __all__ = [
     "ModelFormatError",
     "ModelStore",
     "NotFittedError",
+    "Recommender",
     "Ridge",
     "TreeEnsembleModel",
     "blas_library_path",
