@@ -467,6 +467,15 @@ class Recommender(_MLServeEstimator):
             indptr = np.array([0, len(indices)], dtype=np.int64)
         return self._run(u[None, :], k, indptr, indices, candidates, cosine=False)
 
+    def _warm_up(self) -> None:
+        """One top-1 query, and the id lookups built, so a first request pays for neither
+        (the serving blueprint calls it on load)."""
+        queries = self.user_factors[:1] if self.n_users else self.item_factors[:1]
+        _core.topk(self._model_, queries, 1, None, None, None, False)
+        for ids in (self._users_, self._items_):
+            if ids.kind == "str" or (ids.kind == "int" and not ids._sorted):
+                ids._dict()
+
     # -- helpers
     def _run(self, queries, k, indptr, indices, candidates, cosine):
         idx, scores = _core.topk(

@@ -47,6 +47,14 @@ def test_schemathesis_no_5xx_and_responses_match_the_document(tmp_path):
     store = ModelStore(tmp_path / "models")
     store.publish("reg", fit_regressor(), alias="production")
     store.publish("clf", fit_classifier(), alias="production")
+    # a recommender, so /recommend and /similar are fuzzed against a real one too
+    import numpy as np
+
+    import mlserve
+
+    rng = np.random.default_rng(0)
+    store.publish("rec", mlserve.Recommender(rng.normal(size=(20, 4)), rng.normal(size=(50, 4))),
+                  alias="production")  # fmt: skip
     keys = str(tmp_path / "keys.json")
     key, _ = create_key(keys, ["predict", "read", "admin"], name="schemathesis")
     server = Server(
