@@ -17,15 +17,18 @@
  * earlier one; the heap's order (score, then index) makes that explicit.
  *
  * Threads: the caller's budget is mls_blas_get_num_threads(). A batch with
- * many queries runs as one job whose GEMMs BLAS threads by that same
- * setting. A small batch over many items (one HTTP request, where a GEMV
- * streams the item matrix from memory) is split by items over that many
- * threads of ours, each keeping its own top-k, and the partial lists are
- * merged. Those workers do not call BLAS: this OpenBLAS (pthreads build)
- * has no per-thread thread count, and threaded GEMMs from several threads
- * at once would oversubscribe the cores (and serialise on its level-3
- * lock). They score with mls_gemm_small's single-threaded kernels, so T
- * workers run exactly T threads; BLAS threads and ours never run at once.
+ * enough queries is split by queries over that many threads of ours; a
+ * small batch over many items (one HTTP request) is split by items, each
+ * thread keeping its own top-k, and the partial lists are merged. Those
+ * workers do not call BLAS: this OpenBLAS (pthreads build) has no
+ * per-thread thread count, and threaded GEMMs from several threads at once
+ * would oversubscribe the cores (and serialise on its level-3 lock). They
+ * score with mls_gemm_small's single-threaded kernels, so T workers run
+ * exactly T threads. One thread (a budget of 1, or too little work to
+ * split) calls BLAS, which then threads by the same setting. Measured on a
+ * loaded 2-core machine: one job with 2-thread BLAS GEMMs per block was up
+ * to 30x slower than 2 workers, as each of its ~160 calls waited for a
+ * descheduled BLAS thread; the workers start once per call.
  */
 #include "mls_topk.h"
 
@@ -537,10 +540,6 @@ mls_status mls_topk_run(const mls_model *m, const mls_topk_request *req,
     if (threads < 1) threads = 1;
     /* split by queries when each thread gets a full query block, else by items */
     int by_items = threads > 1 && nq < threads * QUERY_BLOCK;
-    /* many queries: one job, whose GEMMs BLAS threads itself (measured faster
-     * than query-split workers on mls_gemm_small: BLAS's GEMM kernel beats
-     * it by more than the selection, single-threaded then, costs) */
-    if (!by_items) threads = 1;
     if (by_items && threads > (n_cand + ITEM_BLOCK - 1) / ITEM_BLOCK)
         threads = (n_cand + ITEM_BLOCK - 1) / ITEM_BLOCK;
     if (threads < 2) by_items = 0, threads = threads < 1 ? 1 : threads;
