@@ -33,9 +33,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import _common as C  # noqa: E402
+import _common as C
 
-import mlserve  # noqa: E402
+import mlserve
 
 K = 10
 D = 64
@@ -105,8 +105,8 @@ def main() -> None:
             mlserve.set_num_threads(threads)
             if faiss is not None:
                 faiss.omp_set_num_threads(threads)
-            namespace = dict(model=model, users=users, U=U, V=V, K=K, np=np,
-                             numpy_topk=numpy_topk, index=index)  # fmt: skip
+            namespace = {"model": model, "users": users, "U": U, "V": V, "K": K, "np": np,
+                         "numpy_topk": numpy_topk, "index": index}  # fmt: skip
             stmts = {
                 "mlserve": "model.recommend(users, k=K)",
                 "numpy": "numpy_topk(U, V, users, K)",
