@@ -435,3 +435,53 @@ def test_inputs_are_not_modified_and_calls_do_not_leak(factors):
         model.recommend(users, k=5, exclude=excl, items=range(100))
         model.similar_items([1, 2], k=3)
     assert process.memory_info().rss - before < 8 << 20
+
+
+# ---- store compatibility and serving warm-up --------------------------------------
+
+
+def _meta(rng, d=4, item_ids=None, user_ids=None, dtype=np.float64):
+    U, V = rng.normal(size=(3, d)).astype(dtype), rng.normal(size=(5, d)).astype(dtype)
+    return mlserve.Recommender(U, V, item_ids=item_ids, user_ids=user_ids).metadata
+
+
+def test_compatibility_is_about_the_ids_a_client_sends_and_gets(rng):
+    from mlserve._compatibility import compatibility_problems
+
+    base = _meta(rng, user_ids=[1, 2, 3], item_ids=list("abcde"))
+    # another factor dimension, dtype, catalogue or user set: still compatible (ids in, ids out)
+    assert (
+        compatibility_problems(
+            base, _meta(rng, d=9, user_ids=[1, 2, 3], item_ids=list("abcde"))
+        )
+        == []
+    )
+    assert (
+        compatibility_problems(
+            base,
+            _meta(rng, dtype=np.float32, user_ids=[7, 8, 9], item_ids=list("vwxyz")),
+        )
+        == []
+    )
+    assert compatibility_problems(
+        base, _meta(rng, user_ids=["a", "b", "c"], item_ids=list("abcde"))
+    ) == ["the new version takes string user ids, the alias serves integer user ids"]
+    assert compatibility_problems(base, _meta(rng, user_ids=[1, 2, 3])) == [
+        "the new version returns item indices (no item ids), the alias serves string item ids"
+    ]
+    regressor = mlserve.LinearRegression().fit(np.eye(4), [1, 2, 3, 4]).metadata
+    assert compatibility_problems(regressor, base, served_version=2) == [
+        "the new version is a recommender model, the alias serves a regression model (version 2)"
+    ]  # fmt: skip
+
+
+def test_serving_warm_up_runs_a_query_and_builds_the_id_lookups(rng):
+    from mlserve.serving.runtime import LoadedModel
+
+    model = mlserve.Recommender(rng.normal(size=(3, 4)), rng.normal(size=(5, 4)),
+                                item_ids=list("abcde"), user_ids=[30, 10, 20])  # fmt: skip
+    loaded = LoadedModel.from_model("rec", 1, model)
+    assert loaded.is_recommender and model._items_._lookup is None
+    loaded.warm_up()
+    assert model._items_._lookup == {c: j for j, c in enumerate("abcde")}
+    assert model._users_._lookup == {30: 0, 10: 1, 20: 2}
