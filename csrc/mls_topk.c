@@ -43,6 +43,8 @@
 
 #define QUERY_BLOCK 128
 #define ITEM_BLOCK 1024
+#define FEW_QUERIES 4
+#define FEW_QUERIES_ITEM_BLOCK 8192
 #define MAX_THREADS 64
 /* multiply-adds per thread below which a thread costs more than it saves */
 #define THREAD_MIN_WORK (1 << 21)
@@ -276,21 +278,38 @@ static int is_excluded(const int64_t *row, int64_t len, int64_t item)
     return lo < len && row[lo] == item;
 }
 
-/* One query's heap takes a block of scores (items item_of(j), j < nb). */
+/* One query's heap takes a block of scores (items item_of(j), j < nb).
+ * Once the heap is full almost every score loses to its worst, so scores
+ * go in chunks of SELECT_CHUNK: a branch-free "any >= threshold" over the
+ * chunk (vectorised by the compiler) skips the chunk in one test. The
+ * threshold only rises, so testing against its value at the chunk start
+ * never skips a score that would have entered. (The threshold is a score
+ * of this dtype, so casting it back is exact.) */
+#define SELECT_CHUNK 16
 #define DEFINE_SELECT(NAME, real)                                                           \
     static void NAME(const real *scores, int64_t nb, const int64_t *item_index,            \
                      int64_t item_base, const real *inv_norm, const int64_t *excl,         \
                      int64_t n_excl, double *hs, int64_t *hi, int64_t *count, int64_t k)   \
     {                                                                                       \
         double threshold = *count < k ? -INFINITY : hs[0];                                 \
-        for (int64_t j = 0; j < nb; j++) {                                                  \
-            double s = inv_norm ? (double)(scores[j] * inv_norm[j]) : (double)scores[j];   \
-            if (!(s >= threshold)) continue; /* also skips NaN */                          \
-            int64_t item = item_index ? item_index[j] : item_base + j;                     \
-            if (*count == k && !worse(hs[0], hi[0], s, item)) continue;                    \
-            if (n_excl && is_excluded(excl, n_excl, item)) continue;                       \
-            heap_push(hs, hi, count, k, s, item);                                          \
-            threshold = *count < k ? -INFINITY : hs[0];                                    \
+        for (int64_t j0 = 0; j0 < nb; j0 += SELECT_CHUNK) {                                 \
+            int64_t j1 = nb - j0 < SELECT_CHUNK ? nb : j0 + SELECT_CHUNK;                   \
+            if (inv_norm == NULL && j1 - j0 == SELECT_CHUNK) {                              \
+                const real t = (real)threshold;                                             \
+                int any = 0;                                                                \
+                for (int i = 0; i < SELECT_CHUNK; i++) any |= scores[j0 + i] >= t;          \
+                if (!any) continue;                                                         \
+            }                                                                               \
+            for (int64_t j = j0; j < j1; j++) {                                             \
+                double s =                                                                  \
+                    inv_norm ? (double)(scores[j] * inv_norm[j]) : (double)scores[j];      \
+                if (!(s >= threshold)) continue; /* also skips NaN */                      \
+                int64_t item = item_index ? item_index[j] : item_base + j;                 \
+                if (*count == k && !worse(hs[0], hi[0], s, item)) continue;                \
+                if (n_excl && is_excluded(excl, n_excl, item)) continue;                   \
+                heap_push(hs, hi, count, k, s, item);                                      \
+                threshold = *count < k ? -INFINITY : hs[0];                                \
+            }                                                                               \
         }                                                                                   \
     }
 DEFINE_SELECT(select_f32, float)
@@ -337,10 +356,14 @@ static void run_job(topk_job *job)
     const int64_t d = st->dim, k = req->k;
     const int64_t nq_total = job->q1 - job->q0;
 
+    /* a few queries: longer item blocks, fewer BLAS calls (the scratch stays
+     * small: rows x block) */
+    const int64_t item_block = nq_total <= FEW_QUERIES ? FEW_QUERIES_ITEM_BLOCK : ITEM_BLOCK;
+    const int64_t rows = nq_total < QUERY_BLOCK ? (nq_total ? nq_total : 1) : QUERY_BLOCK;
     int64_t *counts = calloc((size_t)(nq_total ? nq_total : 1), sizeof(int64_t));
-    void *scratch = malloc((size_t)QUERY_BLOCK * ITEM_BLOCK * es);
-    void *gathered = req->candidates ? malloc((size_t)ITEM_BLOCK * (size_t)d * es) : NULL;
-    void *inv = req->cosine ? malloc((size_t)ITEM_BLOCK * es) : NULL;
+    void *scratch = malloc((size_t)rows * (size_t)item_block * es);
+    void *gathered = req->candidates ? malloc((size_t)item_block * (size_t)d * es) : NULL;
+    void *inv = req->cosine ? malloc((size_t)item_block * es) : NULL;
     if (counts == NULL || scratch == NULL || (req->candidates && gathered == NULL) ||
         (req->cosine && inv == NULL)) {
         job->status = MLS_STATUS_ERR_NOMEM;
@@ -348,8 +371,8 @@ static void run_job(topk_job *job)
     }
     const char *items = st->items->data;
     const char *norms = st->norms->data;
-    for (int64_t c = job->c0; c < job->c1; c += ITEM_BLOCK) {
-        int64_t nb = job->c1 - c < ITEM_BLOCK ? job->c1 - c : ITEM_BLOCK;
+    for (int64_t c = job->c0; c < job->c1; c += item_block) {
+        int64_t nb = job->c1 - c < item_block ? job->c1 - c : item_block;
         const int64_t *item_index = req->candidates ? req->candidates + c : NULL;
         const void *V;
         if (item_index) {
