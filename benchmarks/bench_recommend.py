@@ -159,7 +159,9 @@ def main() -> None:
                     samples[name].append(time.thread_time_ns() - start)
             med = {name: float(np.median(v)) for name, v in samples.items()}
             cpu_rows.append({"users": n_users, **med})
-            results.append({"users": n_users, "threads": 1, "clock": "thread_time", **med})
+            results.append(
+                {"users": n_users, "threads": 1, "clock": "thread_time", **med}
+            )
 
     C.print_section(f"top-{K} over {n_items} items x {D} factors, float32")
     headers = ["users", "threads", "mlserve", "numpy", "faiss", "numpy/mlserve",
