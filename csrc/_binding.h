@@ -16,4 +16,12 @@ PyObject *mls_raise_from_error(PyObject *module, const mls_error *err);
 extern PyMethodDef mls_codec_methods[];
 extern PyMethodDef mls_kmeans_methods[]; /* _core_kmeans.c */
 
+/* The mls_model inside an mlserve.Model `obj` (borrowed, lives as long as
+ * obj), or NULL with a TypeError set. Defined in _core.c. */
+struct mls_model;
+const struct mls_model *mls_model_of_object(PyObject *module, PyObject *obj);
+
+/* The recommender's functions (_core_topk.c). */
+extern PyMethodDef mls_topk_methods[];
+
 #endif /* MLS_BINDING_H */

@@ -5,6 +5,7 @@
 
 #include "mls_kmeans.h"
 #include "mls_linear.h"
+#include "mls_topk.h"
 #include "mls_tree.h"
 
 /* The registry: kind tag -> family table. One line per family. */
@@ -13,6 +14,7 @@ static const mls_model_vtable *const family_tables[] = {
     &mls_logistic_regression_vtable,
     &mls_tree_ensemble_vtable,
     &mls_kmeans_vtable,
+    &mls_recommender_vtable,
 };
 
 const mls_model_vtable *mls_model_vtable_for(uint32_t kind)

@@ -51,6 +51,8 @@ def compatibility_problems(
     new, old = candidate_label, served_label
     at = f" (version {served_version})" if served_version is not None else ""
     problems: list[str] = []
+    if "recommender" in (candidate.get("task"), served.get("task")):
+        return _recommender_problems(served, candidate, new, old, at)
 
     task_new, task_old = candidate.get("task"), served.get("task")
     if task_new != task_old:
@@ -183,3 +185,35 @@ def _label_kind(dtype: Any) -> str | None:
     code = str(dtype).lstrip("<>=|")[:1]
     return {"i": "integer", "u": "integer", "f": "float", "b": "boolean", "U": "string",
             "S": "string", "O": "string"}.get(code)  # fmt: skip
+
+
+def _recommender_problems(
+    served: Mapping[str, Any], candidate: Mapping[str, Any], new: str, old: str, at: str
+) -> list[str]:
+    """A recommender is called with ids, not feature rows, so what a client sees is
+    the task and the types of the ids it sends and gets back.
+
+    Compatible: another factor dimension or dtype (inputs are ids, not vectors),
+    other item ids (the catalogue changes) and other user ids (users come and go;
+    an unknown one is a 400 naming it). Not compatible: a change of the type of the
+    user ids a client sends (int <-> str, or ids <-> indices), or of the item ids
+    it gets back.
+    """
+    task_new, task_old = candidate.get("task"), served.get("task")
+    if task_new != task_old:
+        return [f"{new} is {_task(task_new)}, {old} serves {_task(task_old)}{at}"]
+    problems = []
+    for who, role in (("user", "takes"), ("item", "returns")):
+        kind_new = candidate.get(f"{who}_id_type")
+        kind_old = served.get(f"{who}_id_type")
+        if kind_new != kind_old:
+            problems.append(
+                f"{new} {role} {_ids(kind_new, who)}, {old} serves {_ids(kind_old, who)}{at}"
+            )
+    return problems
+
+
+def _ids(kind: Any, who: str) -> str:
+    if kind in ("int", "str"):
+        return f"{'integer' if kind == 'int' else 'string'} {who} ids"
+    return f"{who} indices (no {who} ids)"

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import mlserve
-from mlserve.serving import codecs
+from mlserve.serving import codecs, recommend
 from mlserve.serving.commands import register_flask_commands
 from mlserve.serving.config import ServingConfig
 from mlserve.serving.errors import (
@@ -64,7 +64,8 @@ READ_CHUNK = 1 << 16
 DRAIN_LIMIT_BYTES = 8 << 20  # drain refused bodies up to this size to keep the connection
 REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 #: the routes whose requests count in the V2 statistics (GET /v2/models/stats)
-INFERENCE_ENDPOINTS = ("v1_model", "v2_infer", "v2_infer_version", "invocations", "predict")
+INFERENCE_ENDPOINTS = ("v1_model", "v2_infer", "v2_infer_version", "invocations", "predict",
+                       "recommend", "similar")  # fmt: skip
 #: methods a route of the blueprint answers with a JSON 405 when it does not take them
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 SERVING_DEFAULT = "serving_default"  # TF Serving's default signature name
@@ -477,6 +478,9 @@ def _add_routes(bp: Blueprint) -> None:
     route("/version", "version", _version, methods=["GET"])
     # simple
     route("/predict/<name>", "predict", _simple_predict, methods=["POST"])
+    # recommenders (mlserve.serving.recommend)
+    route("/recommend/<name>", "recommend", _recommend, methods=["POST"])
+    route("/similar/<name>", "similar", _similar, methods=["POST"])
     route("/models", "models", _models, methods=["GET"])
     route("/models/<name>", "model", _model, methods=["GET"])
     # admin, docs
@@ -703,7 +707,18 @@ def _v2_model_metadata(name: str, version: str | None = None) -> Response:
     if loaded.feature_names:
         inputs[0]["parameters"] = {"feature_names": list(loaded.feature_names)}
     outputs = []
-    for output in loaded.outputs.values():
+    if loaded.is_recommender:  # user ids in, items and scores out (mlserve.serving.recommend)
+        meta = loaded.metadata
+        ids = {"int": "INT64", "str": "BYTES"}
+        inputs = [{"name": "users", "datatype": ids.get(meta.get("user_id_type"), "INT64"),
+                   "shape": [-1]}]  # fmt: skip
+        outputs = [
+            {"name": "items", "datatype": ids.get(meta.get("item_id_type"), "INT64"),
+             "shape": [-1, -1]},
+            {"name": "scores", "datatype": codecs.v2_datatype(np.dtype(meta.get("dtype"))),
+             "shape": [-1, -1]},
+        ]  # fmt: skip
+    for output in () if loaded.is_recommender else loaded.outputs.values():
         entry: dict[str, Any] = {
             "name": output.name,
             "datatype": codecs.v2_datatype(output.dtype),
@@ -750,6 +765,8 @@ def _v2_infer(name: str, version: str | None = None) -> Response:
     _require_mimetype(req, JSON, OCTET)
     body = _read_body(req, state)
     loaded = _select(state, record, name, version)
+    if loaded.is_recommender:
+        return _v2_recommend(req, state, record, loaded, body, start, timings)
     decoded = codecs.decode_v2(body, req.headers.get("Inference-Header-Content-Length"), loaded)
     timings.decode = _since(start)
     wanted = tuple(output.name for output in decoded.outputs)
@@ -1030,6 +1047,64 @@ def _simple_predict(name: str) -> Response:
         response = _predict_response(codecs.encode_simple(results, decoded, name, loaded.version))
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
+
+
+# ------------------------------------------------------------- recommenders
+
+
+def _recommender(state: ServingState, record: RequestRecord, name: str, req: Any) -> LoadedModel:
+    loaded = _select(state, record, name, *_parse_query_ref(req))
+    if not loaded.is_recommender:
+        raise BadRequest(
+            f"model {name!r} is not a recommender; use POST /predict/{name} for its predictions"
+        )
+    return loaded
+
+
+def _recommend(name: str) -> Response:
+    return _recommender_view(name, recommend.recommend_payload)
+
+
+def _similar(name: str) -> Response:
+    return _recommender_view(name, recommend.similar_payload)
+
+
+def _recommender_view(name: str, answer: Callable[..., tuple[dict, int]]) -> Response:
+    req, state, record = _context()
+    start = time.perf_counter()
+    timings = Timings()
+    _require_mimetype(req, JSON)
+    body = _read_body(req, state)
+    loaded = _recommender(state, record, name, req)
+    payload = codecs.decode_json(body)
+    timings.decode = _since(start)
+    start = time.perf_counter()
+    result, n_rows = answer(loaded.model, payload)
+    _check_rows(n_rows, state)
+    record.rows = timings.batch = n_rows
+    timings.compute = _since(start)
+    state.request_metrics.inference.observe_execution(
+        loaded.name, loaded.version, n_rows, timings.compute
+    )
+    return _finish(_json_response(result), loaded, timings)
+
+
+def _v2_recommend(
+    req: Any, state: ServingState, record: RequestRecord, loaded: LoadedModel, body: bytes,
+    start: float, timings: Timings,
+) -> Response:  # fmt: skip
+    """V2 infer for a recommender: the user ids in, the items and scores out (JSON only)."""
+    if req.headers.get("Inference-Header-Content-Length") is not None:
+        raise BadRequest("a recommender takes V2 JSON, not binary tensors")
+    payload = codecs.decode_json(body)
+    timings.decode = _since(start)
+    start = time.perf_counter()
+    result = recommend.v2_recommend(loaded.model, payload, loaded.name, loaded.version)
+    n_rows = int(result["outputs"][0]["shape"][0])
+    _check_rows(n_rows, state)
+    record.rows = timings.batch = n_rows
+    timings.compute = _since(start)
+    return _finish(_json_response(result), loaded, timings)
 
 
 def _wants_npy(request: Any) -> bool:

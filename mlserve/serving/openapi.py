@@ -114,6 +114,36 @@ _SIMPLE_OK = _object(
     },
     ["model", "version"],
 )
+_ID = {"type": ["integer", "string"]}
+_IDS = {"type": "array", "items": _ID}
+_RECOMMEND_OK = _object(  # mlserve.serving.recommend
+    {
+        "items": {"type": "array", "items": _IDS},
+        "scores": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+    },
+    ["items", "scores"],
+)
+_RECOMMEND_BODY = _json_body(
+    {
+        "type": "object",
+        "description": 'Exactly one of "user", "users" or "items" (a new user\'s history).',
+        "properties": {
+            "user": _ID,
+            "users": _IDS,
+            "items": _IDS,
+            "k": {"type": "integer", "minimum": 1, "default": 10},
+            "exclude": {"type": "array", "description": "ids for every user, or a list per user"},
+            "candidates": _IDS,
+        },
+    }
+)
+_SIMILAR_BODY = _json_body(
+    {
+        "type": "object",
+        "description": 'Exactly one of "item" or "items".',
+        "properties": {"item": _ID, "items": _IDS, "k": {"type": "integer", "minimum": 1}},
+    }
+)
 _V1_OK = {"type": "object", "properties": {"predictions": {"type": "array"}, "outputs": {}}}
 _V2_OK = _object(
     {
@@ -331,6 +361,14 @@ def openapi_document(
         "/predict/{name}": _post(
             "Predict one row or a batch", "simple", simple_body, [_NAME_, *_QUERY_REF],
             ok_schema=_SIMPLE_OK,
+        ),  # fmt: skip
+        "/recommend/{name}": _post(
+            "Top-k items for users, or for a new user's history (a Recommender)", "recommend",
+            _RECOMMEND_BODY, [_NAME_, *_QUERY_REF], ok_schema=_RECOMMEND_OK,
+        ),  # fmt: skip
+        "/similar/{name}": _post(
+            "The k most similar items by cosine (a Recommender)", "recommend", _SIMILAR_BODY,
+            [_NAME_, *_QUERY_REF], ok_schema=_RECOMMEND_OK,
         ),  # fmt: skip
         "/models": _get("List models, versions, aliases and input shapes", "simple", errors=()),
         "/models/{name}": _get("One model's versions, aliases and shapes", "simple", [_NAME_]),

@@ -122,11 +122,19 @@ class LoadedModel:
         return self.metadata.get("task") == "clustering"
 
     @property
+    def is_recommender(self) -> bool:
+        """A Recommender answers /recommend and /similar, not predict."""
+        return self.metadata.get("task") == "recommender"
+
+    @property
     def input_dtype(self) -> np.dtype:
         return np.dtype(self.metadata.get("dtype") or "float64")
 
     def warm_up(self) -> None:
         """Run one predict on a row of zeros, so the first real request is not the first call."""
+        if self.is_recommender:
+            self.model._warm_up()  # one top-1 query, and the id lookups built
+            return
         row = np.zeros((1, self.n_features), dtype=self.input_dtype)
         self.model.predict(row)
         if self.is_classifier:
@@ -147,6 +155,11 @@ def predict(
     names the outputs wanted (``"predict"``, ``"predict_proba"``). A model's
     ValueError/TypeError (NaN, wrong width) becomes a 400.
     """
+    if loaded.is_recommender:
+        raise BadRequest(
+            f"model {loaded.name!r} is a recommender: it has no predict; use POST "
+            f"/recommend/{loaded.name} or /similar/{loaded.name}"
+        )
     if rows.ndim != 2:
         raise BadRequest(f"expected a 2-D batch of rows, got {rows.ndim} dimensions")
     if rows.shape[1] != loaded.n_features:
@@ -324,7 +337,7 @@ class ServingState:
     def _with_batcher(self, loaded: LoadedModel) -> LoadedModel:
         """``loaded`` with a Batcher when batching is on for its model (MLSERVE_BATCHING*)."""
         config = self.config.batching_for(loaded.name)
-        if not config.enabled:
+        if not config.enabled or loaded.is_recommender:  # a recommender does not predict rows
             return loaded
         compute = partial(_compute, loaded)  # the model without the batcher
         batcher = Batcher(compute, config, loaded.input_dtype, f"{loaded.name}-v{loaded.version}")

@@ -381,7 +381,8 @@ def parse_rate_limit(text: str) -> str:
 
 #: endpoint name -> what it needs: OPEN-able group or a scope kind
 _HEALTH = frozenset({"v2_live", "v2_ready", "ping", "health", "root_live"})
-_PREDICT_ENDPOINTS = frozenset({"v1_model", "v2_infer", "v2_infer_version", "invocations", "predict"})
+_PREDICT_ENDPOINTS = frozenset({"v1_model", "v2_infer", "v2_infer_version", "invocations", "predict",
+                                "recommend", "similar"})  # fmt: skip
 _ADMIN_ENDPOINTS = frozenset({"admin_reload", "repository_load", "repository_unload"})
 # the blueprint's answers to a wrong method or an unknown path under its prefix: they
 # reveal nothing a key protects, so they need none (a 405 says the same with or without)
