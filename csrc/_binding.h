@@ -14,5 +14,7 @@ PyObject *mls_raise_from_error(PyObject *module, const mls_error *err);
 
 /* Functions other binding files add to the module (NULL-terminated). */
 extern PyMethodDef mls_codec_methods[];
+/* ALS solver (_core_als.c) */
+extern PyMethodDef mls_als_methods[];
 
 #endif /* MLS_BINDING_H */
