@@ -39,7 +39,7 @@ def _as_user_items(user_items) -> tuple[np.ndarray, np.ndarray, np.ndarray, int,
     """(indptr int64, indices int32, values float32, n_users, n_items) of a
     scipy CSR matrix, copied only where a dtype or duplicates need it."""
     try:
-        import scipy.sparse as sparse
+        from scipy import sparse
     except ImportError:  # then it cannot be a scipy matrix either
         sparse = None
     expected = "user_items must be a scipy.sparse CSR matrix (users x items)"

@@ -9,7 +9,7 @@ exp(taste . item + popularity) (Gumbel top-k), and a count for each
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sparse
+from scipy import sparse
 
 
 def make_interactions(
