@@ -13,13 +13,25 @@ from scipy import sparse
 
 
 def make_interactions(
-    n_users: int, n_items: int, nnz: int, rank: int = 16, seed: int = 0
+    n_users: int,
+    n_items: int,
+    nnz: int,
+    rank: int = 16,
+    seed: int = 0,
+    taste_scale: float = 3.0,
+    popularity_scale: float = 1.0,
 ) -> sparse.csr_matrix:
     rng = np.random.default_rng(seed)
     taste = rng.normal(size=(n_users, rank)).astype(np.float32)
-    item = rng.normal(size=(n_items, rank)).astype(np.float32) / np.sqrt(rank) * 2.0
+    item = (
+        rng.normal(size=(n_items, rank)).astype(np.float32)
+        / np.sqrt(rank)
+        * taste_scale
+    )
     # Zipf-like popularity: a few items are much more popular than most
-    popularity = (-1.0 * np.log1p(rng.permutation(n_items))).astype(np.float32)
+    popularity = (-popularity_scale * np.log1p(rng.permutation(n_items))).astype(
+        np.float32
+    )
     mean = nnz / n_users
     sigma = 0.8
     counts = rng.lognormal(np.log(mean) - sigma**2 / 2, sigma, size=n_users)
@@ -60,10 +72,11 @@ def split_held_out(matrix: sparse.csr_matrix, fraction: float = 0.2, seed: int =
 
 
 def precision_at_k(user_factors, item_factors, train, test, k: int = 10) -> float:
-    """Mean over users with held-out items of hits in the top k (train items
-    excluded) / min(k, held-out count), as implicit.evaluation.precision_at_k."""
+    """Hits in the top k (train items excluded) over the sum of min(k,
+    held-out count), across users with held-out items: the definition of
+    implicit.evaluation.precision_at_k."""
     users = np.flatnonzero(np.diff(test.indptr))
-    total = 0.0
+    hits_total = relevant_total = 0
     for start in range(0, users.size, 2048):
         batch = users[start : start + 2048]
         scores = user_factors[batch].astype(np.float64) @ item_factors.T.astype(
@@ -74,9 +87,9 @@ def precision_at_k(user_factors, item_factors, train, test, k: int = 10) -> floa
         top = np.argpartition(-scores, k, axis=1)[:, :k]
         for row, user in enumerate(batch):
             held = test.indices[test.indptr[user] : test.indptr[user + 1]]
-            hits = np.isin(top[row], held).sum()
-            total += hits / min(k, held.size)
-    return total / users.size
+            hits_total += int(np.isin(top[row], held).sum())
+            relevant_total += min(k, held.size)
+    return hits_total / relevant_total
 
 
 def as_implicit_confidence(
