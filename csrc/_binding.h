@@ -17,4 +17,12 @@ extern PyMethodDef mls_codec_methods[];
 /* ALS solver (_core_als.c) */
 extern PyMethodDef mls_als_methods[];
 
+/* The mls_model inside an mlserve.Model `obj` (borrowed, lives as long as
+ * obj), or NULL with a TypeError set. Defined in _core.c. */
+struct mls_model;
+const struct mls_model *mls_model_of_object(PyObject *module, PyObject *obj);
+
+/* The recommender's functions (_core_topk.c). */
+extern PyMethodDef mls_topk_methods[];
+
 #endif /* MLS_BINDING_H */

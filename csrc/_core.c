@@ -387,6 +387,17 @@ static PyObject *Model_decision_function(ModelObject *self, PyObject *X)
     return model_run(self, X, MLS_METHOD_DECISION_FUNCTION);
 }
 
+const struct mls_model *mls_model_of_object(PyObject *module, PyObject *obj)
+{
+    core_state *st = state_of_module(module);
+    if (!PyObject_TypeCheck(obj, (PyTypeObject *)st->ModelType)) {
+        PyErr_Format(PyExc_TypeError, "expected an mlserve.Model, got %.50s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return ((ModelObject *)obj)->model;
+}
+
 PyDoc_STRVAR(Model_arrays_doc,
              "arrays($self, /)\n--\n\n"
              "The model's named arrays as read-only NumPy views (no copy: for a loaded "
@@ -964,6 +975,7 @@ static int core_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "Model", st->ModelType) < 0) return -1;
     if (PyModule_AddFunctions(module, mls_codec_methods) < 0) return -1;
     if (PyModule_AddFunctions(module, mls_als_methods) < 0) return -1;
+    if (PyModule_AddFunctions(module, mls_topk_methods) < 0) return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", MLS_FORMAT_MAJOR) < 0) return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MINOR", MLS_FORMAT_MINOR) < 0) return -1;
     if (PyModule_AddIntConstant(module, "METHOD_PREDICT", MLS_METHOD_PREDICT) < 0) return -1;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mls_linear.h"
+#include "mls_topk.h"
 #include "mls_tree.h"
 
 /* The registry: kind tag -> family table. One line per family. */
@@ -11,6 +12,7 @@ static const mls_model_vtable *const family_tables[] = {
     &mls_linear_regressor_vtable,
     &mls_logistic_regression_vtable,
     &mls_tree_ensemble_vtable,
+    &mls_recommender_vtable,
 };
 
 const mls_model_vtable *mls_model_vtable_for(uint32_t kind)

@@ -24,6 +24,7 @@ typedef enum mls_kind {
     MLS_KIND_LINEAR_REGRESSOR = 1,  /* LinearRegression, Ridge, ... */
     MLS_KIND_LOGISTIC_REGRESSION = 2,
     MLS_KIND_TREE_ENSEMBLE = 3,     /* trees, forests, gradient boosting */
+    MLS_KIND_RECOMMENDER = 5,       /* exact top-k over factor matrices (mls_topk.c) */
 } mls_kind;
 
 typedef enum mls_method {

@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._estimators import LinearRegression, LogisticRegression, Ridge
 from ._io import load, save
+from ._recommender import Recommender
 from ._trees import TreeEnsembleModel
 from .convert import convert
 
@@ -133,6 +134,7 @@ __all__ = [
     "ModelFormatError",
     "ModelStore",
     "NotFittedError",
+    "Recommender",
     "Ridge",
     "TreeEnsembleModel",
     "blas_library_path",

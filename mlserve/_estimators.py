@@ -547,6 +547,8 @@ def from_core_model(model: _core.Model) -> _MLServeEstimator:
             f"the file holds a {meta.get('estimator')!r} estimator, which this version of "
             f"mlserve ({_library_version()}) does not know"
         )
+    if hasattr(cls, "_from_core_model"):  # built from its arrays, not from parameters
+        return cls._from_core_model(model)
     names = cls._get_param_names()
     params = {k: v for k, v in (meta.get("params") or {}).items() if k in names}
     estimator = cls(**params)
