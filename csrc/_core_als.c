@@ -213,23 +213,65 @@ static PyObject *core_als_solve(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(core_als_fold_in_doc,
-             "als_fold_in(indptr, indices, values, other, alpha, regularization, /)\n--\n\n"
-             "Exact least-squares factors (n_rows, f) float32 for new rows whose entries\n"
-             "index the rows of `other` (n_cols, f), without changing `other`.");
-static PyObject *core_als_fold_in(PyObject *module, PyObject *args)
+PyDoc_STRVAR(core_als_gram_doc,
+             "als_gram(other, regularization, /)\n--\n\n"
+             "other.T @ other + regularization * I, (f, f) float32 (BLAS ssyrk).");
+static PyObject *core_als_gram(PyObject *module, PyObject *args)
 {
-    PyObject *indptr, *indices, *values, *other_obj;
-    double alpha, regularization;
-    if (!PyArg_ParseTuple(args, "OOOOdd:als_fold_in", &indptr, &indices, &values, &other_obj,
-                          &alpha, &regularization))
-        return NULL;
+    PyObject *other_obj;
+    double regularization;
+    if (!PyArg_ParseTuple(args, "Od:als_gram", &other_obj, &regularization)) return NULL;
     if (als_factor_matrix(other_obj, "other", 0) < 0) return NULL;
     PyArrayObject *other = (PyArrayObject *)other_obj;
+    npy_intp f = PyArray_DIM(other, 1);
+    if (f < 1 || f > MLS_ALS_MAX_FACTORS) {
+        PyErr_Format(PyExc_ValueError, "other must have between 1 and %d columns, got %zd",
+                     MLS_ALS_MAX_FACTORS, (Py_ssize_t)f);
+        return NULL;
+    }
+    npy_intp dims[2] = {f, f};
+    PyObject *gram = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (gram == NULL) return NULL;
+    mls_error err = {0};
+    mls_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = mls_als_gram(PyArray_DATA(other), (int64_t)PyArray_DIM(other, 0), (int64_t)f,
+                          regularization, PyArray_DATA((PyArrayObject *)gram), &err);
+    Py_END_ALLOW_THREADS
+    if (status != MLS_STATUS_OK) {
+        Py_DECREF(gram);
+        return mls_raise_from_error(module, &err);
+    }
+    return gram;
+}
+
+PyDoc_STRVAR(core_als_fold_in_doc,
+             "als_fold_in(indptr, indices, values, other, gram, alpha, /)\n--\n\n"
+             "Exact least-squares factors (n_rows, f) float32 for new rows whose entries\n"
+             "index the rows of `other` (n_cols, f), without changing `other`; gram is\n"
+             "als_gram(other, regularization).");
+static PyObject *core_als_fold_in(PyObject *module, PyObject *args)
+{
+    PyObject *indptr, *indices, *values, *other_obj, *gram_obj;
+    double alpha;
+    if (!PyArg_ParseTuple(args, "OOOOOd:als_fold_in", &indptr, &indices, &values, &other_obj,
+                          &gram_obj, &alpha))
+        return NULL;
+    if (als_factor_matrix(other_obj, "other", 0) < 0 ||
+        als_factor_matrix(gram_obj, "gram", 0) < 0)
+        return NULL;
+    PyArrayObject *other = (PyArrayObject *)other_obj, *gram = (PyArrayObject *)gram_obj;
+    npy_intp f = PyArray_DIM(other, 1);
+    if (PyArray_DIM(gram, 0) != f || PyArray_DIM(gram, 1) != f) {
+        PyErr_Format(PyExc_ValueError, "gram must be (%zd, %zd) for %zd factors, got (%zd, %zd)",
+                     (Py_ssize_t)f, (Py_ssize_t)f, (Py_ssize_t)f,
+                     (Py_ssize_t)PyArray_DIM(gram, 0), (Py_ssize_t)PyArray_DIM(gram, 1));
+        return NULL;
+    }
     als_csr_arrays c;
     if (als_csr_from(indptr, indices, values, (Py_ssize_t)PyArray_DIM(other, 0), &c) < 0)
         return NULL;
-    npy_intp dims[2] = {(npy_intp)c.m.n_rows, PyArray_DIM(other, 1)};
+    npy_intp dims[2] = {(npy_intp)c.m.n_rows, f};
     PyObject *out = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
     if (out == NULL) {
         als_csr_release(&c);
@@ -238,7 +280,7 @@ static PyObject *core_als_fold_in(PyObject *module, PyObject *args)
     mls_error err = {0};
     mls_status status;
     Py_BEGIN_ALLOW_THREADS
-    status = mls_als_fold_in(&c.m, PyArray_DATA(other), (int64_t)dims[1], alpha, regularization,
+    status = mls_als_fold_in(&c.m, PyArray_DATA(other), (int64_t)f, PyArray_DATA(gram), alpha,
                              PyArray_DATA((PyArrayObject *)out), &err);
     Py_END_ALLOW_THREADS
     als_csr_release(&c);
@@ -259,6 +301,7 @@ PyMethodDef mls_als_methods[] = {
     {"als_check", core_als_check, METH_VARARGS, core_als_check_doc},
     {"als_transpose", core_als_transpose, METH_VARARGS, core_als_transpose_doc},
     {"als_solve", core_als_solve, METH_VARARGS, core_als_solve_doc},
+    {"als_gram", core_als_gram, METH_VARARGS, core_als_gram_doc},
     {"als_fold_in", core_als_fold_in, METH_VARARGS, core_als_fold_in_doc},
     {"als_info", core_als_info, METH_NOARGS,
      "als_info()\n--\n\nThe ALS kernel variant this CPU runs (avx512, avx2, c) and the\n"

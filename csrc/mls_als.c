@@ -386,7 +386,8 @@ static void *als_worker_thread(void *arg)
 /* ---- the Gram matrix --------------------------------------------------------- */
 
 /* gram = Y^T Y (n x f, row-major) + reg I, full f x f, float32 through
- * BLAS ssyrk (in chunks of rows that fit BLAS's int sizes). */
+ * BLAS ssyrk (in chunks of rows that fit BLAS's int sizes). Sizes checked
+ * by the callers. */
 static void als_gram(const float *Y, int64_t n, int64_t f, double regularization, float *gram)
 {
     const int64_t chunk = INT_MAX / (f > 0 ? f : 1);
@@ -416,6 +417,18 @@ static mls_status als_check_params(int64_t f, double alpha, double regularizatio
         return mls_error_set(err, MLS_STATUS_ERR_ARGUMENT,
                              "regularization must be a finite number >= 0, got %g",
                              regularization);
+    return MLS_STATUS_OK;
+}
+
+mls_status mls_als_gram(const float *Y, int64_t n, int64_t f, double regularization,
+                        float *gram, mls_error *err)
+{
+    mls_status st = als_check_params(f, 0.0, regularization, err);
+    if (st != MLS_STATUS_OK) return st;
+    if (n < 0)
+        return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "the factor matrix has %lld rows",
+                             (long long)n);
+    als_gram(Y, n, f, regularization, gram);
     return MLS_STATUS_OK;
 }
 
@@ -484,30 +497,28 @@ mls_status mls_als_solve(const mls_als_csr *m, float *factors, const float *othe
 
 /* ---- fold-in: the exact solve for new rows ------------------------------------- */
 
-mls_status mls_als_fold_in(const mls_als_csr *m, const float *other, int64_t f, double alpha,
-                           double regularization, float *out, mls_error *err)
+mls_status mls_als_fold_in(const mls_als_csr *m, const float *other, int64_t f,
+                           const float *gram, double alpha, float *out, mls_error *err)
 {
-    mls_status st = als_check_params(f, alpha, regularization, err);
+    mls_status st = als_check_params(f, alpha, 0.0, err);
     if (st != MLS_STATUS_OK) return st;
     st = mls_als_check_csr(m, "the new users' items", err);
     if (st != MLS_STATUS_OK) return st;
     if (m->n_rows == 0) return MLS_STATUS_OK;
-    float *gram32 = malloc(sizeof(float) * (size_t)(f * f));
     double *a = malloc(sizeof(double) * (size_t)(f * f));
     double *b = malloc(sizeof(double) * (size_t)f);
-    if (gram32 == NULL || a == NULL || b == NULL) {
-        free(gram32);
+    if (a == NULL || b == NULL) {
         free(a);
         free(b);
         return mls_error_set(err, MLS_STATUS_ERR_NOMEM,
                              "out of memory for a %lld x %lld fold-in system", (long long)f,
                              (long long)f);
     }
-    als_gram(other, m->n_cols, f, regularization, gram32);
     const int n = (int)f, one = 1;
-    for (int64_t u = 0; u < m->n_rows; u++) {
+    st = MLS_STATUS_OK;
+    for (int64_t u = 0; u < m->n_rows && st == MLS_STATUS_OK; u++) {
         float *x = out + u * f;
-        for (int64_t j = 0; j < f * f; j++) a[j] = gram32[j];
+        for (int64_t j = 0; j < f * f; j++) a[j] = gram[j];
         memset(b, 0, sizeof(double) * (size_t)f);
         int64_t entries = 0;
         for (int64_t k = m->indptr[u]; k < m->indptr[u + 1]; k++) {
@@ -519,7 +530,7 @@ mls_status mls_als_fold_in(const mls_als_csr *m, const float *other, int64_t f, 
             for (int64_t j = 0; j < f; j++) {
                 b[j] += (1.0 + c1) * y[j];
                 const double cy = c1 * y[j];
-                /* upper triangle in row-major is LAPACK's lower (column-major) */
+                /* the upper triangle in row-major is LAPACK's lower (column-major) */
                 for (int64_t l = j; l < f; l++) a[j * f + l] += cy * y[l];
             }
         }
@@ -530,18 +541,15 @@ mls_status mls_als_fold_in(const mls_als_csr *m, const float *other, int64_t f, 
         int info = 0;
         mls_lapack_dposv("L", &n, &one, a, &n, b, &n, &info, 1);
         if (info != 0) {
-            free(gram32);
-            free(a);
-            free(b);
-            return mls_error_set(err, MLS_STATUS_ERR_NUMERIC,
-                                 "the fold-in system of new user %lld is not positive definite "
-                                 "(LAPACK dposv info %d); use regularization > 0",
-                                 (long long)u, info);
+            st = mls_error_set(err, MLS_STATUS_ERR_NUMERIC,
+                               "the fold-in system of new user %lld is not positive definite "
+                               "(LAPACK dposv info %d); use regularization > 0",
+                               (long long)u, info);
+            break;
         }
         for (int64_t j = 0; j < f; j++) x[j] = (float)b[j];
     }
-    free(gram32);
     free(a);
     free(b);
-    return MLS_STATUS_OK;
+    return st;
 }

@@ -65,13 +65,21 @@ mls_status mls_als_solve(const mls_als_csr *m, float *factors, const float *othe
                          double alpha, double regularization, int cg_steps, int n_threads,
                          mls_error *err);
 
+/* gram = Y^T Y + regularization I (f x f, full, float32) of the factors Y
+ * (n x f), through BLAS ssyrk: what every row solve against Y shares.
+ * Checks f in [1, MLS_ALS_MAX_FACTORS], n >= 0, regularization finite >= 0. */
+mls_status mls_als_gram(const float *Y, int64_t n, int64_t f, double regularization,
+                        float *gram, mls_error *err);
+
 /* Fold-in: exact least-squares factors for new rows (their entries in m,
  * columns indexing `other`), by a Cholesky solve of the full system per row
- * (float64), without changing `other`. out is (m->n_rows x f); rows without
+ * in float64, without changing `other`. gram is mls_als_gram(other, ...)
+ * (computed once per model by the caller, so a single new user costs
+ * O(n_u f^2 + f^3), not O(n_cols f^2)). out is (m->n_rows x f); rows without
  * entries get zeros. MLS_STATUS_ERR_NUMERIC if a system is not positive
  * definite (only possible with regularization 0). */
-mls_status mls_als_fold_in(const mls_als_csr *m, const float *other, int64_t f, double alpha,
-                           double regularization, float *out, mls_error *err);
+mls_status mls_als_fold_in(const mls_als_csr *m, const float *other, int64_t f,
+                           const float *gram, double alpha, float *out, mls_error *err);
 
 /* "avx512", "avx2" or "c": the kernel variant this CPU runs. */
 const char *mls_als_kernel_name(void);

@@ -192,6 +192,30 @@ class ALS:
         _check_number("alpha", self.alpha, integer=False, minimum=0)
         _check_number("num_threads", self.num_threads, integer=True, minimum=0)
 
+    def fit(self, user_items, *, item_ids=None, user_ids=None):
+        """Factorise ``user_items`` (scipy CSR, users x items, counts or strengths >= 0).
+
+        Returns
+        -------
+        mlserve.Recommender
+            With the fitted ``user_factors`` and ``item_factors`` (float32), this
+            model's ``regularization`` and ``alpha``; ``item_ids``/``user_ids``
+            (optional, one per column/row) are passed on to it. Its
+            ``recommend_for_history`` folds a new user in by the ALS objective
+            (one least-squares solve, no refit).
+        """
+        from ._recommender import Recommender
+
+        user_factors, item_factors = self.fit_factors(user_items)
+        return Recommender(
+            user_factors,
+            item_factors,
+            item_ids=item_ids,
+            user_ids=user_ids,
+            regularization=float(self.regularization),
+            alpha=float(self.alpha),
+        )
+
     def fit_factors(self, user_items) -> tuple[np.ndarray, np.ndarray]:
         """Factorise ``user_items``; returns (user_factors, item_factors), float32.
 
@@ -232,17 +256,14 @@ class ALS:
         return user_factors, item_factors
 
 
-def fold_in(item_factors: np.ndarray, user_items, alpha: float, regularization: float):
-    """Factors of new users (rows of the CSR ``user_items`` over the model's items)
-    by one exact least-squares solve each, the ALS objective with the item
-    factors fixed; no refit."""
-    indptr, indices, values, _, n_items = _as_user_items(user_items)
-    if n_items != item_factors.shape[0]:
-        raise ValueError(
-            f"user_items has {n_items} item columns but the model has "
-            f"{item_factors.shape[0]} items"
-        )
-    other = np.ascontiguousarray(item_factors, dtype=np.float32)
-    return _core.als_fold_in(
-        indptr, indices, values, other, float(alpha), float(regularization)
-    )
+def fold_in(
+    item_factors: np.ndarray, gram: np.ndarray, items: np.ndarray, alpha: float
+):
+    """The factors (f,) of a new user who interacted once with each of ``items``
+    (row indices into ``item_factors``, float32, C-contiguous): the exact
+    minimiser of the ALS objective with the item factors fixed, one Cholesky
+    solve in C. ``gram`` is ``_core.als_gram(item_factors, regularization)``."""
+    items = np.asarray(items, dtype=np.int32)
+    indptr = np.array([0, items.size], dtype=np.int64)
+    values = np.ones(items.size, dtype=np.float32)
+    return _core.als_fold_in(indptr, items, values, item_factors, gram, float(alpha))[0]

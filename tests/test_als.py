@@ -115,7 +115,7 @@ def test_fold_in_is_the_exact_least_squares_solution(interactions, rng):
     _, train, _ = interactions
     new_users = train[:50]
     Y = rng.normal(size=(train.shape[1], 20)).astype(np.float32) * 0.3
-    got = _core.als_fold_in(*csr_arrays(new_users), Y, 3.0, 0.2)
+    got = _core.als_fold_in(*csr_arrays(new_users), Y, _core.als_gram(Y, 0.2), 3.0)
     np.testing.assert_allclose(
         got, dense_solve(new_users, Y, 3.0, 0.2), rtol=1e-4, atol=1e-5
     )
@@ -146,6 +146,12 @@ def test_rows_without_entries_and_explicit_zeros(rng):
     _core.als_solve(*csr_arrays(with_zero), b, Y, 1.0, 0.1, 3, 1)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a[1], 0)  # no interactions: zero factors
+
+
+def test_gram_is_yty_plus_regularization(rng):
+    Y = rng.normal(size=(500, 24)).astype(np.float32)
+    want = Y.astype(np.float64).T @ Y + 0.3 * np.eye(24)
+    np.testing.assert_allclose(_core.als_gram(Y, 0.3), want, rtol=1e-4, atol=1e-3)
 
 
 # ------------------------------------------------------------------ quality
@@ -193,6 +199,109 @@ def test_factors_are_float32_and_shaped(interactions):
     assert users.dtype == np.float32 and users.shape == (train.shape[0], 8)
     assert items.dtype == np.float32 and items.shape == (train.shape[1], 8)
     assert users.flags.c_contiguous and items.flags.c_contiguous
+
+
+# ------------------------------------------------------------------ the Recommender it returns
+
+
+@pytest.fixture(scope="module")
+def fitted(interactions):
+    _, train, _ = interactions
+    als = mlserve.ALS(
+        factors=24, regularization=0.05, iterations=10, alpha=4.0, random_state=2
+    )
+    return als, als.fit(train)
+
+
+def test_fit_returns_a_recommender_with_the_factors(interactions, fitted):
+    _, train, _ = interactions
+    als, rec = fitted
+    assert isinstance(rec, mlserve.Recommender)
+    users, items = als.fit_factors(train)
+    np.testing.assert_array_equal(rec.user_factors, users)
+    np.testing.assert_array_equal(rec.item_factors, items)
+    assert rec.regularization == 0.05 and rec.alpha == 4.0
+    assert rec.dtype == np.float32
+
+
+def test_recommend_is_the_numpy_top_k_without_train_items(interactions, fitted):
+    _, train, _ = interactions
+    _, rec = fitted
+    users = np.arange(0, 3000, 97)
+    got_items, got_scores = rec.recommend(users, k=10, exclude=train[users])
+    scores = rec.user_factors[users].astype(np.float64) @ rec.item_factors.T.astype(
+        np.float64
+    )
+    scores[train[users].nonzero()] = -np.inf
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    np.testing.assert_allclose(
+        got_scores, np.take_along_axis(scores, want, axis=1), rtol=1e-4, atol=1e-5
+    )
+    assert (np.take_along_axis(scores, got_items, axis=1) > -np.inf).all()
+
+
+def test_new_user_fold_in_is_the_als_solution_without_refit(interactions, fitted):
+    _, train, _ = interactions
+    _, rec = fitted
+    items_before = rec.item_factors.copy()
+    history = train.indices[train.indptr[5] : train.indptr[6]]
+    got = rec.user_vector(list(history))
+    row = sparse.csr_matrix(
+        (np.ones(history.size, np.float32), history, [0, history.size]),
+        shape=(1, train.shape[1]),
+    )
+    want = dense_solve(row, rec.item_factors, 4.0, 0.05)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(rec.item_factors, items_before)
+    # the recommendations are the top k of that vector, the history excluded
+    top, scores = rec.recommend_for_history(list(history), k=5)
+    expected = want @ rec.item_factors.T.astype(np.float64)
+    expected[history] = -np.inf
+    best = np.argsort(-expected, kind="stable")[:5]
+    np.testing.assert_array_equal(top[0], best)
+    np.testing.assert_allclose(scores[0], expected[best], rtol=1e-4)
+
+
+def test_fold_in_recommends_as_well_as_the_fitted_users(interactions, fitted):
+    _, train, test = interactions
+    _, rec = fitted
+    users = np.flatnonzero(np.diff(test.indptr))[:600]
+    folded = np.stack(
+        [
+            rec.user_vector(list(train.indices[train.indptr[u] : train.indptr[u + 1]]))
+            for u in users
+        ]
+    )
+    sub_train, sub_test = train[users], test[users]
+    fitted_p = precision_at_k(
+        rec.user_factors[users], rec.item_factors, sub_train, sub_test
+    )
+    folded_p = precision_at_k(folded, rec.item_factors, sub_train, sub_test)
+    print(
+        f"precision@10 of {users.size} users: fitted {fitted_p:.4f}, folded in {folded_p:.4f}"
+    )
+    assert folded_p >= 0.95 * fitted_p
+
+
+def test_saved_model_keeps_the_als_fold_in(fitted, tmp_path):
+    _, rec = fitted
+    path = tmp_path / "als.mls"
+    mlserve.save(rec, path)
+    loaded = mlserve.load(path)
+    assert loaded.alpha == 4.0 and loaded.regularization == 0.05
+    np.testing.assert_array_equal(
+        loaded.user_vector([1, 2, 3]), rec.user_vector([1, 2, 3])
+    )
+
+
+def test_fit_passes_ids_on(interactions):
+    _, train, _ = interactions
+    item_ids = [f"item-{i}" for i in range(train.shape[1])]
+    rec = mlserve.ALS(factors=4, iterations=2, random_state=0).fit(
+        train, item_ids=item_ids, user_ids=range(100, 100 + train.shape[0])
+    )
+    items, _ = rec.recommend([100, 101], k=3)
+    assert all(isinstance(i, str) and i.startswith("item-") for i in items.ravel())
 
 
 # ------------------------------------------------------------------ determinism
@@ -611,5 +720,5 @@ def test_many_solves_do_not_leak():
     before = process.memory_info().rss
     for _ in range(2000):
         _core.als_solve(*arrays, X, Y, 1.0, 0.1, 3, 2)
-        _core.als_fold_in(*arrays, Y, 1.0, 0.1)
+        _core.als_fold_in(*arrays, Y, _core.als_gram(Y, 0.1), 1.0)
     assert process.memory_info().rss - before < 4 << 20
