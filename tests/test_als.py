@@ -360,6 +360,19 @@ def test_input_matrix_is_not_modified_and_duplicates_are_summed(interactions):
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
 
 
+def test_csr_array_and_int64_indices(interactions):
+    _, train, _ = interactions
+    want = mlserve.ALS(factors=4, iterations=2, random_state=0).fit_factors(train)
+    as_array = sparse.csr_array(train)
+    wide = train.copy()
+    wide.indices = wide.indices.astype(np.int64)
+    wide.indptr = wide.indptr.astype(np.int64)
+    for matrix in (as_array, wide):
+        got = mlserve.ALS(factors=4, iterations=2, random_state=0).fit_factors(matrix)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_integer_and_boolean_values(interactions):
     _, train, _ = interactions
     ints = train.astype(np.int64)
