@@ -458,7 +458,9 @@ mls_status mls_als_solve(const mls_als_csr *m, float *factors, const float *othe
     int64_t chunks = (m->n_rows + ALS_CHUNK_ROWS - 1) / ALS_CHUNK_ROWS;
     if (threads > chunks) threads = (int)chunks;
     float *gram = malloc(sizeof(float) * (size_t)(f * f));
-    float *scratch = malloc(sizeof(float) * (size_t)(3 * f) * (size_t)threads);
+    /* each thread's r, p, Ap on cache lines of its own (no false sharing) */
+    const int64_t stride = (3 * f + 15) / 16 * 16 + 16;
+    float *scratch = malloc(sizeof(float) * (size_t)stride * (size_t)threads);
     als_worker *workers = malloc(sizeof(als_worker) * (size_t)threads);
     pthread_t *tids = malloc(sizeof(pthread_t) * (size_t)threads);
     int *started = calloc((size_t)threads, sizeof(int));
@@ -479,7 +481,7 @@ mls_status mls_als_solve(const mls_als_csr *m, float *factors, const float *othe
     atomic_init(&pb.next_row, 0);
     als_solve_rows_fn solve_rows = als_solve_rows_for(als_kernel_get());
     for (int t = 0; t < threads; t++)
-        workers[t] = (als_worker){&pb, solve_rows, scratch + (size_t)(3 * f) * (size_t)t};
+        workers[t] = (als_worker){&pb, solve_rows, scratch + (size_t)stride * (size_t)t};
     /* the caller's thread is worker 0; a thread that cannot start leaves
      * its share to the others (the counter hands out whatever is left) */
     for (int t = 1; t < threads; t++)
