@@ -16,11 +16,17 @@ What is measured:
 * at equal threads: mlserve ``num_threads=T``, implicit ``num_threads=T``
   (its OpenMP threads); OpenBLAS at 1 thread for both (threadpoolctl), as
   implicit asks (only the Gram matrix Y^T Y uses BLAS, in both);
+* every fit runs in a fresh child process (python bench_als.py --child ...)
+  that loads the data from a temporary .npz, makes one untimed 1-iteration
+  fit (code paged in, thread pools started), then the timed fit: so neither
+  library's idle thread pools (libgomp's, OpenBLAS's spin-waiting workers)
+  are charged to the other, as they are when both run in one process;
+  OPENBLAS_NUM_THREADS=1 in the children;
 * rounds alternate the contenders (A B, then B A, ...); each fit is timed
-  by CPU time of the process (time.process_time: what the target is about,
-  and less sensitive than wall time to other sessions on a shared machine)
-  and wall time; medians over rounds, ratio mlserve/implicit (< 1: mlserve
-  faster);
+  by the CPU time of its process (time.process_time, all threads: what the
+  target is about, and less sensitive than wall time to other sessions on a
+  shared machine) and wall time; medians over rounds, ratio mlserve/implicit
+  (< 1: mlserve faster);
 * quality: precision@10 on the held-out interactions (train items excluded,
   denominator min(10, held-out count), as implicit.evaluation), computed with
   NumPy from each library's factors of the round's fit, and its ratio.
@@ -31,7 +37,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -62,28 +70,61 @@ from mlserve import _core
 PARAMS = {"factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15}
 
 
-def fit_mlserve(train, threads: int, seed: int):
-    model = mlserve.ALS(**PARAMS, random_state=seed, num_threads=threads)
-    return model.fit_factors(train)
-
-
-def fit_implicit(train_conf, threads: int, seed: int):
-    model = AlternatingLeastSquares(
-        factors=PARAMS["factors"],
-        regularization=PARAMS["regularization"],
-        alpha=1.0,
-        iterations=PARAMS["iterations"],
-        num_threads=threads,
-        random_state=seed,
-    )
-    model.fit(train_conf, show_progress=False)
-    return model.user_factors, model.item_factors
-
-
 def timed(fn, *args):
     cpu, wall = time.process_time(), time.perf_counter()
     result = fn(*args)
     return result, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def run_child(name: str, threads: int, seed: int, data: str, out: str) -> None:
+    """One fit in this (fresh) process; factors and times into `out`."""
+    import numpy as np
+    from scipy import sparse
+
+    matrix = sparse.load_npz(data).tocsr()
+    if name == "mlserve":
+
+        def fit(s, iterations):
+            params = {**PARAMS, "iterations": iterations}
+            return mlserve.ALS(
+                **params, random_state=s, num_threads=threads
+            ).fit_factors(matrix)
+    else:
+
+        def fit(s, iterations):
+            model = AlternatingLeastSquares(
+                factors=PARAMS["factors"],
+                regularization=PARAMS["regularization"],
+                alpha=1.0,
+                iterations=iterations,
+                num_threads=threads,
+                random_state=s,
+            )
+            model.fit(matrix, show_progress=False)
+            return model.user_factors, model.item_factors
+
+    with threadpool_limits(1, user_api="blas"):
+        fit(seed, 1)  # untimed warm-up
+        (users, items), cpu, wall = timed(fit, seed, PARAMS["iterations"])
+    np.savez(out, users=users, items=items, times=np.array([cpu, wall]))
+
+
+def fit_in_child(name: str, threads: int, seed: int, data: str, tmp: str):
+    import numpy as np
+
+    out = os.path.join(tmp, f"{name}-{threads}-{seed}.npz")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        name,
+        str(threads),
+        str(seed),
+    ]
+    subprocess.run([*cmd, data, out], check=True, env=env)
+    with np.load(out) as result:
+        return (result["users"], result["items"]), *result["times"]
 
 
 def main() -> None:
@@ -91,7 +132,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        name, threads, seed, data, out = args.child
+        run_child(name, int(threads), int(seed), data, out)
+        return
     n_users, n_items, nnz = (
         (4000, 2000, 100_000) if args.quick else (20_000, 10_000, 1_000_000)
     )
@@ -114,50 +160,58 @@ def main() -> None:
     print(f"    params        {PARAMS}, 3 CG steps")
 
     rows = []
+    tmp = tempfile.mkdtemp(prefix="bench-als-")
+    from scipy import sparse
+
+    data = {
+        "mlserve": os.path.join(tmp, "train.npz"),
+        "implicit": os.path.join(tmp, "conf.npz"),
+    }
+    sparse.save_npz(data["mlserve"], train)
+    sparse.save_npz(data["implicit"], train_conf)
     with threadpool_limits(1, user_api="blas"):
         for line in blas_lines():
             print("    blas          " + line)
-        for threads in args.threads:
-            results = {"mlserve": [], "implicit": []}
-            contenders = [
-                ("mlserve", lambda s, t=threads: fit_mlserve(train, t, s)),
-                ("implicit", lambda s, t=threads: fit_implicit(train_conf, t, s)),
+    for threads in args.threads:
+        results = {"mlserve": [], "implicit": []}
+        names = ["mlserve", "implicit"]
+        for r in range(args.rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                (users, items), cpu, wall = fit_in_child(
+                    name, threads, 100 + r, data[name], tmp
+                )
+                p10 = precision_at_k(users, items, train, test)
+                results[name].append((cpu, wall, p10))
+        med = {
+            name: [statistics.median(x[i] for x in vals) for i in range(3)]
+            for name, vals in results.items()
+        }
+        m, i = med["mlserve"], med["implicit"]
+        rows.append(
+            [
+                threads,
+                f"{m[0]:.2f} s",
+                f"{i[0]:.2f} s",
+                f"{m[0] / i[0]:.2f}x",
+                f"{m[1]:.2f} s",
+                f"{i[1]:.2f} s",
+                f"{m[1] / i[1]:.2f}x",
+                f"{m[2]:.4f}",
+                f"{i[2]:.4f}",
+                f"{m[2] / i[2]:.3f}x",
             ]
-            for name, fn in contenders:  # warm-up: imports, first-touch allocations
-                fn(0)
-            for r in range(args.rounds):
-                order = contenders if r % 2 == 0 else contenders[::-1]
-                for name, fn in order:
-                    (users, items), cpu, wall = timed(fn, 100 + r)
-                    p10 = precision_at_k(users, items, train, test)
-                    results[name].append((cpu, wall, p10))
-            med = {
-                name: [statistics.median(x[i] for x in vals) for i in range(3)]
-                for name, vals in results.items()
-            }
-            m, i = med["mlserve"], med["implicit"]
-            rows.append(
-                [
-                    threads,
-                    f"{m[0]:.2f} s",
-                    f"{i[0]:.2f} s",
-                    f"{m[0] / i[0]:.2f}x",
-                    f"{m[1]:.2f} s",
-                    f"{i[1]:.2f} s",
-                    f"{m[1] / i[1]:.2f}x",
-                    f"{m[2]:.4f}",
-                    f"{i[2]:.4f}",
-                    f"{m[2] / i[2]:.3f}x",
-                ]
-            )
-            per_round = ", ".join(
-                f"{a[0] / b[0]:.2f}"
-                for a, b in zip(results["mlserve"], results["implicit"])
-            )
-            print(
-                f"    threads={threads}: CPU-time ratio per round mlserve/implicit: {per_round}"
-            )
-            sys.stdout.flush()
+        )
+        per_round = ", ".join(
+            f"{a[0] / b[0]:.2f}"
+            for a, b in zip(results["mlserve"], results["implicit"])
+        )
+        print(
+            f"    threads={threads}: CPU-time ratio per round mlserve/implicit: {per_round}"
+        )
+        sys.stdout.flush()
+    for f in os.listdir(tmp):
+        os.unlink(os.path.join(tmp, f))
+    os.rmdir(tmp)
 
     print_section(
         f"ALS fit, {n_users} x {n_items}, {train.nnz} train interactions, {args.rounds} rounds"
