@@ -15,6 +15,8 @@ PyObject *mls_raise_from_error(PyObject *module, const mls_error *err);
 /* Functions other binding files add to the module (NULL-terminated). */
 extern PyMethodDef mls_codec_methods[];
 extern PyMethodDef mls_kmeans_methods[]; /* _core_kmeans.c */
+/* ALS solver (_core_als.c) */
+extern PyMethodDef mls_als_methods[];
 
 /* The mls_model inside an mlserve.Model `obj` (borrowed, lives as long as
  * obj), or NULL with a TypeError set. Defined in _core.c. */

@@ -28,6 +28,8 @@
 #define mls_cblas_daxpy MLS_BLAS_SYM(cblas_daxpy)
 #define mls_cblas_dnrm2 MLS_BLAS_SYM(cblas_dnrm2)
 #define mls_cblas_dsyrk MLS_BLAS_SYM(cblas_dsyrk)
+/* ALS (mls_als.c): the Gram matrix of float32 factors */
+#define mls_cblas_ssyrk MLS_BLAS_SYM(cblas_ssyrk)
 
 /* LAPACK (Fortran calling convention; trailing hidden lengths of CHARACTER
  * arguments are passed explicitly). */

@@ -9,6 +9,7 @@
 import os as _os
 
 from . import _core
+from ._als import ALS
 from ._core import Model
 from ._errors import (
     ConvergenceWarning,
@@ -122,6 +123,7 @@ def __dir__():
 
 
 __all__ = [
+    "ALS",
     "ConvergenceWarning",
     "ConvertError",
     "DataConversionWarning",

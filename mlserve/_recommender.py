@@ -25,6 +25,12 @@ of the history,
 
 the simplest form of implicit's ``recalculate_user`` (all confidences 1).
 ``regularization`` is stored with the model (ALS sets it to its own).
+
+A model fitted by ``mlserve.ALS`` also stores its ``alpha``; its fold-in is
+then the ALS objective itself with the item factors fixed (the full Gram
+matrix V^T V of every item, confidence 1 + alpha on the history's items:
+what ALS would compute for that user, see csrc/mls_als.c), one Cholesky
+solve in C per user.
 """
 
 from __future__ import annotations
@@ -240,6 +246,9 @@ class Recommender(_MLServeEstimator):
         take and return ids instead of row indices.
     regularization : float, default=0.01
         The ridge term of the fold-in of a new user (:meth:`user_vector`).
+    alpha : float, optional
+        Set by ``mlserve.ALS``: the confidence weight of its fit. With it the
+        fold-in solves the implicit-feedback ALS objective (see the module notes).
 
     Notes
     -----
@@ -253,7 +262,7 @@ class Recommender(_MLServeEstimator):
     _estimator_type = "recommender"
 
     def __init__(self, user_factors, item_factors, item_ids=None, user_ids=None, *,
-                 regularization=DEFAULT_REGULARIZATION):  # fmt: skip
+                 regularization=DEFAULT_REGULARIZATION, alpha=None):  # fmt: skip
         items = _factor_matrix(item_factors, "item_factors")
         users = _factor_matrix(user_factors, "user_factors", dtype=items.dtype)
         if users.dtype != items.dtype:  # float64 users with float32 items: both float64
@@ -276,6 +285,12 @@ class Recommender(_MLServeEstimator):
             raise ValueError(
                 f"regularization must be a finite number >= 0, got {reg!r}"
             )
+        if alpha is not None and (
+            not isinstance(alpha, (numbers.Real, np.floating))
+            or isinstance(alpha, bool)
+            or not (np.isfinite(alpha) and alpha >= 0)
+        ):
+            raise ValueError(f"alpha must be None or a finite number >= 0, got {alpha!r}")
         arrays = {
             "user_factors": users,
             "item_factors": items,
@@ -297,6 +312,7 @@ class Recommender(_MLServeEstimator):
             "item_id_type": item_kind,
             "user_id_type": user_kind,
             "regularization": float(reg),
+            "als_alpha": None if alpha is None else float(alpha),
             "n_outputs": 1,
             "output_shape": [],
             "classes": None,
@@ -317,6 +333,9 @@ class Recommender(_MLServeEstimator):
         self._model_ = model
         self._arrays_ = arrays
         self.regularization = float(meta.get("regularization", DEFAULT_REGULARIZATION))
+        alpha = meta.get("als_alpha")
+        self.alpha = None if alpha is None else float(alpha)
+        self._als_gram_ = None  # V^T V + reg I for the ALS fold-in, on first use
         self.n_features_in_ = int(arrays["item_factors"].shape[1])
         self._users_ = _IdIndex(arrays, "user", arrays["user_factors"].shape[0])
         self._items_ = _IdIndex(arrays, "item", arrays["item_factors"].shape[0])
@@ -328,7 +347,7 @@ class Recommender(_MLServeEstimator):
         return self
 
     def get_params(self, deep: bool = True) -> dict:
-        return {"regularization": self.regularization}
+        return {"regularization": self.regularization, "alpha": self.alpha}
 
     def __repr__(self) -> str:
         return (
@@ -441,6 +460,8 @@ class Recommender(_MLServeEstimator):
         index = self._items_.to_index(_as_list(history, "items"), "items")
         if len(index) == 0:
             raise ValueError("the history has no items; give at least 1 item")
+        if self.alpha is not None:
+            return self._als_user_vector(np.unique(index))
         V = self.item_factors[np.unique(index)].astype(np.float64)
         gram = V.T @ V + self.regularization * np.eye(V.shape[1])
         rhs = V.sum(axis=0)
@@ -475,6 +496,18 @@ class Recommender(_MLServeEstimator):
         for ids in (self._users_, self._items_):
             if ids.kind == "str" or (ids.kind == "int" and not ids._sorted):
                 ids._dict()
+
+    def _als_user_vector(self, items: np.ndarray) -> np.ndarray:
+        """The ALS fold-in (a model fitted by mlserve.ALS): one exact solve in C."""
+        from . import _als
+
+        V = self.item_factors
+        if V.dtype != np.float32:
+            V = V.astype(np.float32)
+        if self._als_gram_ is None:  # racing threads compute the same matrix
+            self._als_gram_ = _core.als_gram(V, self.regularization)
+        u = _als.fold_in(V, self._als_gram_, items, self.alpha)
+        return u.astype(self.dtype, copy=False)
 
     # -- helpers
     def _run(self, queries, k, indptr, indices, candidates, cosine):
