@@ -33,8 +33,13 @@ def _library_version() -> str:
 # ---------------------------------------------------------------- validation
 
 
-def _as_feature_matrix(X, estimator_name: str) -> tuple[np.ndarray, list | None]:
-    """Validate training features: 2-D, numeric, finite, at least one row."""
+def _as_feature_matrix(
+    X, estimator_name: str, keep_float32: bool = False
+) -> tuple[np.ndarray, list | None]:
+    """Validate training features: 2-D, numeric, finite, at least one row.
+
+    The result is C-contiguous float64, or float32 when ``keep_float32`` and X is float32.
+    """
     if hasattr(X, "tocsr") or hasattr(X, "toarray"):
         raise TypeError(
             f"{estimator_name} does not accept sparse input; convert it with X.toarray()"
@@ -62,7 +67,8 @@ def _as_feature_matrix(X, estimator_name: str) -> tuple[np.ndarray, list | None]
         raise ValueError(
             f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
         )
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    dtype = np.float32 if keep_float32 and X.dtype == np.float32 else np.float64
+    X = np.ascontiguousarray(X, dtype=dtype)
     if not np.isfinite(X).all():
         bad = np.argwhere(~np.isfinite(X))[0]
         kind = "NaN" if np.isnan(X[tuple(bad)]) else "infinity"

@@ -17,9 +17,9 @@ from . import _core
 from ._errors import ConvergenceWarning
 from ._estimators import (
     ESTIMATORS,
+    _as_feature_matrix,
     _as_sample_weight,
     _MLServeEstimator,
-    _training_feature_names,
     _training_statistics,
 )
 from ._mixins import _by_name, _ndarray
@@ -38,45 +38,6 @@ def _check_random_state(seed) -> np.random.RandomState:
     raise ValueError(
         f"random_state must be None, an int or a numpy.random.RandomState, got {seed!r}"
     )
-
-
-def _as_training_matrix(X, name: str) -> tuple[np.ndarray, list | None]:
-    """Training features: 2-D, numeric, finite, >= 1 row; float32 stays float32."""
-    if hasattr(X, "tocsr") or hasattr(X, "toarray"):
-        raise TypeError(f"{name} does not accept sparse input; convert it with X.toarray()")
-    feature_names = _training_feature_names(X)
-    X = np.asarray(X)
-    if X.dtype.kind == "c":
-        raise ValueError("Complex data not supported: X must hold real numbers")
-    if X.dtype.kind not in "fiub":
-        try:
-            X = X.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"X must hold numbers, got dtype {X.dtype}: {exc}") from None
-    if X.ndim != 2:
-        raise ValueError(
-            f"expected a 2-D array of shape (n_samples, n_features), got {X.ndim}-D; "
-            "reshape your data with X.reshape(-1, 1) for a single feature or "
-            "X.reshape(1, -1) for a single sample"
-        )
-    if X.shape[0] < 1:
-        raise ValueError(
-            f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required."
-        )
-    if X.shape[1] < 1:
-        raise ValueError(
-            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
-        )
-    dtype = np.float32 if X.dtype == np.float32 else np.float64
-    X = np.ascontiguousarray(X, dtype=dtype)
-    if not np.isfinite(X).all():
-        bad = np.argwhere(~np.isfinite(X))[0]
-        kind = "NaN" if np.isnan(X[tuple(bad)]) else "infinity"
-        raise ValueError(
-            f"input X contains {kind} at row {bad[0]}, column {bad[1]}; "
-            f"{name} does not accept NaN or infinity"
-        )
-    return X, feature_names
 
 
 def _is_int(value) -> bool:
@@ -248,7 +209,7 @@ class KMeans(_MLServeEstimator):
         self
         """
         name = type(self).__name__
-        X, feature_names = _as_training_matrix(X, name)
+        X, feature_names = _as_feature_matrix(X, name, keep_float32=True)
         k, n_init, max_iter, tol = self._check_params(X.shape[1])
         if X.shape[0] < k:
             raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={k}.")
