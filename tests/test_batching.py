@@ -340,7 +340,10 @@ def test_parse_batching_defaults():
 # ------------------------------------------------------------ through Flask
 
 
-WIDTH, OUTPUTS = 2048, 1024  # 16 MB of float64 weights: about a millisecond per row
+# 32 MB of float64 weights, more than the L3 cache: 1-2 ms per row, well above the
+# batcher's min_compute_ms (0.5). With 16 MB a call sometimes ran from L3 in under
+# 0.5 ms, and the fastest direct call then marked the model cheap (never batched).
+WIDTH, OUTPUTS = 2048, 2048
 
 
 @pytest.fixture()
