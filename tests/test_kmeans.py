@@ -706,3 +706,20 @@ def test_kind_constants():
     assert est.model_.kind == "kmeans"
     assert est.model_.output_spec(_core.METHOD_TRANSFORM) == (2, 2, "float64")
     assert est.model_.output_spec(_core.METHOD_PREDICT) == (1, 1, "int64")
+
+
+@pytest.mark.parametrize(("n_clusters", "d"), [(1, 1), (1, 6), (3, 1), (2, 2)])
+def test_convert_matches_sklearn_on_edge_shapes_and_both_refuse_nan(n_clusters, d):
+    X = np.random.default_rng(n_clusters * 10 + d).normal(size=(50, d))
+    sk = sklearn_cluster.KMeans(n_clusters, n_init=1, random_state=0).fit(X)
+    ours = mlserve.convert(sk)
+    for rows in (X[:1], X[:2], X):  # one row, two rows, all
+        np.testing.assert_array_equal(ours.predict(rows), sk.predict(rows))
+        np.testing.assert_allclose(ours.transform(rows), sk.transform(rows), rtol=1e-9, atol=1e-12)
+        assert ours.score(rows) == pytest.approx(sk.score(rows), rel=1e-9, abs=1e-12)
+    bad = X[:3].copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError):
+        sk.predict(bad)
+    with pytest.raises(ValueError, match=r"row 1, column 0"):
+        ours.predict(bad)

@@ -508,7 +508,7 @@ def test_a_large_linear_predict_releases_the_gil_and_a_small_one_is_exact():
     assert fast.predict(Xs[:1])[0] == small.predict(Xs[:1])[0]
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the test forks a child: os.fork exists on POSIX only (not on Windows)")
 def test_a_forked_child_gets_its_own_flusher(tmp_path):
     import os
 
