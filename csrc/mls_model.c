@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mls_graph.h"
 #include "mls_kmeans.h"
 #include "mls_linear.h"
 #include "mls_topk.h"
@@ -15,6 +16,7 @@ static const mls_model_vtable *const family_tables[] = {
     &mls_tree_ensemble_vtable,
     &mls_kmeans_vtable,
     &mls_recommender_vtable,
+    &mls_graph_vtable,
 };
 
 const mls_model_vtable *mls_model_vtable_for(uint32_t kind)

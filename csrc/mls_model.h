@@ -26,6 +26,7 @@ typedef enum mls_kind {
     MLS_KIND_TREE_ENSEMBLE = 3,     /* trees, forests, gradient boosting */
     MLS_KIND_KMEANS = 4,            /* k-means clustering (mls_kmeans.c) */
     MLS_KIND_RECOMMENDER = 5,       /* exact top-k over factor matrices (mls_topk.c) */
+    MLS_KIND_GRAPH = 6,             /* neural networks (mls_graph.c) */
 } mls_kind;
 
 typedef enum mls_method {

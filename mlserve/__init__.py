@@ -20,11 +20,13 @@ from ._errors import (
     NotFittedError,
 )
 from ._estimators import LinearRegression, LogisticRegression, Ridge
+from ._graph import NeuralNetwork
 from ._io import load, save
 from ._kmeans import KMeans
 from ._recommender import Recommender
 from ._trees import TreeEnsembleModel
 from .convert import convert
+from .convert._onnx import from_onnx
 
 __version__ = "0.1.0"
 
@@ -135,6 +137,7 @@ __all__ = [
     "Model",
     "ModelFormatError",
     "ModelStore",
+    "NeuralNetwork",
     "NotFittedError",
     "Recommender",
     "Ridge",
@@ -142,6 +145,7 @@ __all__ = [
     "blas_library_path",
     "blueprint",
     "convert",
+    "from_onnx",
     "get_num_threads",
     "load",
     "save",

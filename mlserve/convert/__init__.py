@@ -12,11 +12,13 @@ from .._errors import ConvertError
 from . import _sklearn
 from . import _lightgbm, _sklearn_trees, _xgboost
 from . import _sklearn_kmeans
+from . import _sklearn_mlp
 from ._common import qualified_name
 
 _CONVERTERS = dict(_sklearn.CONVERTERS)
 _CONVERTERS.update(_sklearn_trees.CONVERTERS, **_xgboost.CONVERTERS, **_lightgbm.CONVERTERS)
 _CONVERTERS.update(_sklearn_kmeans.CONVERTERS)
+_CONVERTERS.update(_sklearn_mlp.CONVERTERS)
 
 
 def supported() -> list[str]:
