@@ -211,12 +211,16 @@ static mls_status graph_predict(const mls_model *m, mls_method method, const mls
                              "input contains NaN or infinity; a graph model needs finite values");
     float *buf = malloc((size_t)cells * 2 * sizeof(float));
     if (buf == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory");
-    /* the input, packed (X may have a row stride) */
-    float *cur = buf, *nxt = buf + cells;
+    /* the input in place when its rows are packed, else packed into buf */
     const int64_t d0 = st->layers[0].in_dim;
-    for (int64_t r = 0; r < n; r++)
-        memcpy(cur + r * d0, (const float *)X->data + r * X->row_stride,
-               (size_t)d0 * sizeof(float));
+    const float *cur = X->data;
+    float *nxt = buf, *other = buf + cells;
+    if (X->row_stride != d0) {
+        for (int64_t r = 0; r < n; r++)
+            memcpy(other + r * d0, (const float *)X->data + r * X->row_stride,
+                   (size_t)d0 * sizeof(float));
+        cur = other;
+    }
     for (int64_t i = 0; i < st->n_layers; i++) {
         const graph_layer *g = &st->layers[i];
         float *dst = i == st->n_layers - 1 ? out : nxt;
@@ -226,9 +230,8 @@ static mls_status graph_predict(const mls_model *m, mls_method method, const mls
             run_softmax(cur, n, g->in_dim, dst, g->op == MLS_GRAPH_OP_LOGSOFTMAX);
         else
             run_elementwise(g->op, cur, n * g->in_dim, dst);
-        float *t = cur;
-        cur = nxt;
-        nxt = t;
+        cur = dst;
+        nxt = dst == buf ? buf + cells : buf;
     }
     free(buf);
     return MLS_STATUS_OK;

@@ -81,3 +81,11 @@ def test_bad_input_and_unsupported_configuration():
         mlserve.convert(poisson)
     with pytest.raises(mlserve.NotFittedError):
         mlserve.convert(MLPClassifier())
+
+
+def test_strided_rows_give_the_same_output():
+    X, y = make_classification(100, 5, random_state=3)
+    model = mlserve.convert(_fit(MLPClassifier((6,), max_iter=50, random_state=0), X, y))
+    wide = np.zeros((100, 9))
+    wide[:, :5] = X
+    assert np.array_equal(model.predict_proba(wide[:, :5]), model.predict_proba(X))
