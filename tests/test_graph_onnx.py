@@ -1,6 +1,9 @@
 """mlserve.from_onnx against onnxruntime (real sessions), and bad input of every kind."""
 from __future__ import annotations
 
+import glob
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -179,3 +182,35 @@ def test_corrupt_mls_file_is_rejected(tmp_path):
     (tmp_path / "t.mls").write_bytes(bytes(data[: len(data) // 3]))
     with pytest.raises(mlserve.ModelFormatError):
         mlserve.load(tmp_path / "t.mls")
+
+
+_BACKEND = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+# the models of onnx's own backend test data that this step's ops cover (docs/ONNX.md)
+_BACKEND_COVERED = [
+    "pytorch-converted/test_Linear",
+    "pytorch-converted/test_LogSoftmax",
+    "pytorch-converted/test_ReLU",
+    "pytorch-converted/test_Sigmoid",
+    "pytorch-converted/test_Softmax",
+    "pytorch-converted/test_Tanh",
+    "pytorch-converted/test_log_softmax_lastdim",
+    "pytorch-converted/test_softmax_lastdim",
+    "pytorch-operator/test_operator_flatten",
+    "simple/test_single_relu_model",
+]
+
+
+@pytest.mark.parametrize("name", _BACKEND_COVERED)
+def test_onnx_backend_data_models(name):
+    folder = os.path.join(_BACKEND, name)
+    net = mlserve.from_onnx(os.path.join(folder, "model.onnx"))
+    sets = sorted(glob.glob(os.path.join(folder, "test_data_set_*")))
+    assert sets
+    for data in sets:
+        (x,) = [numpy_helper.to_array(onnx.load_tensor(f))
+                for f in sorted(glob.glob(os.path.join(data, "input_*.pb")))]
+        (y,) = [numpy_helper.to_array(onnx.load_tensor(f))
+                for f in sorted(glob.glob(os.path.join(data, "output_*.pb")))]
+        got = net.predict(x)
+        assert got.shape == y.shape
+        assert _rel_err(got, y) <= 1e-4  # the expected output onnx ships (old opsets: no ort)

@@ -123,6 +123,7 @@ def _from_onnx(src):
                            f"got {in_shape}")
     size = int(np.prod(in_shape[1:]))
     current = inp.name
+    shape = list(in_shape[1:])  # per-sample shape of `current`
     layers: list = []
     for node in g.node:
         op = node.op_type
@@ -153,14 +154,20 @@ def _from_onnx(src):
                 if c.size not in (1, w.shape[1]):
                     raise _unsupported(node, f"C of shape {c.shape} (per-row bias only)")
                 b = b + float(_attr(node, "beta", 1.0)) * c.reshape(-1)
+            if len(shape) != 1:
+                raise _unsupported(node, f"A must be 2-D, got per-sample shape {shape}")
             layers.append([OP_DENSE, size, w.shape[1], w, b])
             size = w.shape[1]
+            shape = [size]
         elif op == "MatMul":
             w = np.asarray(consts[node.input[1]], dtype=np.float64)
             if w.ndim != 2 or w.shape[0] != size:
                 raise _unsupported(node, f"B must be 2-D taking {size} values, got {w.shape}")
+            if len(shape) != 1:
+                raise _unsupported(node, f"A must be 2-D, got per-sample shape {shape}")
             layers.append([OP_DENSE, size, w.shape[1], w, np.zeros(w.shape[1])])
             size = w.shape[1]
+            shape = [size]
         elif op in ("Add", "Sub") and layers and layers[-1][0] == OP_DENSE:
             c = np.asarray(consts[node.input[1]], dtype=np.float64)
             if c.size not in (1, size):
@@ -170,7 +177,7 @@ def _from_onnx(src):
             layers.append([_ELEMENTWISE[op], size, size, None, None])
         elif op in ("Softmax", "LogSoftmax"):
             axis = _attr(node, "axis", -1)
-            if axis not in (-1, 1):
+            if axis not in (-1, 1) or len(shape) != 1:
                 raise _unsupported(node, f"axis={axis} (the last axis of 2-D only)")
             layers.append([OP_SOFTMAX if op == "Softmax" else OP_LOGSOFTMAX, size, size,
                            None, None])
@@ -178,9 +185,11 @@ def _from_onnx(src):
             if op == "Flatten" and _attr(node, "axis", 1) != 1:
                 raise _unsupported(node, "axis other than 1")
             if op == "Reshape":
-                shape = np.asarray(consts[node.input[1]]).reshape(-1).tolist()
-                if len(shape) != 2 or shape[0] not in (0, -1) or shape[1] not in (-1, size):
-                    raise _unsupported(node, f"reshape to {shape} (only to (N, -1))")
+                target = np.asarray(consts[node.input[1]]).reshape(-1).tolist()
+                if len(target) != 2 or target[0] not in (0, -1) or target[1] not in (-1, size):
+                    raise _unsupported(node, f"reshape to {target} (only to (N, -1))")
+            if op in ("Flatten", "Reshape"):
+                shape = [size]
         else:
             raise _unsupported(node)
         current = node.output[0]
@@ -188,7 +197,7 @@ def _from_onnx(src):
         raise ConvertError(f"output {g.output[0].name!r} is not computed by the graph's last node")
     if not layers:
         layers.append([OP_IDENTITY, size, size, None, None])
-    out_shape = ["N", size]
+    out_shape = ["N", *shape]
     graph = {
         "source_kind": "onnx",
         "input_names": [inp.name],
