@@ -19,6 +19,7 @@ typedef struct graph_layer {
     int64_t in_dim, out_dim;
     const float *w; /* (in_dim, out_dim), Dense only */
     const float *b; /* (out_dim,), Dense only */
+    float alpha;    /* LeakyRelu only */
 } graph_layer;
 
 typedef struct graph_state {
@@ -111,6 +112,15 @@ static mls_status graph_init(mls_model *m, mls_error *err)
             return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                                  "elementwise layer %lld must keep its size, got %lld -> %lld",
                                  (long long)i, (long long)in, (long long)out);
+        if (op == MLS_GRAPH_OP_LEAKYRELU) {
+            double alpha;
+            memcpy(&alpha, &rows[4 * i + 3], sizeof(alpha));
+            if (!isfinite(alpha) || fabs(alpha) > 1e30)
+                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                     "layer %lld (LeakyRelu) has a non-finite alpha",
+                                     (long long)i);
+            g->alpha = (float)alpha;
+        }
         g->op = (int)op;
         g->in_dim = in;
         g->out_dim = out;
@@ -177,9 +187,15 @@ static void run_softmax(const float *x, int64_t n, int64_t d, float *y, int log_
     }
 }
 
-static void run_elementwise(int op, const float *x, int64_t count, float *y)
+static void run_elementwise(const graph_layer *g, const float *x, int64_t count, float *y)
 {
-    switch (op) {
+    switch (g->op) {
+    case MLS_GRAPH_OP_LEAKYRELU:
+        for (int64_t i = 0; i < count; i++) y[i] = x[i] >= 0 ? x[i] : g->alpha * x[i];
+        break;
+    case MLS_GRAPH_OP_EXP:
+        for (int64_t i = 0; i < count; i++) y[i] = expf(x[i]);
+        break;
     case MLS_GRAPH_OP_RELU:
         for (int64_t i = 0; i < count; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
         break;
@@ -229,7 +245,7 @@ static mls_status graph_predict(const mls_model *m, mls_method method, const mls
         else if (g->op == MLS_GRAPH_OP_SOFTMAX || g->op == MLS_GRAPH_OP_LOGSOFTMAX)
             run_softmax(cur, n, g->in_dim, dst, g->op == MLS_GRAPH_OP_LOGSOFTMAX);
         else
-            run_elementwise(g->op, cur, n * g->in_dim, dst);
+            run_elementwise(g, cur, n * g->in_dim, dst);
         cur = dst;
         nxt = dst == buf ? buf + cells : buf;
     }

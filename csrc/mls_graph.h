@@ -19,6 +19,8 @@ typedef enum mls_graph_op {
     MLS_GRAPH_OP_SOFTMAX = 5,
     MLS_GRAPH_OP_LOGSOFTMAX = 6,
     MLS_GRAPH_OP_IDENTITY = 7,
+    MLS_GRAPH_OP_LEAKYRELU = 8, /* column 3: alpha, the bits of a float64 */
+    MLS_GRAPH_OP_EXP = 9,
     MLS_GRAPH_OP_COUNT_
 } mls_graph_op;
 

@@ -16,15 +16,20 @@ from . import _core
 from ._estimators import ESTIMATORS, _MLServeEstimator
 
 # op codes of csrc/mls_graph.h (stored in .mls files: never renumber)
-OP_DENSE, OP_RELU, OP_SIGMOID, OP_TANH, OP_SOFTMAX, OP_LOGSOFTMAX, OP_IDENTITY = range(1, 8)
+(OP_DENSE, OP_RELU, OP_SIGMOID, OP_TANH, OP_SOFTMAX, OP_LOGSOFTMAX, OP_IDENTITY, OP_LEAKYRELU,
+ OP_EXP) = range(1, 10)
 
 
 def build_arrays(layers: list) -> dict:
-    """Sections for a list of (op, in_dim, out_dim, weights or None, bias or None)."""
+    """Sections for a list of (op, in_dim, out_dim, weights or None, bias or None).
+
+    For LeakyRelu the weights slot holds alpha (stored as float64 bits in column 3)."""
     rows = np.zeros((len(layers), 4), dtype=np.int64)
     arrays = {}
     for i, (op, d_in, d_out, w, b) in enumerate(layers):
         rows[i, :3] = (op, d_in, d_out)
+        if op == OP_LEAKYRELU:
+            rows[i, 3] = np.array([float(w)], dtype=np.float64).view(np.int64)[0]
         if op == OP_DENSE:
             arrays[f"w{i}"] = np.ascontiguousarray(w, dtype=np.float32)
             arrays[f"b{i}"] = np.ascontiguousarray(b, dtype=np.float32)

@@ -28,7 +28,8 @@ def _mlp_model(rng, batch="N", in_shape=(3, 4), hidden=20, out=5, final="Softmax
         helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
         helper.make_node("Dropout", ["r1"], ["d1"], name="dropout"),
         helper.make_node("MatMul", ["d1", "w2"], ["h2"], name="matmul2"),
-        helper.make_node("Tanh", ["h2"], ["t2"], name="tanh2"),
+        helper.make_node("LeakyRelu", ["h2"], ["l2"], name="leaky2", alpha=0.2),
+        helper.make_node("Tanh", ["l2"], ["t2"], name="tanh2"),
         helper.make_node("MatMul", ["t2", "w3"], ["h3"], name="matmul3"),
         helper.make_node("Add", ["h3", "b3"], ["a3"], name="add3"),
         helper.make_node("Sigmoid", ["a3"], ["s3"], name="sigmoid3"),
@@ -188,6 +189,8 @@ _BACKEND = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data
 # the models of onnx's own backend test data that this step's ops cover (docs/ONNX.md)
 _BACKEND_COVERED = [
     "pytorch-converted/test_Linear",
+    "pytorch-converted/test_LeakyReLU",
+    "pytorch-converted/test_LeakyReLU_with_negval",
     "pytorch-converted/test_LogSoftmax",
     "pytorch-converted/test_ReLU",
     "pytorch-converted/test_Sigmoid",
@@ -195,6 +198,7 @@ _BACKEND_COVERED = [
     "pytorch-converted/test_Tanh",
     "pytorch-converted/test_log_softmax_lastdim",
     "pytorch-converted/test_softmax_lastdim",
+    "pytorch-operator/test_operator_exp",
     "pytorch-operator/test_operator_flatten",
     "simple/test_single_relu_model",
 ]

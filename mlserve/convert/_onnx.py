@@ -18,7 +18,9 @@ import numpy as np
 from .._errors import ConvertError
 from .._graph import (
     OP_DENSE,
+    OP_EXP,
     OP_IDENTITY,
+    OP_LEAKYRELU,
     OP_LOGSOFTMAX,
     OP_RELU,
     OP_SIGMOID,
@@ -28,7 +30,7 @@ from .._graph import (
 )
 from ._common import source_info
 
-_ELEMENTWISE = {"Relu": OP_RELU, "Sigmoid": OP_SIGMOID, "Tanh": OP_TANH}
+_ELEMENTWISE = {"Relu": OP_RELU, "Sigmoid": OP_SIGMOID, "Tanh": OP_TANH, "Exp": OP_EXP}
 _PASS_THROUGH = {"Identity", "Dropout", "Flatten", "Reshape"}
 
 
@@ -173,6 +175,8 @@ def _from_onnx(src):
             if c.size not in (1, size):
                 raise _unsupported(node, f"a constant of shape {c.shape} after a dense layer")
             layers[-1][4] = layers[-1][4] + (c.reshape(-1) if op == "Add" else -c.reshape(-1))
+        elif op == "LeakyRelu":
+            layers.append([OP_LEAKYRELU, size, size, float(_attr(node, "alpha", 0.01)), None])
         elif op in _ELEMENTWISE:
             layers.append([_ELEMENTWISE[op], size, size, None, None])
         elif op in ("Softmax", "LogSoftmax"):

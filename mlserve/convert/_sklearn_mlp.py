@@ -11,6 +11,7 @@ import numpy as np
 from .._errors import ConvertError
 from .._graph import (
     OP_DENSE,
+    OP_EXP,
     OP_IDENTITY,
     OP_RELU,
     OP_SIGMOID,
@@ -21,7 +22,7 @@ from .._graph import (
 from ._common import qualified_name, require_fitted, source_info
 
 _ACTIVATIONS = {"relu": OP_RELU, "logistic": OP_SIGMOID, "tanh": OP_TANH, "identity": OP_IDENTITY,
-                "softmax": OP_SOFTMAX}
+                "softmax": OP_SOFTMAX, "exp": OP_EXP}
 
 
 def _layers(est) -> list:
@@ -31,7 +32,7 @@ def _layers(est) -> list:
         raise ConvertError(f"{name} has {len(coefs)} weight matrices and {len(intercepts)} biases")
     hidden = _ACTIVATIONS.get(est.activation)
     out_act = _ACTIVATIONS.get(est.out_activation_)
-    if hidden is None or hidden == OP_SOFTMAX or out_act is None:
+    if hidden is None or hidden in (OP_SOFTMAX, OP_EXP) or out_act is None:
         raise ConvertError(
             f"{name} activation {est.activation!r} / output {est.out_activation_!r} is not supported"
         )
