@@ -218,3 +218,16 @@ def test_onnx_backend_data_models(name):
         got = net.predict(x)
         assert got.shape == y.shape
         assert _rel_err(got, y) <= 1e-4  # the expected output onnx ships (old opsets: no ort)
+
+
+def test_concurrent_predict_is_identical():
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    net = mlserve.from_onnx(_mlp_model(rng))
+    xs = [rng.normal(size=(int(rng.integers(1, 40)), 3, 4)).astype(np.float32) for _ in range(16)]
+    expected = [net.predict(x) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(net.predict, xs))
+            assert all(np.array_equal(a, b) for a, b in zip(got, expected))
