@@ -209,3 +209,17 @@ def test_two_gunicorn_workers_share_redis(store, redis_server, monkeypatch):
         assert len(seen) == 20
     finally:
         server.stop()
+
+
+def test_v2_infer_shares_entry_with_simple(store):
+    client = make_client(store, MLSERVE_CACHE="memory")
+    assert client.post("/ml/predict/reg", json={"instances": ROWS}).headers["X-Cache"] == "miss"
+    body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64",
+                        "data": [v for row in ROWS for v in row]}]}  # fmt: skip
+    response = client.post("/ml/v2/models/reg/infer", json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.headers["X-Cache"] == "hit"
+    np.testing.assert_allclose(
+        response.get_json()["outputs"][0]["data"], fit_regressor(0).predict(np.array(ROWS)),
+        rtol=1e-6,
+    )
