@@ -180,6 +180,11 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     type=click.FloatRange(0, min_open=True),
     help="Seconds a request may take to arrive in full (from its start); then 408 and close.",
 )
+@click.option(
+    "--cache",
+    default=None,
+    help='Prediction cache: "memory" (an LRU per worker) or "redis://host:port/db" (shared).',
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -202,6 +207,7 @@ def serve_command(
     max_delay_ms: float,
     batching_models: str | None,
     client_timeout: float,
+    cache: str | None,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root).
@@ -234,6 +240,7 @@ def serve_command(
         "MLSERVE_BATCH_MAX_DELAY_MS": max_delay_ms,
         "MLSERVE_BATCHING_MODELS": _json_option("--batching-models", batching_models),
         "MLSERVE_CLIENT_TIMEOUT": client_timeout,
+        "MLSERVE_CACHE": cache,
     }
     config, serving = _serve_config(flags)
     access_log = serving.access_log
@@ -283,6 +290,7 @@ FLAG_PARAMETERS = {
     "MLSERVE_BATCH_MAX_DELAY_MS": "max_delay_ms",
     "MLSERVE_BATCHING_MODELS": "batching_models",
     "MLSERVE_CLIENT_TIMEOUT": "client_timeout",
+    "MLSERVE_CACHE": "cache",
 }
 #: Keys that serve takes as arguments, not as app configuration
 NOT_APP_CONFIG = ("MLSERVE_STORE",)

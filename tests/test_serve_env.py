@@ -31,6 +31,8 @@ SAMPLE_TEXTS = {
     "MLSERVE_BATCHING_MODELS": ('{"churn": {"max_batch_size": 16}}', {"churn": {"max_batch_size": 16}}),
     "MLSERVE_MODEL_RATE_LIMITS": ('{"churn": "20/second"}', {"churn": "20/second"}),
     "MLSERVE_ADMIN_ENABLED": ("true", True),  # None: on only with keys (serving/security)
+    "MLSERVE_CACHE": ("memory", "memory"),
+    "MLSERVE_CACHE_MODELS": ('{"churn": {"ttl_s": 60}, "tiny": false}', {"churn": {"ttl_s": 60}, "tiny": False}),
 }
 
 

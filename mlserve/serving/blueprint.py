@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 import mlserve
 from mlserve.serving import codecs, recommend
+from mlserve.serving.cache import cache_key
 from mlserve.serving.commands import register_flask_commands
 from mlserve.serving.config import ServingConfig
 from mlserve.serving.errors import (
@@ -184,6 +185,8 @@ def _served(view: Callable[..., Any], endpoint: str) -> Callable[..., Response]:
             if not isinstance(response, Response):
                 response = app.make_response(response)
             response.headers.add(REQUEST_ID_HEADER, record.request_id)
+            if state.config.cache is not None and "mlserve_cache" in req.__dict__:
+                response.headers.add("X-Cache", req.__dict__["mlserve_cache"])
             record.finish(metrics, response.status_code, req, state.config.access_log)
             if state.guard.cors_origins is not None:
                 state.guard.cors_headers(app, response)
@@ -240,13 +243,41 @@ def _predict(
     record.rows = n_rows
     record.timings = timings  # for the V2 statistics, read when the request ends
     _check_rows(n_rows, state)
+    cache = state.config.cache
+    key = None
+    if cache is not None and n_rows:
+        hit, key, outputs = _cache_lookup(cache, loaded, rows, outputs, timings)
+        if hit is not None:
+            return hit
     results = predict(loaded, rows, outputs, timings)
+    if key is not None:
+        cache.put(loaded.name, key, results, cache.ttl_for(loaded.name))
     # a batcher reports its own core calls (its listener, runtime._with_batcher)
     if loaded.batcher is None and n_rows:
         state.request_metrics.observe_execution(
             loaded.name, loaded.version, n_rows, timings.compute
         )
     return results
+
+
+def _cache_lookup(
+    cache: Any, loaded: LoadedModel, rows: np.ndarray, outputs: Any, timings: Timings,
+) -> tuple[dict[str, np.ndarray] | None, str | None, Any]:  # fmt: skip
+    """(the cached results or None, the key to store under or None, the outputs).
+
+    Notes hit/miss on the request for the X-Cache header."""
+    if cache.ttl_for(loaded.name) is None:  # MLSERVE_CACHE_MODELS turns this model off
+        return None, None, outputs
+    outputs = tuple(outputs)
+    key = cache_key(loaded.name, loaded.version, outputs, rows)
+    results = cache.get(loaded.name, key)
+    req = request._get_current_object()
+    if results is not None and all(name in results for name in outputs):
+        req.mlserve_cache = "hit"  # type: ignore[attr-defined]
+        timings.batch = rows.shape[0]
+        return {name: results[name] for name in outputs}, None, outputs
+    req.mlserve_cache = "miss"  # type: ignore[attr-defined]
+    return None, key, outputs
 
 
 def _check_rows(n_rows: int, state: ServingState) -> None:

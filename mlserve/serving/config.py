@@ -47,12 +47,20 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # mlserve serve's worker (mlserve/serving/worker.py): a request not in full by
         # then gets 408; counted from its start, not reset by each byte
         "MLSERVE_CLIENT_TIMEOUT": 30.0,
+        # the prediction cache (mlserve/serving/cache.py): None (off), "memory" or "redis://..."
+        "MLSERVE_CACHE": None,
+        "MLSERVE_CACHE_MAX_ENTRIES": 10_000,  # the memory cache's LRU size (per worker)
+        "MLSERVE_CACHE_TTL_S": 300.0,  # seconds an entry lives
+        "MLSERVE_CACHE_MODELS": None,  # per model: {"churn": {"ttl_s": 60}, "tiny": False}
+        "MLSERVE_CACHE_TIMEOUT_MS": 50.0,  # Redis socket timeout; slower counts as an error
     }
 )
 
 #: Keys whose environment value is JSON (a mapping). Every other key's value is
 #: read by the type of its default (see :func:`parse_environ`).
-JSON_ENV_KEYS = frozenset({"MLSERVE_BATCHING_MODELS", "MLSERVE_MODEL_RATE_LIMITS"})
+JSON_ENV_KEYS = frozenset(
+    {"MLSERVE_BATCHING_MODELS", "MLSERVE_MODEL_RATE_LIMITS", "MLSERVE_CACHE_MODELS"}
+)
 #: Booleans whose default is None (unset means "decide from other settings").
 OPTIONAL_BOOL_ENV_KEYS = frozenset({"MLSERVE_ADMIN_ENABLED"})
 
@@ -80,6 +88,7 @@ class ServingConfig:
     metrics_enabled: bool = True
     access_log: bool = True
     client_timeout: float = DEFAULTS["MLSERVE_CLIENT_TIMEOUT"]
+    cache: Any = None  # a cache.PredictionCache, or None (off)
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -117,6 +126,7 @@ class ServingConfig:
             metrics_enabled=_bool(values, "MLSERVE_METRICS_ENABLED"),
             access_log=_bool(values, "MLSERVE_ACCESS_LOG"),
             client_timeout=_positive_float(values, "MLSERVE_CLIENT_TIMEOUT"),
+            cache=_cache(values),
         )
 
     @classmethod
@@ -320,3 +330,29 @@ def _cors_origins(values: Mapping[str, Any], key: str) -> tuple[str, ...] | None
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{key} must be '*', an origin or a list of origins, got {value!r}")
     return tuple(value)
+
+
+def _cache(values: Mapping[str, Any]) -> Any:
+    from mlserve.serving.cache import make_cache
+
+    spec = values["MLSERVE_CACHE"]
+    if spec is None or spec == "":
+        return None
+    models = values["MLSERVE_CACHE_MODELS"] or {}
+    if not isinstance(models, Mapping) or not all(
+        v is False or v is True or (isinstance(v, Mapping) and set(v) <= {"ttl_s"})
+        for v in models.values()
+    ):
+        raise ConfigError(
+            'MLSERVE_CACHE_MODELS must map model names to false, true or {"ttl_s": seconds}'
+        )
+    try:
+        return make_cache(
+            spec,
+            _positive_int(values, "MLSERVE_CACHE_MAX_ENTRIES"),
+            _positive_float(values, "MLSERVE_CACHE_TTL_S"),
+            models,
+            _positive_float(values, "MLSERVE_CACHE_TIMEOUT_MS") / 1000.0,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
