@@ -190,3 +190,14 @@ def test_corrupt_transform_tables_give_errors(op, message):
         return
     with pytest.raises((mlserve.ModelFormatError, TypeError, ValueError), match=message):
         _core.transform_apply([op], columns, 2)
+
+
+def test_category_string_and_nullable_dtypes():
+    X = string_frame()
+    ct = realistic().fit(X)
+    Y = X.copy()
+    Y["age"] = Y["age"].astype("Float64")
+    Y["city"] = Y["city"].astype("category")
+    Y["plan"] = Y["plan"].astype("string")
+    np.testing.assert_allclose(convert_column_transformer(ct).transform(Y), ct.transform(X),
+                               rtol=1e-6, atol=1e-9)
