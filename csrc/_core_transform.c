@@ -1,0 +1,195 @@
+/* _core_transform.c: the binding of the pipeline column transforms
+ * (mls_transform.c). With the GIL: parse the ops, take each numeric column
+ * as a float64 array and each string column as pointers to its values' UTF-8
+ * (no Python object is created per value), allocate the output; then one C
+ * call without the GIL. Statuses become exceptions via mls_raise_from_error.
+ */
+#include "_binding.h"
+
+#define NO_IMPORT_ARRAY
+#define PY_ARRAY_UNIQUE_SYMBOL MLSERVE_ARRAY_API
+#include <numpy/arrayobject.h>
+
+#include <stdlib.h>
+
+#include "mls_transform.h"
+
+typedef struct op_keep {
+    PyObject *cat_bytes;  /* bytes */
+    PyArrayObject *offsets; /* int64 */
+} op_keep;
+
+static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t i)
+{
+    PyObject *cats = Py_None, *offs = Py_None;
+    long long in_col, out_col, indicator = -1, unknown_mode = 0;
+    double fill = 0.0, mul = 1.0, add = 0.0, unknown_value = 0.0;
+    int kind;
+    if (!PyTuple_Check(t)) {
+        PyErr_Format(PyExc_TypeError, "transform %zd: expected a tuple", i);
+        return -1;
+    }
+    if (!PyArg_ParseTuple(t, "iLLdddLOOLd:transform op", &kind, &in_col, &out_col, &fill, &mul,
+                          &add, &indicator, &cats, &offs, &unknown_mode, &unknown_value))
+        return -1;
+    op->kind = kind;
+    op->in_col = in_col;
+    op->out_col = out_col;
+    op->fill = fill;
+    op->mul = mul;
+    op->add = add;
+    op->indicator_col = indicator;
+    op->unknown_mode = (int)unknown_mode;
+    op->unknown_value = unknown_value;
+    op->n_categories = 0;
+    op->cat_bytes = NULL;
+    op->cat_offsets = NULL;
+    op->cat_bytes_len = 0;
+    if (kind != MLS_TRANSFORM_ONEHOT && kind != MLS_TRANSFORM_ORDINAL) return 0; /* C checks */
+    if (!PyBytes_Check(cats)) {
+        PyErr_Format(PyExc_TypeError, "transform %zd: categories must be bytes", i);
+        return -1;
+    }
+    keep->cat_bytes = Py_NewRef(cats);
+    keep->offsets = (PyArrayObject *)PyArray_FROM_OTF(offs, NPY_INT64, NPY_ARRAY_IN_ARRAY);
+    if (keep->offsets == NULL) return -1;
+    if (PyArray_NDIM(keep->offsets) != 1 || PyArray_DIM(keep->offsets, 0) < 1) {
+        PyErr_Format(PyExc_ValueError, "transform %zd: offsets must be 1-d, n_categories + 1",
+                     i);
+        return -1;
+    }
+    op->n_categories = PyArray_DIM(keep->offsets, 0) - 1;
+    op->cat_offsets = PyArray_DATA(keep->offsets);
+    op->cat_bytes = PyBytes_AS_STRING(cats);
+    op->cat_bytes_len = PyBytes_GET_SIZE(cats);
+    return 0;
+}
+
+/* Values of an object array as UTF-8 views; None and float NaN are missing. */
+static int string_column(PyArrayObject *a, npy_intp n_rows, mls_str *outv, Py_ssize_t c)
+{
+    for (npy_intp r = 0; r < n_rows; r++) {
+        PyObject *v = *(PyObject **)PyArray_GETPTR1(a, r);
+        if (v == NULL || v == Py_None || (PyFloat_Check(v) && Py_IS_NAN(PyFloat_AS_DOUBLE(v)))) {
+            outv[r].ptr = NULL;
+            outv[r].len = 0;
+            continue;
+        }
+        if (!PyUnicode_Check(v)) {
+            PyErr_Format(PyExc_ValueError, "column %zd, row %zd: expected a string, got %.80s",
+                         c, (Py_ssize_t)r, Py_TYPE(v)->tp_name);
+            return -1;
+        }
+        Py_ssize_t len;
+        const char *p = PyUnicode_AsUTF8AndSize(v, &len);
+        if (p == NULL) return -1;
+        outv[r].ptr = p; /* lives as long as the array holds v */
+        outv[r].len = len;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(transform_apply_doc,
+             "transform_apply(ops, columns, n_out, /)\n--\n\n"
+             "Column transforms in one C call. columns: 1-d arrays of one length, float64 "
+             "(numeric) or object (strings, None/NaN missing). ops: tuples (kind, in_col, "
+             "out_col, fill, mul, add, indicator_col, categories_bytes, offsets, unknown_mode, "
+             "unknown_value). Returns a float64 (n_rows, n_out) array.\n");
+static PyObject *transform_apply(PyObject *module, PyObject *args)
+{
+    PyObject *ops_obj, *cols_obj;
+    long long n_out;
+    if (!PyArg_ParseTuple(args, "OOL:transform_apply", &ops_obj, &cols_obj, &n_out)) return NULL;
+    if (!PyList_Check(ops_obj) || !PyList_Check(cols_obj)) {
+        PyErr_SetString(PyExc_TypeError, "ops and columns must be lists");
+        return NULL;
+    }
+    if (n_out < 0) {
+        PyErr_SetString(PyExc_ValueError, "n_out must be >= 0");
+        return NULL;
+    }
+    Py_ssize_t n_ops = PyList_GET_SIZE(ops_obj), n_cols = PyList_GET_SIZE(cols_obj);
+    PyObject *result = NULL;
+    mls_transform_op *ops = calloc((size_t)n_ops + 1, sizeof(*ops));
+    op_keep *keep = calloc((size_t)n_ops + 1, sizeof(*keep));
+    PyArrayObject **arrays = calloc((size_t)n_cols + 1, sizeof(*arrays));
+    const double **num = calloc((size_t)n_cols + 1, sizeof(*num));
+    const mls_str **strs = calloc((size_t)n_cols + 1, sizeof(*strs));
+    npy_intp n_rows = -1;
+    if (ops == NULL || keep == NULL || arrays == NULL || num == NULL || strs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n_ops; i++)
+        if (parse_op(PyList_GET_ITEM(ops_obj, i), &ops[i], &keep[i], i) < 0) goto done;
+    for (Py_ssize_t c = 0; c < n_cols; c++) {
+        PyObject *col = PyList_GET_ITEM(cols_obj, c);
+        PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(col);
+        if (a == NULL) goto done;
+        if (PyArray_NDIM(a) != 1) {
+            Py_DECREF(a);
+            PyErr_Format(PyExc_ValueError, "column %zd must be 1-d", c);
+            goto done;
+        }
+        if (n_rows < 0) n_rows = PyArray_DIM(a, 0);
+        if (PyArray_DIM(a, 0) != n_rows) {
+            Py_DECREF(a);
+            PyErr_Format(PyExc_ValueError, "column %zd has %zd rows, column 0 has %zd", c,
+                         (Py_ssize_t)PyArray_DIM(a, 0), (Py_ssize_t)n_rows);
+            goto done;
+        }
+        if (PyArray_TYPE(a) == NPY_OBJECT) {
+            arrays[c] = a;
+            mls_str *v = malloc(((size_t)n_rows + 1) * sizeof(mls_str));
+            if (v == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            strs[c] = v;
+            if (string_column(a, n_rows, v, c) < 0) goto done;
+        } else {
+            arrays[c] = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)a, NPY_FLOAT64,
+                                                          NPY_ARRAY_IN_ARRAY);
+            Py_DECREF(a);
+            if (arrays[c] == NULL) goto done;
+            num[c] = PyArray_DATA(arrays[c]);
+        }
+    }
+    if (n_rows < 0) n_rows = 0;
+    npy_intp dims[2] = {n_rows, (npy_intp)n_out};
+    PyArrayObject *out = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_FLOAT64, 0);
+    if (out == NULL) goto done;
+    mls_error err = {0};
+    mls_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = mls_transform_apply(ops, n_ops, n_rows, num, strs, n_cols, PyArray_DATA(out), n_out,
+                             &err);
+    Py_END_ALLOW_THREADS
+    if (st != MLS_STATUS_OK) {
+        Py_DECREF(out);
+        mls_raise_from_error(module, &err);
+        goto done;
+    }
+    result = (PyObject *)out;
+done:
+    if (keep != NULL)
+        for (Py_ssize_t i = 0; i < n_ops; i++) {
+            Py_XDECREF(keep[i].cat_bytes);
+            Py_XDECREF(keep[i].offsets);
+        }
+    if (arrays != NULL)
+        for (Py_ssize_t c = 0; c < n_cols; c++) Py_XDECREF(arrays[c]);
+    if (strs != NULL)
+        for (Py_ssize_t c = 0; c < n_cols; c++) free((void *)strs[c]);
+    free(ops);
+    free(keep);
+    free(arrays);
+    free(num);
+    free(strs);
+    return result;
+}
+
+PyMethodDef mls_transform_methods[] = {
+    {"transform_apply", transform_apply, METH_VARARGS, transform_apply_doc},
+    {NULL, NULL, 0, NULL},
+};

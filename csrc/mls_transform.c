@@ -1,0 +1,155 @@
+/* mls_transform.c: see mls_transform.h. */
+#include "mls_transform.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t hash_bytes(const char *p, int64_t n)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (int64_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+typedef struct cat_table {
+    int64_t *slots; /* category index or -1 */
+    uint64_t mask;
+} cat_table;
+
+static mls_status table_build(const mls_transform_op *op, cat_table *t, mls_error *err)
+{
+    uint64_t size = 16;
+    while (size < (uint64_t)op->n_categories * 2) size <<= 1;
+    t->slots = malloc(size * sizeof(int64_t));
+    if (t->slots == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "category table");
+    t->mask = size - 1;
+    for (uint64_t i = 0; i < size; i++) t->slots[i] = -1;
+    for (int64_t c = 0; c < op->n_categories; c++) {
+        const char *p = op->cat_bytes + op->cat_offsets[c];
+        int64_t n = op->cat_offsets[c + 1] - op->cat_offsets[c];
+        uint64_t s = hash_bytes(p, n) & t->mask;
+        while (t->slots[s] >= 0) s = (s + 1) & t->mask;
+        t->slots[s] = c;
+    }
+    return MLS_STATUS_OK;
+}
+
+static int64_t table_find(const mls_transform_op *op, const cat_table *t, mls_str v)
+{
+    if (v.ptr == NULL) return -1;
+    uint64_t s = hash_bytes(v.ptr, v.len) & t->mask;
+    for (;;) {
+        int64_t c = t->slots[s];
+        if (c < 0) return -1;
+        int64_t n = op->cat_offsets[c + 1] - op->cat_offsets[c];
+        if (n == v.len && memcmp(op->cat_bytes + op->cat_offsets[c], v.ptr, (size_t)n) == 0)
+            return c;
+        s = (s + 1) & t->mask;
+    }
+}
+
+static mls_status check_op(const mls_transform_op *op, int64_t i, const double *const *num_cols,
+                           const mls_str *const *str_cols, int64_t n_in_cols, int64_t n_out_cols,
+                           mls_error *err)
+{
+    if (op->in_col < 0 || op->in_col >= n_in_cols)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "transform %lld: input column %lld outside 0..%lld", (long long)i,
+                             (long long)op->in_col, (long long)n_in_cols - 1);
+    int64_t width = 1;
+    if (op->kind == MLS_TRANSFORM_NUMERIC) {
+        if (num_cols[op->in_col] == NULL)
+            return mls_error_set(err, MLS_STATUS_ERR_TYPE,
+                                 "transform %lld: input column %lld is not numeric", (long long)i,
+                                 (long long)op->in_col);
+        if (op->indicator_col < -1 || op->indicator_col >= n_out_cols)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "transform %lld: indicator column %lld outside 0..%lld",
+                                 (long long)i, (long long)op->indicator_col,
+                                 (long long)n_out_cols - 1);
+    } else if (op->kind == MLS_TRANSFORM_ONEHOT || op->kind == MLS_TRANSFORM_ORDINAL) {
+        if (str_cols[op->in_col] == NULL)
+            return mls_error_set(err, MLS_STATUS_ERR_TYPE,
+                                 "transform %lld: input column %lld is not a string column",
+                                 (long long)i, (long long)op->in_col);
+        if (op->n_categories < 0 || op->n_categories > (INT64_C(1) << 40) ||
+            op->cat_offsets == NULL || op->cat_bytes_len < 0)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: bad categories",
+                                 (long long)i);
+        if (op->cat_offsets[0] != 0)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "transform %lld: category offsets must start at 0", (long long)i);
+        for (int64_t c = 0; c < op->n_categories; c++)
+            if (op->cat_offsets[c + 1] < op->cat_offsets[c] ||
+                op->cat_offsets[c + 1] > op->cat_bytes_len)
+                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                     "transform %lld: category offset %lld out of order or "
+                                     "past the %lld bytes",
+                                     (long long)i, (long long)c + 1,
+                                     (long long)op->cat_bytes_len);
+        if (op->kind == MLS_TRANSFORM_ONEHOT) width = op->n_categories;
+    } else {
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: unknown kind %d",
+                             (long long)i, op->kind);
+    }
+    if (op->out_col < 0 || op->out_col > n_out_cols - width)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "transform %lld: output columns %lld..+%lld past the %lld outputs",
+                             (long long)i, (long long)op->out_col, (long long)width,
+                             (long long)n_out_cols);
+    return MLS_STATUS_OK;
+}
+
+mls_status mls_transform_apply(const mls_transform_op *ops, int64_t n_ops, int64_t n_rows,
+                               const double *const *num_cols, const mls_str *const *str_cols,
+                               int64_t n_in_cols, double *out, int64_t n_out_cols,
+                               mls_error *err)
+{
+    if (n_ops < 0 || n_rows < 0 || n_in_cols < 0 || n_out_cols < 0)
+        return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "negative size");
+    for (int64_t i = 0; i < n_ops; i++) {
+        mls_status st = check_op(&ops[i], i, num_cols, str_cols, n_in_cols, n_out_cols, err);
+        if (st != MLS_STATUS_OK) return st;
+    }
+    for (int64_t i = 0; i < n_ops; i++) {
+        const mls_transform_op *op = &ops[i];
+        if (op->kind == MLS_TRANSFORM_NUMERIC) {
+            const double *x = num_cols[op->in_col];
+            for (int64_t r = 0; r < n_rows; r++) {
+                double v = x[r];
+                int missing = isnan(v);
+                double *row = out + r * n_out_cols;
+                row[op->out_col] = (missing ? op->fill : v) * op->mul + op->add;
+                if (op->indicator_col >= 0) row[op->indicator_col] = missing ? 1.0 : 0.0;
+            }
+            continue;
+        }
+        cat_table t = {0};
+        mls_status st = table_build(op, &t, err);
+        if (st != MLS_STATUS_OK) return st;
+        const mls_str *x = str_cols[op->in_col];
+        for (int64_t r = 0; r < n_rows; r++) {
+            double *row = out + r * n_out_cols;
+            int64_t c = table_find(op, &t, x[r]);
+            if (c < 0 && op->unknown_mode == MLS_UNKNOWN_ERROR) {
+                free(t.slots);
+                return mls_error_set(err, MLS_STATUS_ERR_VALUE,
+                                     "row %lld, input column %lld: %s category", (long long)r,
+                                     (long long)op->in_col,
+                                     x[r].ptr == NULL ? "missing" : "unknown");
+            }
+            if (op->kind == MLS_TRANSFORM_ONEHOT) {
+                memset(row + op->out_col, 0, (size_t)op->n_categories * sizeof(double));
+                if (c >= 0) row[op->out_col + c] = 1.0;
+            } else {
+                row[op->out_col] = c >= 0 ? (double)c : op->unknown_value;
+            }
+        }
+        free(t.slots);
+    }
+    return MLS_STATUS_OK;
+}

@@ -1,0 +1,54 @@
+/* mls_transform.h: column transforms of a pipeline (issue 14, step 1).
+ *
+ * One call transforms a batch: each op reads one input column and writes
+ * one or more columns of the caller-owned row-major output (n_rows x
+ * n_out_cols), which is the final estimator's input buffer.
+ *   MLS_TRANSFORM_NUMERIC: out = (isnan(x) ? fill : x) * mul + add, and,
+ *       when indicator_col >= 0, out[indicator_col] = isnan(x) (impute,
+ *       Standard/MinMax/MaxAbs/Robust scalers, passthrough: mul 1, add 0,
+ *       fill NaN).
+ *   MLS_TRANSFORM_ONEHOT: string column; category i (of the training
+ *       categories) sets out[out_col + i] = 1; unknown or missing: all zero
+ *       (MLS_UNKNOWN_IGNORE) or an error (MLS_UNKNOWN_ERROR).
+ *   MLS_TRANSFORM_ORDINAL: string column; out[out_col] = index of the
+ *       category, unknown/missing: unknown_value or an error.
+ * Categories are looked up in an open-addressing hash table built per call.
+ * Every column index and count is checked before use.
+ */
+#ifndef MLS_TRANSFORM_H
+#define MLS_TRANSFORM_H
+
+#include <stdint.h>
+
+#include "mls_status.h"
+
+typedef struct mls_str {
+    const char *ptr; /* NULL: missing value */
+    int64_t len;
+} mls_str;
+
+enum { MLS_TRANSFORM_NUMERIC = 0, MLS_TRANSFORM_ONEHOT = 1, MLS_TRANSFORM_ORDINAL = 2 };
+enum { MLS_UNKNOWN_IGNORE = 0, MLS_UNKNOWN_ERROR = 1 };
+
+typedef struct mls_transform_op {
+    int kind;
+    int64_t in_col;
+    int64_t out_col;
+    double fill, mul, add;
+    int64_t indicator_col; /* NUMERIC: -1 for none */
+    int64_t n_categories;  /* ONEHOT / ORDINAL */
+    const char *cat_bytes; /* concatenated UTF-8 */
+    const int64_t *cat_offsets; /* n_categories + 1, non-decreasing, last <= cat_bytes_len */
+    int64_t cat_bytes_len;
+    int unknown_mode;
+    double unknown_value; /* ORDINAL with MLS_UNKNOWN_IGNORE */
+} mls_transform_op;
+
+/* num_cols[c] (float64, n_rows) is used when column c is numeric, str_cols[c]
+ * when it is a string column; the other pointer is NULL. */
+mls_status mls_transform_apply(const mls_transform_op *ops, int64_t n_ops, int64_t n_rows,
+                               const double *const *num_cols, const mls_str *const *str_cols,
+                               int64_t n_in_cols, double *out, int64_t n_out_cols,
+                               mls_error *err);
+
+#endif /* MLS_TRANSFORM_H */

@@ -1,0 +1,188 @@
+"""scikit-learn column transforms -> one C call per batch (issue 14, step 1).
+
+convert_column_transformer(ct) turns a fitted ColumnTransformer into a
+ColumnTransform whose transform(X) runs mls_transform.c: numeric columns
+through [SimpleImputer] + [one affine scaler] (imputer last when it adds an
+indicator), string columns through OneHotEncoder / OrdinalEncoder (a hashed
+lookup of the training categories in C), remainder drop / passthrough.
+Anything else is a ConvertError naming the step and its class. Columns are
+matched by name (feature_names_in_) when X is a DataFrame or a dict of
+columns, or given as a list of records.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core
+from .._errors import ConvertError
+
+NUMERIC, ONEHOT, ORDINAL = 0, 1, 2
+IGNORE, ERROR = 0, 1
+
+
+def _op(kind, in_col, out_col, fill=0.0, mul=1.0, add=0.0, indicator=-1, cats=None,
+        offsets=None, unknown_mode=IGNORE, unknown_value=0.0):
+    return (kind, in_col, out_col, float(fill), float(mul), float(add), indicator, cats,
+            offsets, unknown_mode, float(unknown_value))
+
+
+def _categories(step, name, cats):
+    values = list(cats)
+    if not all(isinstance(v, str) for v in values):
+        raise ConvertError(f"step {name!r} ({type(step).__name__}): only string categories "
+                           f"are supported yet, got {values[:5]!r}")
+    encoded = [v.encode("utf-8") for v in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in encoded])
+    return b"".join(encoded), offsets
+
+
+def _affine(step, name, j):
+    """(mul, add) of a fitted scaler for its column j."""
+    cls = type(step).__name__
+    if cls == "StandardScaler":
+        mean = step.mean_[j] if step.mean_ is not None and step.with_mean else 0.0
+        scale = step.scale_[j] if step.scale_ is not None else 1.0
+        return 1.0 / scale, -mean / scale
+    if cls == "MinMaxScaler":
+        if step.clip:
+            raise ConvertError(f"step {name!r} (MinMaxScaler): clip=True is not supported")
+        return step.scale_[j], step.min_[j]
+    if cls == "MaxAbsScaler":
+        return 1.0 / step.scale_[j], 0.0
+    if cls == "RobustScaler":
+        center = step.center_[j] if step.center_ is not None else 0.0
+        scale = step.scale_[j] if step.scale_ is not None else 1.0
+        return 1.0 / scale, -center / scale
+    raise ConvertError(f"step {name!r}: {cls} is not supported")
+
+
+def _steps(transformer, name):
+    cls = type(transformer).__name__
+    if cls == "Pipeline":
+        return [(f"{name}/{n}", s) for n, s in transformer.steps if s not in (None, "passthrough")]
+    return [(name, transformer)]
+
+
+class ColumnTransform:
+    """A converted ColumnTransformer: transform(X) -> float64 (n, n_out)."""
+
+    def __init__(self, feature_names, ops, n_out, string_columns):
+        self.feature_names = list(feature_names)
+        used = sorted({op[1] for op in ops})  # dropped columns are not read
+        remap = {c: k for k, c in enumerate(used)}
+        self._used = [self.feature_names[c] for c in used]
+        self._ops = [(op[0], remap[op[1]], *op[2:]) for op in ops]
+        self.n_out = n_out
+        self._string = {remap[c] for c in string_columns}
+
+    def _columns(self, X):
+        names = self._used
+        if isinstance(X, list):
+            X = {n: [rec[n] if n in rec else _missing(n) for rec in X] for n in names} \
+                if all(isinstance(r, dict) for r in X) else X
+        cols = []
+        for i, n in enumerate(names):
+            try:
+                values = X[n]
+            except (KeyError, TypeError, IndexError):
+                raise ValueError(f"missing column {n!r}") from None
+            if hasattr(values, "to_numpy"):
+                if i in self._string:
+                    values = values.astype(object).to_numpy(dtype=object, na_value=None)
+                else:
+                    values = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                values = np.asarray(values, dtype=object if i in self._string else None)
+                if i not in self._string:
+                    values = np.array([np.nan if v is None else v for v in values.tolist()],
+                                      dtype=np.float64)
+            cols.append(values)
+        return cols
+
+    def transform(self, X):
+        return _core.transform_apply(self._ops, self._columns(X), self.n_out)
+
+
+def _missing(name):
+    raise ValueError(f"missing column {name!r}")
+
+
+def convert_column_transformer(ct):
+    if type(ct).__name__ != "ColumnTransformer":
+        raise ConvertError(f"expected a ColumnTransformer, got {type(ct).__name__}")
+    if not hasattr(ct, "transformers_"):
+        raise ConvertError("the ColumnTransformer is not fitted")
+    names = list(getattr(ct, "feature_names_in_", range(ct.n_features_in_)))
+    index = {n: i for i, n in enumerate(names)}
+    ops, out, strings = [], 0, set()
+    for tname, transformer, cols in ct.transformers_:
+        if transformer == "drop":
+            continue
+        if isinstance(cols, (slice, str)) or np.isscalar(cols):
+            raise ConvertError(f"transformer {tname!r}: give columns as a list")
+        idx = [index[c] if not isinstance(c, (int, np.integer)) else int(c) for c in cols]
+        if len(idx) and np.asarray(cols).dtype == bool:
+            idx = [i for i, keep in enumerate(cols) if keep]
+        identity = (type(transformer).__name__ == "FunctionTransformer"
+                    and transformer.func is None)  # remainder="passthrough" in sklearn >= 1.4
+        if identity or transformer == "passthrough":
+            for i in idx:
+                ops.append(_op(NUMERIC, i, out, fill=np.nan))
+                out += 1
+            continue
+        steps = _steps(transformer, tname)
+        kinds = [type(s).__name__ for _, s in steps]
+        if kinds and kinds[-1] in ("OneHotEncoder", "OrdinalEncoder"):
+            if len(steps) != 1:
+                raise ConvertError(f"transformer {tname!r}: an encoder must stand alone yet")
+            sname, enc = steps[0]
+            for j, i in enumerate(idx):
+                cats, offsets = _categories(enc, sname, enc.categories_[j])
+                strings.add(i)
+                if kinds[-1] == "OneHotEncoder":
+                    if enc.drop is not None or getattr(enc, "_infrequent_enabled", False):
+                        raise ConvertError(f"step {sname!r} (OneHotEncoder): drop and "
+                                           "infrequent categories are not supported yet")
+                    mode = IGNORE if enc.handle_unknown == "ignore" else ERROR
+                    ops.append(_op(ONEHOT, i, out, cats=cats, offsets=offsets,
+                                   unknown_mode=mode))
+                    out += len(offsets) - 1
+                else:
+                    if enc.handle_unknown == "use_encoded_value":
+                        mode, value = IGNORE, enc.unknown_value
+                    else:
+                        mode, value = ERROR, 0.0
+                    ops.append(_op(ORDINAL, i, out, cats=cats, offsets=offsets,
+                                   unknown_mode=mode, unknown_value=value))
+                    out += 1
+            continue
+        # numeric: [SimpleImputer] then affine scalers
+        fill = [np.nan] * len(idx)
+        mul = [1.0] * len(idx)
+        add = [0.0] * len(idx)
+        indicator = None
+        for k, (sname, step) in enumerate(steps):
+            cls = type(step).__name__
+            if cls == "SimpleImputer":
+                if k != 0:
+                    raise ConvertError(f"step {sname!r} (SimpleImputer): must come first")
+                if step.indicator_ is not None:
+                    if k != len(steps) - 1:
+                        raise ConvertError(f"step {sname!r} (SimpleImputer): add_indicator "
+                                           "must be the last step of its pipeline")
+                    indicator = list(step.indicator_.features_)
+                fill = [float(v) for v in step.statistics_]
+                continue
+            for j in range(len(idx)):
+                m, a = _affine(step, sname, j)
+                mul[j], add[j] = mul[j] * m, add[j] * m + a
+        n_main = len(idx)
+        for j, i in enumerate(idx):
+            ind = -1
+            if indicator is not None and j in indicator:
+                ind = out + n_main + indicator.index(j)
+            ops.append(_op(NUMERIC, i, out + j, fill=fill[j], mul=mul[j], add=add[j],
+                           indicator=ind))
+        out += n_main + (len(indicator) if indicator is not None else 0)
+    return ColumnTransform(names, ops, out, strings)

@@ -1,0 +1,203 @@
+"""Pipeline column transforms in C (issue 14, step 1): parity with
+scikit-learn's own ColumnTransformer output, from DataFrames, records and
+dicts of columns; bad input and corrupt transform tables give errors."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import (
+    MaxAbsScaler,
+    MinMaxScaler,
+    OneHotEncoder,
+    OrdinalEncoder,
+    RobustScaler,
+    StandardScaler,
+)
+
+import mlserve
+from mlserve import _core
+from mlserve.convert._sklearn_pipeline import convert_column_transformer
+
+
+def frame(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 12, n)
+    age[rng.random(n) < 0.15] = np.nan
+    income = rng.lognormal(10, 1, n)
+    city = rng.choice(["paris", "lyon", "nîmes", "brest"], n).astype(object)
+    city[rng.random(n) < 0.1] = None
+    plan = rng.choice([f"p{i}" for i in range(60)], n).astype(object)
+    return pd.DataFrame({"age": age, "income": income, "city": city, "plan": plan})
+
+
+NUMERIC_STEPS = [
+    lambda: StandardScaler(),
+    lambda: MinMaxScaler(),
+    lambda: MaxAbsScaler(),
+    lambda: RobustScaler(),
+    lambda: SimpleImputer(strategy="mean"),
+    lambda: SimpleImputer(strategy="median", add_indicator=True),
+    lambda: SimpleImputer(strategy="constant", fill_value=-1.0),
+    lambda: make_pipeline(SimpleImputer(strategy="most_frequent"), StandardScaler()),
+    lambda: make_pipeline(SimpleImputer(), MinMaxScaler(), StandardScaler()),
+]
+
+
+@pytest.mark.parametrize("make_step", NUMERIC_STEPS)
+def test_numeric_step_matches_sklearn(make_step):
+    X = frame()
+    ct = ColumnTransformer([("num", make_step(), ["age", "income"])]).fit(X)
+    got = convert_column_transformer(ct).transform(X)
+    np.testing.assert_allclose(got, ct.transform(X), rtol=1e-6, atol=1e-9)
+
+
+def string_frame():
+    X = frame()
+    X["city"] = X["city"].fillna("unknown")
+    return X
+
+
+@pytest.mark.parametrize(
+    "enc",
+    [
+        OneHotEncoder(sparse_output=False),
+        OneHotEncoder(sparse_output=False, handle_unknown="ignore"),
+        OrdinalEncoder(),
+        OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+    ],
+)
+def test_encoder_matches_sklearn(enc):
+    X = string_frame()
+    ct = ColumnTransformer([("cat", enc, ["city", "plan"])]).fit(X)
+    got = convert_column_transformer(ct).transform(X)
+    np.testing.assert_array_equal(got, ct.transform(X))
+
+
+def test_unseen_categories_ignored_like_sklearn():
+    X = string_frame()
+    ct = ColumnTransformer(
+        [
+            ("oh", OneHotEncoder(sparse_output=False, handle_unknown="ignore"), ["city"]),
+            ("ord", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-7),
+             ["plan"]),
+        ]
+    ).fit(X)
+    Y = X.copy()
+    Y.loc[:4, "city"] = "atlantis"
+    Y.loc[:4, "plan"] = "never-seen"
+    got = convert_column_transformer(ct).transform(Y)
+    np.testing.assert_array_equal(got, ct.transform(Y))
+    assert (got[:5, -1] == -7).all()
+
+
+def realistic():
+    return ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+             ["age", "income"]),
+            ("city", OneHotEncoder(sparse_output=False, handle_unknown="ignore"), ["city"]),
+            ("plan", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+             ["plan"]),
+        ]
+    )
+
+
+def test_realistic_from_frame_records_dict_and_reordered():
+    X = string_frame()
+    ct = realistic().fit(X)
+    want = ct.transform(X)
+    model = convert_column_transformer(ct)
+    np.testing.assert_allclose(model.transform(X), want, rtol=1e-6, atol=1e-9)
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in X.to_dict("records")]
+    np.testing.assert_allclose(model.transform(records), want, rtol=1e-6, atol=1e-9)
+    columns = {k: X[k].tolist() for k in reversed(X.columns)}
+    np.testing.assert_allclose(model.transform(columns), want, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(model.transform(X[X.columns[::-1]]), want, rtol=1e-6,
+                               atol=1e-9)
+
+
+def test_remainder_passthrough_by_index():
+    X = string_frame()[["age", "income", "city"]]
+    ct = ColumnTransformer(
+        [("city", OneHotEncoder(sparse_output=False), [2])], remainder="passthrough"
+    ).fit(X)
+    np.testing.assert_allclose(convert_column_transformer(ct).transform(X), ct.transform(X))
+
+
+def test_missing_column_is_named():
+    X = string_frame()
+    model = convert_column_transformer(realistic().fit(X))
+    with pytest.raises(ValueError, match="'plan'"):
+        model.transform(X.drop(columns=["plan"]))
+    with pytest.raises(ValueError, match="'city'"):
+        model.transform([{"age": 1.0, "income": 2.0, "plan": "p1"}])
+
+
+def test_unknown_category_with_handle_unknown_error_raises():
+    X = string_frame()
+    ct = ColumnTransformer([("cat", OneHotEncoder(sparse_output=False), ["city"])]).fit(X)
+    with pytest.raises(ValueError, match="unknown category"):
+        convert_column_transformer(ct).transform(pd.DataFrame({"city": ["atlantis"]}))
+
+
+def test_wrong_typed_string_value_names_column_and_row():
+    X = string_frame()
+    model = convert_column_transformer(realistic().fit(X))
+    Y = X.head(3).copy()
+    Y["city"] = Y["city"].astype(object)
+    Y.loc[1, "city"] = 12
+    with pytest.raises(ValueError, match="row 1"):
+        model.transform(Y)
+
+
+def test_unsupported_step_names_it():
+    from sklearn.preprocessing import QuantileTransformer
+
+    X = string_frame()
+    ct = ColumnTransformer([("q", QuantileTransformer(n_quantiles=10), ["age"])]).fit(X)
+    with pytest.raises(mlserve.ConvertError, match="QuantileTransformer"):
+        convert_column_transformer(ct)
+
+
+def cats(values):
+    b = [v.encode() for v in values]
+    return b"".join(b), np.concatenate([[0], np.cumsum([len(x) for x in b])]).astype(np.int64)
+
+
+@pytest.mark.parametrize(
+    "op, message",
+    [
+        ((0, 5, 0, 0, 1, 0, -1, None, None, 0, 0), "input column 5"),
+        ((0, 0, 9, 0, 1, 0, -1, None, None, 0, 0), "output columns 9"),
+        ((0, 0, 0, 0, 1, 0, 7, None, None, 0, 0), "indicator column 7"),
+        ((1, 1, 0, 0, 1, 0, -1, b"ab", np.array([0, 1, 9]), 0, 0), "past the 2 bytes"),
+        ((1, 1, 0, 0, 1, 0, -1, b"ab", np.array([0, 2, 1]), 0, 0), "out of order"),
+        ((1, 1, 0, 0, 1, 0, -1, b"ab", np.array([1, 2]), 0, 0), "start at 0"),
+        ((2, 1, 0, 0, 1, 0, -1, *cats(["a", "b", "c"]), 0, 0), None),
+        ((1, 1, 0, 0, 1, 0, -1, *cats(["a", "b", "c"]), 0, 0), "output columns 0"),
+        ((1, 0, 0, 0, 1, 0, -1, *cats(["a"]), 0, 0), "not a string column"),
+        ((0, 1, 0, 0, 1, 0, -1, None, None, 0, 0), "not numeric"),
+        ((9, 0, 0, 0, 1, 0, -1, None, None, 0, 0), "unknown kind 9"),
+    ],
+)
+def test_corrupt_transform_tables_give_errors(op, message):
+    columns = [np.array([1.0, 2.0]), np.array(["a", None], dtype=object)]
+    if message is None:
+        np.testing.assert_array_equal(_core.transform_apply([op], columns, 2)[:, 0], [0, 0])
+        return
+    with pytest.raises((mlserve.ModelFormatError, TypeError, ValueError), match=message):
+        _core.transform_apply([op], columns, 2)
+
+
+def test_category_string_and_nullable_dtypes():
+    X = string_frame()
+    ct = realistic().fit(X)
+    Y = X.copy()
+    Y["age"] = Y["age"].astype("Float64")
+    Y["city"] = Y["city"].astype("category")
+    Y["plan"] = Y["plan"].astype("string")
+    np.testing.assert_allclose(convert_column_transformer(ct).transform(Y), ct.transform(X),
+                               rtol=1e-6, atol=1e-9)
