@@ -26,4 +26,7 @@ const struct mls_model *mls_model_of_object(PyObject *module, PyObject *obj);
 /* The recommender's functions (_core_topk.c). */
 extern PyMethodDef mls_topk_methods[];
 
+/* TreeSHAP (_core_treeshap.c). */
+extern PyMethodDef mls_treeshap_methods[];
+
 #endif /* MLS_BINDING_H */
