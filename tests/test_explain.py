@@ -47,6 +47,49 @@ def test_lightgbm_pred_contrib(task):
     _close(ours, ref)
 
 
+def _expect(tree, x, subset, node=0):
+    """Algorithm 1 of Lundberg et al.: E[f(x) | x_S] under the tree's cover."""
+    left, right = tree.children_left[node], tree.children_right[node]
+    if left == -1:
+        return tree.value[node].ravel()[0]
+    f = tree.feature[node]
+    if f in subset:
+        nxt = left if np.float32(x[f]) <= tree.threshold[node] else right
+        return _expect(tree, x, subset, nxt)
+    w = tree.weighted_n_node_samples
+    return (w[left] * _expect(tree, x, subset, left)
+            + w[right] * _expect(tree, x, subset, right)) / w[node]
+
+
+def _exact_shapley(trees, x, n_features, scale):
+    """Slow exact Shapley values over all feature subsets (shap is not installed)."""
+    from itertools import combinations
+    from math import factorial
+    phi = np.zeros(n_features)
+    def v(subset):
+        return scale * sum(_expect(t, x, subset) for t in trees)
+    for i in range(n_features):
+        others = [j for j in range(n_features) if j != i]
+        for k in range(n_features):
+            weight = factorial(k) * factorial(n_features - k - 1) / factorial(n_features)
+            for sub in combinations(others, k):
+                phi[i] += weight * (v(set(sub) | {i}) - v(set(sub)))
+    return phi
+
+
+def test_random_forest_vs_exact_shapley():
+    X, y = _data("regression")
+    X = X[:, :5]
+    est = RandomForestRegressor(n_estimators=4, max_depth=4, random_state=0).fit(X, y)
+    phi = mlserve.convert(est).explain(X[:4])
+    trees = [e.tree_ for e in est.estimators_]
+    for r in range(4):
+        ref = _exact_shapley(trees, X[r], 5, 1.0 / len(trees))
+        np.testing.assert_allclose(phi[r, :5], ref, atol=1e-8)
+    bias = np.mean([t.value[0].ravel()[0] for t in trees])
+    np.testing.assert_allclose(phi[:, 5], bias, atol=1e-8)
+
+
 @pytest.mark.parametrize("make", [
     lambda: RandomForestRegressor(n_estimators=8, max_depth=5, random_state=0),
     lambda: GradientBoostingRegressor(n_estimators=10, max_depth=3, random_state=0),
