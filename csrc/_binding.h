@@ -29,4 +29,7 @@ extern PyMethodDef mls_topk_methods[];
 /* Pipeline column transforms (_core_transform.c). */
 extern PyMethodDef mls_transform_methods[];
 
+/* TreeSHAP (_core_treeshap.c). */
+extern PyMethodDef mls_treeshap_methods[];
+
 #endif /* MLS_BINDING_H */

@@ -118,6 +118,32 @@ class TreeEnsembleModel(_MLServeEstimator):
             X = _by_name(self, X)
         return self._fitted_model().decision_function(X)
 
+    def explain(self, X):
+        """Path-dependent TreeSHAP contributions of each feature to the raw score.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features + 1), or (n_samples, n_outputs,
+        n_features + 1) for several outputs; the last column is the bias (the
+        expected value). A row's values sum to decision_function's margin.
+        """
+        model = self._fitted_model()
+        arrays = model.arrays()
+        if "node_cover" not in arrays:
+            raise ValueError(
+                "this tree model has no node cover (training counts), which explain "
+                "needs; convert the model again with this version of mlserve"
+            )
+        if type(X) is not _ndarray:
+            X = _by_name(self, X)
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X.reshape(1, -1)
+        if X.ndim != 2 or X.shape[0] < 1:
+            raise ValueError(f"X must be one row or a 2-D batch of rows, got shape {X.shape}")
+        out = _core.tree_shap(arrays, X, _core.get_num_threads())
+        return out[:, 0, :] if out.shape[1] == 1 else out
+
     def score(self, X, y, sample_weight=None):
         """Accuracy (classifiers) or R^2 (regressors)."""
         if self._estimator_type == "classifier":
@@ -160,6 +186,7 @@ class TreeBuilder:
         self.threshold_dtype = np.dtype(threshold_dtype)
         self._features, self._thresholds, self._children, self._flags = [], [], [], []
         self._leaves, self._outputs, self._sizes = [], [], []
+        self._covers: list = []  # per tree: node cover (training counts / hessians) or None
         self._n_leaves = 0
         self._cat_sets: list[np.ndarray] = []
 
@@ -185,7 +212,8 @@ class TreeBuilder:
         self._cat_sets.append(bits if bits.size else np.zeros(1, np.uint8))
         return len(self._cat_sets) - 1
 
-    def add_tree(self, left, right, is_leaf, feature, threshold, flags, values, output=0):
+    def add_tree(self, left, right, is_leaf, feature, threshold, flags, values, output=0,
+                 cover=None):
         left = np.asarray(left, dtype=np.int64)
         right = np.asarray(right, dtype=np.int64)
         is_leaf = np.asarray(is_leaf, dtype=bool)
@@ -217,6 +245,8 @@ class TreeBuilder:
         self._flags.append(fl)
         self._outputs.append(int(output))
         self._sizes.append(n)
+        self._covers.append(None if cover is None
+                            else np.asarray(cover, dtype=np.float64)[order])
 
     @property
     def n_trees(self) -> int:
@@ -251,6 +281,8 @@ class TreeBuilder:
             sizes = [s.size for s in self._cat_sets]
             arrays["cat_offsets"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
             arrays["cat_bits"] = np.concatenate(self._cat_sets)
+        if all(c is not None for c in self._covers):  # optional: TreeSHAP (explain) needs it
+            arrays["node_cover"] = np.concatenate(self._covers)
         if classes is not None:
             classes = np.asarray(classes)
             if classes.dtype in (np.int64, np.float64):

@@ -72,6 +72,7 @@ def _parse_objective(text: str):
 def _add_tree(builder: TreeBuilder, structure: dict, output: int):
     """Flatten one dump_model tree (nested dicts) into source-numbered arrays."""
     left, right, leaf, feature, threshold, flags, values = [], [], [], [], [], [], []
+    cover = []
     stack = [(structure, -1, 0)]
     while stack:  # iterative: deep trees do not hit Python's recursion limit
         node, parent, side = stack.pop()
@@ -80,6 +81,7 @@ def _add_tree(builder: TreeBuilder, structure: dict, output: int):
             (left if side == 0 else right)[parent] = i
         left.append(-1)
         right.append(-1)
+        cover.append(float(node.get("internal_count", node.get("leaf_count", 0))))
         if "split_feature" not in node:
             if "leaf_coeff" in node or "leaf_const" in node:
                 raise ConvertError("mlserve.convert does not support LightGBM linear trees")
@@ -113,7 +115,8 @@ def _add_tree(builder: TreeBuilder, structure: dict, output: int):
             )
         stack.append((node["right_child"], i, 1))
         stack.append((node["left_child"], i, 0))
-    builder.add_tree(left, right, leaf, feature, threshold, flags, values, output=output)
+    builder.add_tree(left, right, leaf, feature, threshold, flags, values, output=output,
+                     cover=cover)
 
 
 def convert_booster(booster, dtype, *, estimator=None, classes=None, num_iteration=None):

@@ -65,7 +65,8 @@ def _add_sklearn_tree(builder: TreeBuilder, tree, values: np.ndarray, output: in
     )
     left = tree.children_left
     builder.add_tree(left, tree.children_right, left == -1, tree.feature,
-                     _float32_down(tree.threshold), flags, values, output)
+                     _float32_down(tree.threshold), flags, values, output,
+                     cover=tree.weighted_n_node_samples)
 
 
 def _classifier_values(tree) -> np.ndarray:
@@ -263,7 +264,10 @@ def convert_hist_gradient_boosting(est, dtype):
                 if missing_left[node]:
                     flags[node] |= FLAG_CAT_OOR_LEFT
             builder.add_tree(nodes["left"], nodes["right"], is_leaf, perm[nodes["feature_idx"]],
-                             threshold, flags, nodes["value"], output=k)
+                             threshold, flags, nodes["value"], output=k,
+                             cover=nodes["weighted_n_node_samples"]
+                             if "weighted_n_node_samples" in nodes.dtype.names
+                             else nodes["count"])
     classes = np.asarray(est.classes_) if is_classifier else None
     return _build_model(est, builder, dtype, n_outputs=K, classes=classes, aggregate="sum",
                         link=link, base_score=baseline, loss=loss_name)

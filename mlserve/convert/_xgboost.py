@@ -103,7 +103,8 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, n_iteration
         cond = np.asarray(tree["split_conditions"], dtype=np.float32)  # a leaf's: its value
         flags = np.where(np.asarray(tree["default_left"]) != 0, FLAG_DEFAULT_LEFT, 0)
         builder.add_tree(left, tree["right_children"], left == -1, tree["split_indices"], cond,
-                         flags, cond, output=int(tree_info[i]) if K > 1 else 0)
+                         flags, cond, output=int(tree_info[i]) if K > 1 else 0,
+                         cover=tree.get("sum_hessian"))
     if builder.n_trees == 0:
         raise ConvertError("the XGBoost model has no trees")
     return build_model(

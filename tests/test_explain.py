@@ -1,0 +1,120 @@
+"""model.explain: path-dependent TreeSHAP in C, parity with XGBoost and LightGBM."""
+import lightgbm as lgb
+import numpy as np
+import pytest
+import xgboost as xgb
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+
+import mlserve
+
+
+def _data(task):
+    if task == "regression":
+        return make_regression(400, 6, noise=1.0, random_state=0)
+    n_classes = 2 if task == "binary" else 3
+    return make_classification(400, 6, n_informative=4, n_classes=n_classes, random_state=0)
+
+
+def _close(ours, ref):
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_xgboost_pred_contribs(task):
+    X, y = _data(task)
+    cls = xgb.XGBRegressor if task == "regression" else xgb.XGBClassifier
+    est = cls(n_estimators=15, max_depth=4).fit(X, y)
+    X[::7, 2] = np.nan
+    ours = mlserve.convert(est).explain(X[:60])
+    ref = est.get_booster().predict(xgb.DMatrix(X[:60]), pred_contribs=True)
+    assert ours.shape == ref.shape
+    _close(ours, ref)
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_lightgbm_pred_contrib(task):
+    X, y = _data(task)
+    cls = lgb.LGBMRegressor if task == "regression" else lgb.LGBMClassifier
+    est = cls(n_estimators=15, verbose=-1).fit(X, y)
+    model = mlserve.convert(est)
+    ours = model.explain(X[:60])
+    ref = np.asarray(est.predict(X[:60], pred_contrib=True))
+    if task == "multiclass":
+        ref = ref.reshape(60, 3, 7)
+    assert ours.shape == ref.shape
+    _close(ours, ref)
+
+
+def _expect(tree, x, subset, node=0):
+    """Algorithm 1 of Lundberg et al.: E[f(x) | x_S] under the tree's cover."""
+    left, right = tree.children_left[node], tree.children_right[node]
+    if left == -1:
+        return tree.value[node].ravel()[0]
+    f = tree.feature[node]
+    if f in subset:
+        nxt = left if np.float32(x[f]) <= tree.threshold[node] else right
+        return _expect(tree, x, subset, nxt)
+    w = tree.weighted_n_node_samples
+    return (w[left] * _expect(tree, x, subset, left)
+            + w[right] * _expect(tree, x, subset, right)) / w[node]
+
+
+def _exact_shapley(trees, x, n_features, scale):
+    """Slow exact Shapley values over all feature subsets (shap is not installed)."""
+    from itertools import combinations
+    from math import factorial
+    phi = np.zeros(n_features)
+    def v(subset):
+        return scale * sum(_expect(t, x, subset) for t in trees)
+    for i in range(n_features):
+        others = [j for j in range(n_features) if j != i]
+        for k in range(n_features):
+            weight = factorial(k) * factorial(n_features - k - 1) / factorial(n_features)
+            for sub in combinations(others, k):
+                phi[i] += weight * (v(set(sub) | {i}) - v(set(sub)))
+    return phi
+
+
+def test_random_forest_vs_exact_shapley():
+    X, y = _data("regression")
+    X = X[:, :5]
+    est = RandomForestRegressor(n_estimators=4, max_depth=4, random_state=0).fit(X, y)
+    phi = mlserve.convert(est).explain(X[:4])
+    trees = [e.tree_ for e in est.estimators_]
+    for r in range(4):
+        ref = _exact_shapley(trees, X[r], 5, 1.0 / len(trees))
+        np.testing.assert_allclose(phi[r, :5], ref, atol=1e-8)
+    bias = np.mean([t.value[0].ravel()[0] for t in trees])
+    np.testing.assert_allclose(phi[:, 5], bias, atol=1e-8)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RandomForestRegressor(n_estimators=8, max_depth=5, random_state=0),
+    lambda: GradientBoostingRegressor(n_estimators=10, max_depth=3, random_state=0),
+])
+def test_sklearn_contributions_sum_to_margin(make):
+    X, y = _data("regression")
+    model = mlserve.convert(make().fit(X, y))
+    phi = model.explain(X[:40])
+    assert phi.shape == (40, 7)
+    np.testing.assert_allclose(phi.sum(axis=1), model.decision_function(X[:40]), atol=1e-8)
+
+
+def test_many_rows_threads_match_one_row():
+    X, y = _data("regression")
+    model = mlserve.convert(xgb.XGBRegressor(n_estimators=10, max_depth=5).fit(X, y))
+    batch = model.explain(X)
+    np.testing.assert_allclose(batch[5], model.explain(X[5])[0], atol=1e-12)
+
+
+def test_bad_input_and_missing_cover():
+    X, y = _data("regression")
+    model = mlserve.convert(lgb.LGBMRegressor(n_estimators=3, verbose=-1).fit(X, y))
+    with pytest.raises(ValueError, match="features"):
+        model.explain(X[:, :3])
+    arrays = model._fitted_model().arrays()
+    del arrays["node_cover"]
+    with pytest.raises(ValueError, match="node_cover"):
+        mlserve._core.tree_shap(arrays, X[:2], 1)
