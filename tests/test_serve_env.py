@@ -31,6 +31,7 @@ SAMPLE_TEXTS = {
     "MLSERVE_BATCHING_MODELS": ('{"churn": {"max_batch_size": 16}}', {"churn": {"max_batch_size": 16}}),
     "MLSERVE_MODEL_RATE_LIMITS": ('{"churn": "20/second"}', {"churn": "20/second"}),
     "MLSERVE_ADMIN_ENABLED": ("true", True),  # None: on only with keys (serving/security)
+    "MLSERVE_CANARY_KEY_HEADER": ("X-User-ID", "X-User-ID"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -47,6 +48,9 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # mlserve serve's worker (mlserve/serving/worker.py): a request not in full by
         # then gets 408; counted from its start, not reset by each byte
         "MLSERVE_CLIENT_TIMEOUT": 30.0,
+        # a canary split picks the version by a stable hash of this request header's
+        # value (e.g. "X-User-ID"); None, or a request without it: a random pick
+        "MLSERVE_CANARY_KEY_HEADER": None,
     }
 )
 
@@ -80,6 +84,7 @@ class ServingConfig:
     metrics_enabled: bool = True
     access_log: bool = True
     client_timeout: float = DEFAULTS["MLSERVE_CLIENT_TIMEOUT"]
+    canary_key_header: str | None = None
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -117,6 +122,7 @@ class ServingConfig:
             metrics_enabled=_bool(values, "MLSERVE_METRICS_ENABLED"),
             access_log=_bool(values, "MLSERVE_ACCESS_LOG"),
             client_timeout=_positive_float(values, "MLSERVE_CLIENT_TIMEOUT"),
+            canary_key_header=_optional_header(values, "MLSERVE_CANARY_KEY_HEADER"),
         )
 
     @classmethod
@@ -320,3 +326,15 @@ def _cors_origins(values: Mapping[str, Any], key: str) -> tuple[str, ...] | None
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise ConfigError(f"{key} must be '*', an origin or a list of origins, got {value!r}")
     return tuple(value)
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
+
+
+def _optional_header(values: Mapping[str, Any], key: str) -> str | None:
+    value = values[key]
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
+        raise ConfigError(f"{key} must be an HTTP header name such as X-User-ID, got {value!r}")
+    return value
