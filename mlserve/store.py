@@ -322,13 +322,17 @@ class ModelStore:
         *,
         default_alias: str | None = "production",
         manifest: Manifest | None = None,
+        sticky_key: str | None = None,
     ) -> int:
         """The version number that a request for ``name`` should use.
 
         ``version`` wins over ``alias``; ``"latest"`` means the newest version.
         With neither, ``default_alias`` is used when the model has it, else the
         newest version. An alias with several weighted targets (a canary split)
-        picks one of them at random in proportion to the weights.
+        picks one of them at random in proportion to the weights, or, given a
+        ``sticky_key`` (e.g. a user id), by a stable hash of the model name and
+        that key: the same key gets the same version in every process and
+        across restarts, and many keys split in proportion to the weights.
         """
         m = manifest if manifest is not None else self.manifest(name)
         if version is not None:
@@ -353,14 +357,28 @@ class ModelStore:
         targets = m.aliases.get(alias)
         if not targets:
             raise ModelNotFoundError(f"model {name!r} has no alias {alias!r}")
+        if sticky_key is not None:
+            return self.choose_target(targets, sticky_key=f"{name}\0{sticky_key}")
         return self.choose_target(targets)
 
-    def choose_target(self, targets: tuple[AliasTarget, ...] | list[AliasTarget]) -> int:
-        """Pick one version of an alias, in proportion to the targets' weights."""
+    def choose_target(
+        self,
+        targets: tuple[AliasTarget, ...] | list[AliasTarget],
+        sticky_key: str | None = None,
+    ) -> int:
+        """Pick one version of an alias, in proportion to the targets' weights.
+
+        With ``sticky_key`` the pick is a stable hash of the key, not a coin toss.
+        """
         if len(targets) == 1:
             return targets[0].version
         total = sum(t.weight for t in targets)
-        point = self._random.random() * total
+        if sticky_key is not None:
+            digest = hashlib.blake2b(sticky_key.encode("utf-8", "surrogatepass"), digest_size=8)
+            fraction = int.from_bytes(digest.digest(), "big") / 2.0**64
+        else:
+            fraction = self._random.random()
+        point = fraction * total
         for target in targets:
             point -= target.weight
             if point < 0:

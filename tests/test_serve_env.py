@@ -33,6 +33,8 @@ SAMPLE_TEXTS = {
     "MLSERVE_ADMIN_ENABLED": ("true", True),  # None: on only with keys (serving/security)
     "MLSERVE_CACHE": ("memory", "memory"),
     "MLSERVE_CACHE_MODELS": ('{"churn": {"ttl_s": 60}, "tiny": false}', {"churn": {"ttl_s": 60}, "tiny": False}),
+
+    "MLSERVE_CANARY_KEY_HEADER": ("X-User-ID", "X-User-ID"),
 }
 
 
@@ -189,3 +191,33 @@ def test_bad_environment_values_are_usage_errors(store_dir, key, text, message):
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+def test_sticky_canary_header_from_the_environment_holds_across_workers(tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    store = ModelStore(root)
+    model = fit_regressor()
+    store.publish("reg", model)
+    store.publish("reg", model)
+    store.set_alias("reg", "production", {1: 50, 2: 50})
+    monkeypatch.setenv("MLSERVE_CANARY_KEY_HEADER", "X-User-ID")
+    monkeypatch.setenv("MLSERVE_RELOAD_INTERVAL", "0")
+    server = Server(root, "--workers", "2")
+    try:
+        seen = set()
+        for i in range(12):
+            user = f"user-{i}"
+            expected = str(store.resolve("reg", sticky_key=user))
+            with requests.Session() as first, requests.Session() as second:  # two connections
+                versions = {
+                    session.post(
+                        f"{server.url}/predict/reg", json={"features": ROW},
+                        headers={"X-User-ID": user}, timeout=10,
+                    ).headers["X-Model-Version"]
+                    for session in (first, second, first, second)
+                }  # fmt: skip
+            assert versions == {expected}
+            seen |= versions
+        assert seen == {"1", "2"}
+    finally:
+        server.stop()

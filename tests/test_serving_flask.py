@@ -789,6 +789,37 @@ def test_canary_alias_splits_traffic_and_reports_the_version(client, store):
     assert seen == {"1", "2"}
 
 
+def test_sticky_canary_follows_the_key_header(store):
+    store.set_alias("clf", "production", {1: 50, 2: 50})
+    app = Flask("sticky")
+    app.config.update(
+        MLSERVE_STORE=str(store.root), MLSERVE_RELOAD_INTERVAL=0,
+        MLSERVE_CANARY_KEY_HEADER="X-User-ID",
+    )  # fmt: skip
+    MLServe(app)
+    client = app.test_client()
+
+    def version(user=None):
+        headers = {"X-User-ID": user} if user is not None else {}
+        response = client.post("/predict/clf", json={"features": ROWS[0]}, headers=headers)
+        assert response.status_code == 200
+        return response.headers["X-Model-Version"]
+
+    for user in ("alice", "bob", "carol"):
+        expected = str(store.resolve("clf", sticky_key=user))
+        assert {version(user) for _ in range(15)} == {expected}
+    assert {version(f"u{i}") for i in range(60)} == {"1", "2"}
+    assert {version() for _ in range(60)} == {"1", "2"}  # no header: random, as before
+
+
+@pytest.mark.parametrize("bad", ["X User", "X-User:", 3])
+def test_canary_key_header_must_be_a_header_name(store, bad):
+    app = Flask("badsticky")
+    app.config.update(MLSERVE_STORE=str(store.root), MLSERVE_CANARY_KEY_HEADER=bad)
+    with pytest.raises(ConfigError, match="MLSERVE_CANARY_KEY_HEADER must be an HTTP header name"):
+        MLServe(app)
+
+
 # --------------------------------------------------------------- extension
 
 

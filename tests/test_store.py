@@ -133,6 +133,33 @@ def test_canary_split_follows_weights(store, regressor):
     assert 0.85 < counts[1] / 4000 < 0.95
 
 
+def test_sticky_canary_split_is_stable_per_key_and_follows_weights(store, regressor):
+    store.publish("reg", regressor)
+    store.publish("reg", regressor)
+    store.set_alias("reg", "production", {1: 90, 2: 10})
+    users = [f"user-{i}" for i in range(10_000)]
+    picks = [store.resolve("reg", sticky_key=user) for user in users]
+    counts = Counter(picks)
+    assert abs(counts[1] / len(users) - 0.90) < 0.02
+    assert abs(counts[2] / len(users) - 0.10) < 0.02
+    # the same key gets the same version every time, from a fresh store object too
+    again = ModelStore(store.root)
+    assert [again.resolve("reg", sticky_key=user) for user in users[:500]] == picks[:500]
+    assert {store.resolve("reg", sticky_key="user-7") for _ in range(50)} == {picks[7]}
+    # another process (another hash seed) makes the same picks
+    script = (
+        "import sys; from mlserve.store import ModelStore; s = ModelStore(sys.argv[1]); "
+        "print(','.join(str(s.resolve('reg', sticky_key=f'user-{i}')) for i in range(200)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(store.root)], capture_output=True, text=True,
+        check=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout.strip()  # fmt: skip
+    assert out == ",".join(str(p) for p in picks[:200])
+    # without a key the pick stays random
+    assert set(Counter(store.resolve("reg") for _ in range(400))) == {1, 2}
+
+
 @pytest.mark.parametrize(
     ("versions", "message"),
     [

@@ -229,7 +229,9 @@ def _select(
     alias: str | None = None,
 ) -> LoadedModel:  # fmt: skip
     """state.select, noting the model and version for the metrics and the access log."""
-    loaded = state.select(name, version, alias)
+    header = state.config.canary_key_header
+    sticky_key = request.headers.get(header) if header else None
+    loaded = state.select(name, version, alias, sticky_key=sticky_key or None)
     record.model, record.version = loaded.name, str(loaded.version)
     return loaded
 

@@ -403,9 +403,13 @@ class ServingState:
         return sorted(self._snapshot.manifests)
 
     def select(
-        self, name: str, version: str | int | None = None, alias: str | None = None
-    ) -> LoadedModel:
-        """The loaded model that answers a request for ``name`` (version wins over alias)."""
+        self, name: str, version: str | int | None = None, alias: str | None = None,
+        sticky_key: str | None = None,
+    ) -> LoadedModel:  # fmt: skip
+        """The loaded model that answers a request for ``name`` (version wins over alias).
+
+        ``sticky_key`` (the MLSERVE_CANARY_KEY_HEADER value) makes a canary split's
+        pick stable per key (see ModelStore.resolve)."""
         snap = self._snapshot  # one snapshot for the whole lookup
         manifest = snap.manifests.get(name)
         if manifest is None:
@@ -417,6 +421,7 @@ class ServingState:
                 alias,
                 default_alias=self.config.default_alias,
                 manifest=manifest,
+                sticky_key=sticky_key,
             )
         except ModelNotFoundError as exc:
             raise ModelNotFound(str(exc)) from None
