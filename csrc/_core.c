@@ -1011,7 +1011,6 @@ static int core_exec(PyObject *module)
     if (PyModule_AddFunctions(module, mls_als_methods) < 0) return -1;
     if (PyModule_AddFunctions(module, mls_topk_methods) < 0) return -1;
     if (PyModule_AddFunctions(module, mls_transform_methods) < 0) return -1;
-
     if (PyModule_AddFunctions(module, mls_treeshap_methods) < 0) return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MAJOR", MLS_FORMAT_MAJOR) < 0) return -1;
     if (PyModule_AddIntConstant(module, "FORMAT_MINOR", MLS_FORMAT_MINOR) < 0) return -1;

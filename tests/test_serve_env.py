@@ -33,7 +33,6 @@ SAMPLE_TEXTS = {
     "MLSERVE_ADMIN_ENABLED": ("true", True),  # None: on only with keys (serving/security)
     "MLSERVE_CACHE": ("memory", "memory"),
     "MLSERVE_CACHE_MODELS": ('{"churn": {"ttl_s": 60}, "tiny": false}', {"churn": {"ttl_s": 60}, "tiny": False}),
-
     "MLSERVE_CANARY_KEY_HEADER": ("X-User-ID", "X-User-ID"),
 }
 

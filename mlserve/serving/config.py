@@ -54,7 +54,6 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "MLSERVE_CACHE_TTL_S": 300.0,  # seconds an entry lives
         "MLSERVE_CACHE_MODELS": None,  # per model: {"churn": {"ttl_s": 60}, "tiny": False}
         "MLSERVE_CACHE_TIMEOUT_MS": 50.0,  # Redis socket timeout; slower counts as an error
-
         # a canary split picks the version by a stable hash of this request header's
         # value (e.g. "X-User-ID"); None, or a request without it: a random pick
         "MLSERVE_CANARY_KEY_HEADER": None,
@@ -94,7 +93,6 @@ class ServingConfig:
     access_log: bool = True
     client_timeout: float = DEFAULTS["MLSERVE_CLIENT_TIMEOUT"]
     cache: Any = None  # a cache.PredictionCache, or None (off)
-
     canary_key_header: str | None = None
 
     def batching_for(self, name: str) -> BatchConfig:
@@ -134,7 +132,6 @@ class ServingConfig:
             access_log=_bool(values, "MLSERVE_ACCESS_LOG"),
             client_timeout=_positive_float(values, "MLSERVE_CLIENT_TIMEOUT"),
             cache=_cache(values),
-
             canary_key_header=_optional_header(values, "MLSERVE_CANARY_KEY_HEADER"),
         )
 
@@ -365,6 +362,7 @@ def _cache(values: Mapping[str, Any]) -> Any:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
 
