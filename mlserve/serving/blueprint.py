@@ -34,6 +34,7 @@ from mlserve.serving.errors import (
     render_error,
 )
 from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS
+from mlserve.serving.explain import EXPLAIN, explain_rows, require_explainable
 from mlserve.serving.metrics import (
     MULTIPROC_ENV,
     REQUEST_ID_HEADER,
@@ -579,8 +580,10 @@ def _v1_model(target: str) -> Response:
         return _json_response(_v1_status(state, name, version, label))
     if verb is None or resource is not None:
         raise MethodNotAllowed(f"use GET for /v1/models/{target}; POST to :predict")
+    if verb == "explain":
+        return _v1_explain(req, state, record, name, version, label)
     if verb != "predict":
-        raise ModelNotFound(f"unsupported verb :{verb}; mlserve supports :predict")
+        raise ModelNotFound(f"unsupported verb :{verb}; mlserve supports :predict and :explain")
     start = time.perf_counter()
     timings = Timings()
     _require_mimetype(req, JSON)
@@ -595,6 +598,44 @@ def _v1_model(target: str) -> Response:
     response = _predict_response(codecs.encode_v1(results, decoded))
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
+
+
+def _v1_explain(
+    req: Any, state: ServingState, record: RequestRecord, name: str, version: str | None,
+    label: str | None,
+) -> Response:  # fmt: skip
+    """V1 :explain: ``{"explanations": ...}``, one row of contributions (bias last) per instance."""
+    start = time.perf_counter()
+    timings = Timings()
+    _require_mimetype(req, JSON)
+    body = _read_body(req, state)
+    loaded = _select(state, record, name, version, label)
+    require_explainable(loaded)
+    payload = codecs.decode_json(body)
+    for key in ("return", "signature_name"):
+        if key in payload:
+            raise BadRequest(f"{key!r} does not apply to :explain; drop it")
+    decoded = codecs.decode_v1(payload, loaded)
+    timings.decode = _since(start)
+    contributions = _explain(state, record, loaded, decoded.rows, timings)
+    start = time.perf_counter()
+    response = _predict_response({"explanations": contributions})
+    timings.encode = _since(start)
+    return _finish(response, loaded, timings)
+
+
+def _explain(
+    state: ServingState, record: RequestRecord, loaded: LoadedModel, rows: np.ndarray,
+    timings: Timings,
+) -> np.ndarray:  # fmt: skip
+    """explain_rows after the MLSERVE_MAX_ROWS check, noting the row count (like _predict)."""
+    n_rows = int(rows.shape[0]) if rows.ndim else 1
+    record.rows = n_rows
+    record.timings = timings
+    _check_rows(n_rows, state)
+    contributions = explain_rows(loaded, rows, timings)
+    state.request_metrics.observe_execution(loaded.name, loaded.version, n_rows, timings.compute)
+    return contributions
 
 
 def _serving(state: ServingState, name: str) -> tuple[str, list[int]]:
@@ -1066,11 +1107,21 @@ def _simple_predict(name: str) -> Response:
     mimetype = _require_mimetype(req, JSON, NPY)
     body = _read_body(req, state)
     loaded = _select(state, record, name, *_parse_query_ref(req))
+    if mimetype == NPY and req.args.get("return") == EXPLAIN:
+        require_explainable(loaded)
+        decoded = codecs.decode_npy(body, loaded, (), max_rows=state.config.max_rows)
+        return _simple_explain(req, state, record, loaded, decoded, start, timings)
     if mimetype == NPY:
         outputs = codecs.outputs_for_return(req.args.get("return"), loaded)
         decoded = codecs.decode_npy(body, loaded, outputs, max_rows=state.config.max_rows)
     else:
-        decoded = codecs.decode_simple_json(codecs.decode_json(body), loaded)
+        payload = codecs.decode_json(body)
+        if payload.get("return") == EXPLAIN:
+            require_explainable(loaded)
+            payload = {k: v for k, v in payload.items() if k != "return"}
+            decoded = codecs.decode_simple_json(payload, loaded)
+            return _simple_explain(req, state, record, loaded, decoded, start, timings)
+        decoded = codecs.decode_simple_json(payload, loaded)
     timings.decode = _since(start)
     results = _predict(state, record, loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
@@ -1078,6 +1129,24 @@ def _simple_predict(name: str) -> Response:
         response = Response(codecs.encode_npy(results), mimetype=NPY)
     else:
         response = _predict_response(codecs.encode_simple(results, decoded, name, loaded.version))
+    timings.encode = _since(start)
+    return _finish(response, loaded, timings)
+
+
+def _simple_explain(
+    req: Any, state: ServingState, record: RequestRecord, loaded: LoadedModel,
+    decoded: codecs.SimpleRequest, start: float, timings: Timings,
+) -> Response:  # fmt: skip
+    """/predict/<name> with "return": "explain": "explanation" (one row) or "explanations"."""
+    timings.decode = _since(start)
+    contributions = _explain(state, record, loaded, decoded.rows, timings)
+    start = time.perf_counter()
+    if req.accept_mimetypes.best_match([JSON, NPY], default=JSON) == NPY and _wants_npy(req):
+        response = Response(codecs.encode_npy({EXPLAIN: contributions}), mimetype=NPY)
+    else:
+        key = "explanation" if decoded.single else "explanations"
+        value = contributions[0] if decoded.single else contributions
+        response = _predict_response({"model": loaded.name, "version": loaded.version, key: value})
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
 

@@ -111,6 +111,9 @@ _SIMPLE_OK = _object(
         "predictions": {"type": "array"},
         "probabilities": {"type": "array"},
         "distances": {"type": "array"},  # k-means: "return": "distances"
+        # "return": "explain": contributions per feature, the bias last (mlserve.serving.explain)
+        "explanation": {"type": "array"},
+        "explanations": {"type": "array"},
     },
     ["model", "version"],
 )
@@ -145,6 +148,7 @@ _SIMILAR_BODY = _json_body(
     }
 )
 _V1_OK = {"type": "object", "properties": {"predictions": {"type": "array"}, "outputs": {}}}
+_V1_EXPLAIN_OK = _object({"explanations": {"type": "array"}}, ["explanations"])
 _V2_OK = _object(
     {
         "model_name": {"type": "string"},
@@ -242,6 +246,9 @@ def openapi_document(
         },
         "application/octet-stream",
     )
+    v1_explain_body = _json_body(
+        {"type": "object", "properties": {"instances": {"type": "array"}, "inputs": {}}}
+    )
     mlflow_body = _json_body(
         {
             "type": "object",
@@ -261,7 +268,7 @@ def openapi_document(
             "properties": {
                 "features": {"type": "array", "items": {"type": "number"}},
                 "instances": _ROWS,
-                "return": {"enum": ["predict", "proba", "all", "distances"]},
+                "return": {"enum": ["predict", "proba", "all", "distances", "explain"]},
             },
         },
         "application/x-npy",
@@ -273,6 +280,7 @@ def openapi_document(
         row = [0.0] * (example_features or 1)
         for body, example in [
             (v1_body, {"instances": [row]}),
+            (v1_explain_body, {"instances": [row]}),
             (v2_body, {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP64", "data": row}]}),
             (mlflow_body, {"instances": [row]}),
             (simple_body, {"features": row}),
@@ -288,6 +296,10 @@ def openapi_document(
         "/v1/models/{name}/metadata": _get("Model signature", "v1", [_NAME_]),
         "/v1/models/{name}:predict": _post(
             "Predict (TF Serving / KServe V1)", "v1", v1_body, [_NAME_], ok_schema=_V1_OK
+        ),
+        "/v1/models/{name}:explain": _post(
+            "Explain: per-feature contributions to the raw score, the bias last (tree ensembles)",
+            "v1", v1_explain_body, [_NAME_], ok_schema=_V1_EXPLAIN_OK,
         ),
         "/v1/models/{name}/versions/{version}:predict": _post(
             "Predict with one version", "v1", v1_body, [_NAME_, _VERSION]
