@@ -136,6 +136,53 @@ def _training_statistics(X: np.ndarray) -> dict:
     }
 
 
+def _linear_explain(estimator, X) -> np.ndarray:
+    """Exact contributions ``coef * (x - mean)`` of a linear model, the bias last.
+
+    ``mean`` is the training mean of each feature stored in the file (by fit, or
+    by ``mlserve.convert(model, reference=X_train)``); the bias is the raw score
+    (prediction, or decision function for a classifier) at the mean. Shape
+    (n_samples, n_features + 1), or (n_samples, n_outputs, n_features + 1).
+    """
+    meta = estimator.metadata
+    training = meta.get("training") or {}
+    mean = training.get("feature_mean")
+    name = type(estimator).__name__
+    if mean is None:
+        raise ValueError(
+            f"this {name} has no training feature means, which explain needs; fit it with "
+            "mlserve, or convert it with mlserve.convert(model, reference=X_train)"
+        )
+    if type(X) is not _ndarray:
+        X = _by_name(estimator, X)
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"X must hold numbers; {name}.explain got {np.asarray(X).dtype}") from None
+    if X.ndim == 1:
+        X = X.reshape(1, -1)
+    n_features = int(meta["n_features"])
+    if X.ndim != 2 or X.shape[0] < 1:
+        raise ValueError(f"X must be one row or a 2-D batch of rows, got shape {X.shape}")
+    if X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} features, but {name} expects {n_features}")
+    bad = np.argwhere(~np.isfinite(X))
+    if bad.size:
+        row, col = (int(i) for i in bad[0])
+        raise ValueError(f"X contains NaN or infinity (row {row}, column {col})")
+    mean = np.asarray(mean, dtype=np.float64)
+    if mean.shape != (n_features,):
+        raise ValueError(f"the stored feature means have shape {mean.shape}, expected ({n_features},)")
+    arrays = estimator._fitted_model().arrays()
+    coef = np.asarray(arrays["coef"], dtype=np.float64)
+    intercept = np.asarray(arrays["intercept"], dtype=np.float64)
+    coef2 = coef.reshape(-1, n_features)  # (n_outputs, n_features)
+    out = np.empty((X.shape[0], coef2.shape[0], n_features + 1))
+    out[:, :, :n_features] = (X - mean)[:, None, :] * coef2[None, :, :]
+    out[:, :, n_features] = coef2 @ mean + intercept
+    return out[:, 0, :] if coef2.shape[0] == 1 else out
+
+
 # -------------------------------------------------------------- base classes
 
 
@@ -338,6 +385,16 @@ class _LinearRegressorBase(RegressorMixin, _MLServeEstimator):
         self._install(model)
         return self
 
+    def explain(self, X):
+        """Exact contributions ``coef_ * (x - mean)`` of each feature, the bias last.
+
+        ``mean`` is the training mean stored in the file (mlserve's fit stores it;
+        ``mlserve.convert(model, reference=X_train)`` for converted models); the
+        bias is the prediction at the mean, so a row sums to its prediction.
+        Shape (n_samples, n_features + 1), or (n_samples, n_targets, n_features + 1).
+        """
+        return _linear_explain(self, X)
+
     def _install_arrays(self, arrays: dict, meta: dict) -> None:
         self.coef_ = arrays["coef"]
         intercept = arrays["intercept"]
@@ -531,6 +588,15 @@ class LogisticRegression(ClassifierMixin, _MLServeEstimator):
         self.intercept_ = arrays["intercept"]
         self._install_classes(arrays, meta)
         self.n_iter_ = np.asarray([meta.get("n_iter", 0)], dtype=np.int32)
+
+    def explain(self, X):
+        """Exact contributions ``coef_ * (x - mean)`` to the decision function, the bias last.
+
+        As LinearRegression.explain, on the decision function (the log-odds for 2
+        classes: shape (n_samples, n_features + 1); else one row per class:
+        (n_samples, n_classes, n_features + 1)).
+        """
+        return _linear_explain(self, X)
 
     def decision_function(self, X):
         """Scores ``X @ coef_.T + intercept_``: shape (n_samples,) for 2 classes."""

@@ -118,3 +118,86 @@ def test_bad_input_and_missing_cover():
     del arrays["node_cover"]
     with pytest.raises(ValueError, match="node_cover"):
         mlserve._core.tree_shap(arrays, X[:2], 1)
+
+
+# ------------------------------------------------------------------ linear models
+# Reference: scikit-learn's own coef_, intercept_, predict and decision_function,
+# with the contributions coef * (x - mean) written out here (shap's LinearExplainer
+# with feature_perturbation="interventional" computes the same; shap is not installed).
+
+
+def _linear_reference(coef, intercept, mean, rows):
+    coef = np.atleast_2d(coef)
+    phi = (rows - mean)[:, None, :] * coef[None, :, :]
+    bias = np.broadcast_to(coef @ mean + intercept, (rows.shape[0], coef.shape[0]))
+    out = np.concatenate([phi, bias[:, :, None]], axis=2)
+    return out[:, 0, :] if coef.shape[0] == 1 else out
+
+
+def test_linear_fit_stores_means_and_explains():
+    X, y = _data("regression")
+    model = mlserve.LinearRegression().fit(X, y)
+    phi = model.explain(X[:30])
+    assert phi.shape == (30, 7)
+    np.testing.assert_allclose(model.metadata["training"]["feature_mean"], X.mean(axis=0))
+    ref = _linear_reference(model.coef_, model.intercept_, X.mean(axis=0), X[:30])
+    np.testing.assert_allclose(phi, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(phi.sum(axis=1), model.predict(X[:30]), atol=1e-9)
+    np.testing.assert_allclose(phi[:, -1], model.predict(X.mean(axis=0, keepdims=True))[0])
+    # several targets: one row of contributions per target
+    Y = np.column_stack([y, -2 * y + X[:, 0]])
+    multi = mlserve.Ridge(alpha=0.5).fit(X, Y)
+    phi = multi.explain(X[:5])
+    assert phi.shape == (5, 2, 7)
+    np.testing.assert_allclose(phi.sum(axis=2), multi.predict(X[:5]), atol=1e-9)
+
+
+def test_logistic_explains_the_decision_function():
+    X, y = _data("multiclass")
+    model = mlserve.LogisticRegression(max_iter=500).fit(X, y)
+    phi = model.explain(X[:20])
+    assert phi.shape == (20, 3, 7)
+    np.testing.assert_allclose(phi.sum(axis=2), model.decision_function(X[:20]), atol=1e-9)
+    X, y = _data("binary")
+    binary = mlserve.LogisticRegression().fit(X, y)
+    phi = binary.explain(X[:20])
+    assert phi.shape == (20, 7)
+    np.testing.assert_allclose(phi.sum(axis=1), binary.decision_function(X[:20]), atol=1e-9)
+
+
+@pytest.mark.parametrize("task", ["regression", "binary", "multiclass"])
+def test_converted_linear_with_reference_matches_sklearn(task, tmp_path):
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    X, y = _data(task)
+    est = Ridge(alpha=2.0).fit(X, y) if task == "regression" else LogisticRegression(max_iter=500).fit(X, y)
+    model = mlserve.convert(est, reference=X)
+    mlserve.save(model, tmp_path / "m.mls")
+    loaded = mlserve.load(tmp_path / "m.mls")  # the means travel in the file
+    phi = loaded.explain(X[:25])
+    ref = _linear_reference(est.coef_, est.intercept_, X.mean(axis=0), X[:25])
+    np.testing.assert_allclose(phi, ref, rtol=1e-10, atol=1e-10)
+    raw = est.predict(X[:25]) if task == "regression" else est.decision_function(X[:25])
+    np.testing.assert_allclose(phi.sum(axis=-1), raw, atol=1e-9)
+
+
+def test_linear_explain_errors():
+    from sklearn.linear_model import LinearRegression
+
+    X, y = _data("regression")
+    est = LinearRegression().fit(X, y)
+    with pytest.raises(ValueError, match=r"no training feature means.*reference=X_train"):
+        mlserve.convert(est).explain(X[:2])
+    with pytest.raises(mlserve.ConvertError, match="reference has 3 features, but the model has 6"):
+        mlserve.convert(est, reference=X[:, :3])
+    bad = X.copy()
+    bad[4, 1] = np.nan
+    with pytest.raises(mlserve.ConvertError, match="NaN at row 4, column 1"):
+        mlserve.convert(est, reference=bad)
+    model = mlserve.convert(est, reference=X)
+    with pytest.raises(ValueError, match="X has 5 features, but LinearRegression expects 6"):
+        model.explain(X[:2, :5])
+    with pytest.raises(ValueError, match=r"NaN or infinity \(row 4, column 1\)"):
+        model.explain(bad[:5])
+    with pytest.raises(ValueError, match="one row or a 2-D batch"):
+        model.explain(np.zeros((0, 6)))

@@ -3,8 +3,9 @@
 In-process (Flask's test client): the answers equal the served model's own
 ``explain`` and, for XGBoost models, XGBoost's ``pred_contribs`` (regression
 and multiclass, by name, version and alias), JSON and .npy; every error is a
-400/404/413/415 with a message (a linear model and a recommender cannot
-explain, bad rows, NaN-free checks, options that do not apply). Over a real
+400/404/413/415 with a message (a k-means model and a linear model converted
+without training means cannot explain; bad rows; options that do not apply).
+A linear model fitted by mlserve explains against its stored training means. Over a real
 gunicorn server: the same answers on the wire, and the OpenAPI document lists
 the route.
 """
@@ -21,6 +22,7 @@ from flask import Flask
 from serving_support import Server, fit_regressor
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LinearRegression
 
 import mlserve
 from mlserve.serving import blueprint
@@ -57,7 +59,10 @@ def _publish(root, models):
     store.publish("rf", mlserve.convert(
         RandomForestRegressor(n_estimators=3, max_depth=2, random_state=1).fit(X_REG, Y_REG)
     ))  # fmt: skip
-    store.publish("lin", fit_regressor())
+    store.publish("lin", fit_regressor())  # mlserve's fit stores the training means
+    sk = LinearRegression().fit(X_REG, Y_REG)
+    store.publish("nomeans", mlserve.convert(sk))  # converted without reference=
+    store.publish("km", mlserve.KMeans(2, random_state=0).fit(X_REG))
     return store
 
 
@@ -144,10 +149,25 @@ def test_predict_return_explain_npy(client, models):
 
 def test_models_that_cannot_explain_are_400(client):
     for path, body in [
-        ("/ml/v1/models/lin:explain", {"instances": ROWS[:, :4].tolist()}),
-        ("/ml/predict/lin", {"features": ROWS[0, :4].tolist(), "return": "explain"}),
+        ("/ml/v1/models/km:explain", {"instances": ROWS.tolist()}),
+        ("/ml/predict/km", {"features": ROWS[0].tolist(), "return": "explain"}),
     ]:
-        _error(client.post(path, json=body), 400, "model 'lin' (LinearRegression) cannot explain")
+        _error(client.post(path, json=body), 400, "model 'km' (KMeans) cannot explain")
+    for path, body in [
+        ("/ml/v1/models/nomeans:explain", {"instances": ROWS.tolist()}),
+        ("/ml/predict/nomeans", {"features": ROWS[0].tolist(), "return": "explain"}),
+    ]:
+        _error(client.post(path, json=body), 400, "no training feature means")
+
+
+def test_linear_model_explains_over_http(client):
+    model = fit_regressor()
+    rows = ROWS[:, :4]
+    body = _ok(client.post("/ml/v1/models/lin:explain", json={"instances": rows.tolist()}))
+    got = np.asarray(body["explanations"])
+    mean = np.asarray(model.metadata["training"]["feature_mean"])
+    np.testing.assert_allclose(got[:, :4], (rows - mean) * model.coef_, rtol=1e-12)
+    np.testing.assert_allclose(got.sum(axis=1), model.predict(rows), atol=1e-9)
 
 
 def test_bad_explain_requests(client):
@@ -198,8 +218,8 @@ def test_explain_over_gunicorn(tmp_path, estimators, models):
                                  json={"instances": ROWS.tolist(), "return": "explain"}, timeout=30)  # fmt: skip
         assert response.status_code == 200, response.text
         np.testing.assert_array_equal(response.json()["explanations"], models["xreg"].explain(ROWS))
-        response = requests.post(f"{server.url}/v1/models/lin:explain",
-                                 json={"instances": ROWS[:, :4].tolist()}, timeout=30)  # fmt: skip
+        response = requests.post(f"{server.url}/v1/models/km:explain",
+                                 json={"instances": ROWS.tolist()}, timeout=30)  # fmt: skip
         assert response.status_code == 400 and "cannot explain" in response.json()["error"]
         document = requests.get(f"{server.url}/openapi.json", timeout=30).json()
         assert "/v1/models/{name}:explain" in document["paths"]

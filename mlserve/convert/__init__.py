@@ -6,6 +6,8 @@ the user did not pass a model from.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .._errors import ConvertError
@@ -26,7 +28,7 @@ def supported() -> list[str]:
     return sorted(_CONVERTERS)
 
 
-def convert(estimator, *, dtype=np.float64):
+def convert(estimator, *, dtype=np.float64, reference=None):
     """Turn a fitted model from another library into an mlserve model.
 
     Parameters
@@ -35,6 +37,10 @@ def convert(estimator, *, dtype=np.float64):
     dtype : numpy.float64 or numpy.float32, default=numpy.float64
         Precision the converted model computes in. float32 halves the weights'
         memory; predictions then match the source to float32 precision.
+    reference : array-like of shape (n_samples, n_features), optional
+        Training rows (or a sample of them): their per-feature statistics are
+        stored in the file, as mlserve's own fit stores them (a linear model's
+        ``explain`` needs the means).
 
     Returns
     -------
@@ -51,11 +57,41 @@ def convert(estimator, *, dtype=np.float64):
     for cls in type(estimator).__mro__:
         converter = _CONVERTERS.get(qualified_name(cls))
         if converter is not None:
-            return converter(estimator, dtype)
+            converted = converter(estimator, dtype)
+            if reference is not None:
+                _store_reference(converted, reference)
+            return converted
     raise ConvertError(
         f"mlserve.convert does not support {qualified_name(type(estimator))}; supported: "
         + ", ".join(supported())
     )
+
+
+def _store_reference(converted, reference) -> None:
+    """Store the training statistics of ``reference`` in ``converted``'s metadata."""
+    from .. import _core
+    from .._estimators import _as_feature_matrix, _training_statistics
+    from .._mixins import _by_name
+
+    name = type(converted).__name__
+    try:
+        if type(reference) is not np.ndarray:  # a table: its columns in the model's order
+            reference = _by_name(converted, reference)
+        X, _ = _as_feature_matrix(reference, f"the reference data of {name}")
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(f"reference: {exc}") from None
+    model = converted._fitted_model()
+    meta = json.loads(model.metadata)
+    if X.shape[1] != int(meta["n_features"]):
+        raise ConvertError(
+            f"reference has {X.shape[1]} features, but the model has {meta['n_features']}"
+        )
+    meta["training"] = _training_statistics(X)
+    try:
+        rebuilt = _core.create(meta["kind"], model.arrays(), json.dumps(meta))
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(f"reference= is not supported for {name}: {exc}") from None
+    converted._install(rebuilt)
 
 
 __all__ = ["convert", "supported"]

@@ -1,11 +1,12 @@
 """Explanations over HTTP: V1 ``POST /v1/models/<name>:explain`` and ``"return": "explain"``.
 
 Both run the served model's ``explain`` (per-feature contributions to the raw
-score, the bias last: TreeSHAP for tree ensembles) on the decoded rows. The
+score, the bias last: TreeSHAP for tree ensembles, ``coef * (x - mean)`` for
+linear models) on the decoded rows. The
 answer has one row of ``n_features + 1`` numbers per input row, or
 ``n_outputs`` such rows per input row for multiclass and multi-output models.
-A model that cannot explain (no ``explain``, or a tree file without node
-cover) is a 400 that says so. Explanations bypass the micro-batcher and the
+A model that cannot explain (no ``explain``, a tree file without node
+cover, a linear model without training means) is a 400 that says so. Explanations bypass the micro-batcher and the
 response cache: they are a diagnostic, not the hot path.
 """
 
@@ -30,7 +31,7 @@ def require_explainable(loaded: LoadedModel) -> None:
     if loaded.is_recommender or not callable(getattr(loaded.model, "explain", None)):
         raise BadRequest(
             f"model {loaded.name!r} ({type(loaded.model).__name__}) cannot explain its "
-            "predictions; explanations are available for tree ensembles"
+            "predictions; explanations are available for tree ensembles and linear models"
         )
 
 

@@ -298,7 +298,7 @@ def openapi_document(
             "Predict (TF Serving / KServe V1)", "v1", v1_body, [_NAME_], ok_schema=_V1_OK
         ),
         "/v1/models/{name}:explain": _post(
-            "Explain: per-feature contributions to the raw score, the bias last (tree ensembles)",
+            "Explain: per-feature contributions to the raw score, the bias last (trees, linear)",
             "v1", v1_explain_body, [_NAME_], ok_schema=_V1_EXPLAIN_OK,
         ),
         "/v1/models/{name}/versions/{version}:predict": _post(
