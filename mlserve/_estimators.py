@@ -178,8 +178,9 @@ def _linear_explain(estimator, X) -> np.ndarray:
     intercept = np.asarray(arrays["intercept"], dtype=np.float64)
     coef2 = coef.reshape(-1, n_features)  # (n_outputs, n_features)
     out = np.empty((X.shape[0], coef2.shape[0], n_features + 1))
-    out[:, :, :n_features] = (X - mean)[:, None, :] * coef2[None, :, :]
-    out[:, :, n_features] = coef2 @ mean + intercept
+    with np.errstate(over="ignore", invalid="ignore"):  # huge inputs: inf, as predict gives
+        out[:, :, :n_features] = (X - mean)[:, None, :] * coef2[None, :, :]
+        out[:, :, n_features] = coef2 @ mean + intercept
     return out[:, 0, :] if coef2.shape[0] == 1 else out
 
 

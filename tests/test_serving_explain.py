@@ -194,6 +194,19 @@ def test_bad_explain_requests(client):
                        content_type="application/x-npy"), 400, "")  # fmt: skip
 
 
+def test_explain_limits_and_overflow(tmp_path):
+    store = ModelStore(tmp_path / "models")
+    store.publish("lin", fit_regressor())
+    app = Flask("host")
+    app.config["MLSERVE_MAX_ROWS"] = 3
+    app.register_blueprint(blueprint(store, reload_interval=0))
+    client = app.test_client()
+    _error(client.post("/v1/models/lin:explain", json={"instances": [[0.0] * 4] * 4}),
+           413, "the request has 4 rows; the limit is 3 (MLSERVE_MAX_ROWS)")  # fmt: skip
+    _error(client.post("/predict/lin", json={"features": [1e308] * 4, "return": "explain"}),
+           400, "NaN or infinity")  # fmt: skip
+
+
 def test_openapi_documents_explain(client):
     document = _ok(client.get("/ml/openapi.json"))
     assert "/v1/models/{name}:explain" in document["paths"]
