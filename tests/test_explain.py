@@ -201,3 +201,22 @@ def test_linear_explain_errors():
         model.explain(bad[:5])
     with pytest.raises(ValueError, match="one row or a 2-D batch"):
         model.explain(np.zeros((0, 6)))
+
+
+def test_reference_by_column_name_and_for_trees():
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+
+    X, y = _data("regression")
+    names = [f"f{i}" for i in range(6)]
+    frame = pd.DataFrame(X, columns=names)
+    est = LinearRegression().fit(frame, y)
+    model = mlserve.convert(est, reference=frame[names[::-1]])  # matched by name, not position
+    np.testing.assert_allclose(model.metadata["training"]["feature_mean"], X.mean(axis=0))
+    np.testing.assert_allclose(model.explain(frame[:5]).sum(axis=1), est.predict(frame[:5]), atol=1e-9)
+    # any converted model keeps its predictions and its explanations with reference=
+    forest = RandomForestRegressor(n_estimators=4, max_depth=3, random_state=0).fit(X, y)
+    plain, with_ref = mlserve.convert(forest), mlserve.convert(forest, reference=X)
+    assert with_ref.metadata["training"]["n_samples"] == X.shape[0]
+    np.testing.assert_array_equal(with_ref.predict(X[:9]), plain.predict(X[:9]))
+    np.testing.assert_array_equal(with_ref.explain(X[:9]), plain.explain(X[:9]))
