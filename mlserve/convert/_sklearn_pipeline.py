@@ -186,3 +186,81 @@ def convert_column_transformer(ct):
                            indicator=ind))
         out += n_main + (len(indicator) if indicator is not None else 0)
     return ColumnTransform(names, ops, out, strings)
+
+
+# Final estimators a converted Pipeline may end with (their existing converters run).
+FINAL_ESTIMATORS = (
+    "sklearn.linear_model._base.LinearRegression",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.linear_model._logistic.LogisticRegression",
+)
+
+
+class PipelineModel:
+    """A converted Pipeline([ColumnTransformer, final estimator]).
+
+    predict / predict_proba / decision_function run the C column transform,
+    whose output is the final estimator's input, then the converted final
+    estimator (one of mlserve's own). Not yet storable in one .mls
+    (MLS_KIND_PIPELINE = 7 is reserved for that).
+    """
+
+    def __init__(self, transform, final, step_names):
+        self.transform_ = transform
+        self.final_estimator_ = final
+        self.steps = step_names
+        self.feature_names_in_ = np.asarray(transform.feature_names, dtype=object)
+        self.n_features_in_ = len(transform.feature_names)
+        if hasattr(final, "classes_"):
+            self.classes_ = final.classes_
+
+    def transform(self, X):
+        return self.transform_.transform(X)
+
+    def _final(self, method):
+        fn = getattr(self.final_estimator_, method, None)
+        if fn is None:
+            raise AttributeError(f"{type(self.final_estimator_).__name__} has no {method}")
+        return fn
+
+    def predict(self, X):
+        return self._final("predict")(self.transform(X))
+
+    def predict_proba(self, X):
+        return self._final("predict_proba")(self.transform(X))
+
+    def decision_function(self, X):
+        return self._final("decision_function")(self.transform(X))
+
+
+def convert_pipeline(pipe, dtype, converters):
+    """Pipeline([(name, ColumnTransformer), (name, final estimator)]) -> PipelineModel."""
+    from ._common import qualified_name
+
+    steps = [(n, s) for n, s in getattr(pipe, "steps", []) if s not in (None, "passthrough")]
+    if len(steps) != 2:
+        raise ConvertError("a Pipeline must be (ColumnTransformer, final estimator) yet; got "
+                           + (", ".join(f"{n!r} ({type(s).__name__})" for n, s in steps)
+                              or "no steps"))
+    (tname, ct), (fname, final) = steps
+    if type(ct).__name__ != "ColumnTransformer":
+        raise ConvertError(f"step {tname!r} ({type(ct).__name__}): the first step of a "
+                           "Pipeline must be a ColumnTransformer yet")
+    fqn = qualified_name(type(final))
+    if fqn not in FINAL_ESTIMATORS:
+        raise ConvertError(f"step {fname!r} ({type(final).__name__}): unsupported final "
+                           "estimator; supported: " + ", ".join(
+                               n.rsplit(".", 1)[1] for n in FINAL_ESTIMATORS))
+    transform = convert_column_transformer(ct)
+    converted = converters[fqn](final, dtype)
+    n_in = getattr(converted, "n_features_in_", transform.n_out)
+    if n_in != transform.n_out:
+        raise ConvertError(f"step {fname!r} expects {n_in} features, the ColumnTransformer "
+                           f"{tname!r} gives {transform.n_out}")
+    return PipelineModel(transform, converted, [tname, fname])
+
+
+CONVERTERS = {
+    "sklearn.compose._column_transformer.ColumnTransformer":
+        lambda ct, dtype: convert_column_transformer(ct),
+}
