@@ -320,3 +320,22 @@ def test_convert_pipeline_unsupported_final_step_names_it():
         mlserve.convert(pipe)
     with pytest.raises(mlserve.ConvertError, match="not fitted"):
         mlserve.convert(sk_pipeline(LinearRegression()))
+
+
+@pytest.mark.parametrize("final", ["forest", "gb", "tree"])
+def test_convert_pipeline_tree_final_matches_sklearn(final):
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y, _, y3 = labelled()
+    if final == "gb":
+        pipe = sk_pipeline(GradientBoostingRegressor(n_estimators=20, random_state=0)).fit(X, y)
+        methods = ["predict"]
+    else:
+        est = (RandomForestClassifier(n_estimators=10, random_state=0) if final == "forest"
+               else DecisionTreeClassifier(max_depth=6, random_state=0))
+        pipe = sk_pipeline(est).fit(X, y3)
+        methods = ["predict_proba", "predict"]
+    model = mlserve.convert(pipe)
+    check_methods(pipe, model, X, methods)
+    check_methods(pipe, model, unseen(X), methods)
