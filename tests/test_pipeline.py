@@ -190,6 +190,24 @@ def test_corrupt_transform_tables_give_errors(op, message):
         return
     with pytest.raises((mlserve.ModelFormatError, TypeError, ValueError), match=message):
         _core.transform_apply([op], columns, 2)
+    with pytest.raises((mlserve.ModelFormatError, TypeError, ValueError), match=message):
+        _core.transform_apply(_core.transform_plan([op]), columns, 2)  # tables built once
+
+
+def test_transform_plan_is_reused_and_checked():
+    op = (2, 1, 0, 0, 1, 0, -1, *cats(["a", "b", "c"]), 0, -1.0)
+    plan = _core.transform_plan([op])
+    for values in (["c", None, "zz"], ["a"], []):
+        got = _core.transform_apply(plan, [np.zeros(len(values)),
+                                           np.array(values, dtype=object)], 1)
+        want = [{"a": 0, "b": 1, "c": 2}.get(v, -1) for v in values]
+        np.testing.assert_array_equal(got[:, 0], want)
+    with pytest.raises(TypeError):
+        _core.transform_plan("not a list")
+    import datetime
+
+    with pytest.raises(ValueError):  # a capsule of another kind is refused, not used
+        _core.transform_apply(datetime.datetime_CAPI, [], 1)
 
 
 def test_category_string_and_nullable_dtypes():

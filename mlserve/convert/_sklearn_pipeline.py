@@ -75,6 +75,7 @@ class ColumnTransform:
         self._ops = [(op[0], remap[op[1]], *op[2:]) for op in ops]
         self.n_out = n_out
         self._string = {remap[c] for c in string_columns}
+        self._plan = _core.transform_plan(self._ops)  # category hash tables built once
 
     def _columns(self, X):
         names = self._used
@@ -101,7 +102,7 @@ class ColumnTransform:
         return cols
 
     def transform(self, X):
-        return _core.transform_apply(self._ops, self._columns(X), self.n_out)
+        return _core.transform_apply(self._plan, self._columns(X), self.n_out)
 
 
 def _missing(name):
