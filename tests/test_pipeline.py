@@ -255,7 +255,8 @@ def sk_pipeline(final):
 def check_methods(pipe, model, X, methods):
     for method in methods:
         want = getattr(pipe, method)(X)
-        for given in (X, as_records(X), X[X.columns[::-1]]):
+        columns = {k: X[k].tolist() for k in reversed(X.columns)}
+        for given in (X, as_records(X), X[X.columns[::-1]], columns):
             got = getattr(model, method)(given)
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, err_msg=method)
 
@@ -357,3 +358,15 @@ def test_convert_pipeline_tree_final_matches_sklearn(final):
     model = mlserve.convert(pipe)
     check_methods(pipe, model, X, methods)
     check_methods(pipe, model, unseen(X), methods)
+
+
+def test_convert_pipeline_save_says_not_yet(tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    X, y, _, _ = labelled()
+    pipe = sk_pipeline(LinearRegression()).fit(X, y)
+    with pytest.raises(TypeError, match="Pipeline cannot be saved"):
+        mlserve.save(mlserve.convert(pipe), tmp_path / "p.mls")
+    with pytest.raises(TypeError, match="ColumnTransformer cannot be saved"):
+        mlserve.save(mlserve.convert(pipe.named_steps["prep"]), tmp_path / "c.mls")
+    assert not list(tmp_path.iterdir())

@@ -67,6 +67,8 @@ def _steps(transformer, name):
 class ColumnTransform:
     """A converted ColumnTransformer: transform(X) -> float64 (n, n_out)."""
 
+    _save_unsupported = "a converted ColumnTransformer cannot be saved to one .mls yet"
+
     def __init__(self, feature_names, ops, n_out, string_columns):
         self.feature_names = list(feature_names)
         used = sorted({op[1] for op in ops})  # dropped columns are not read
@@ -211,6 +213,9 @@ class PipelineModel:
     estimator (one of mlserve's own). Not yet storable in one .mls
     (MLS_KIND_PIPELINE = 7 is reserved for that).
     """
+
+    _save_unsupported = ("a converted Pipeline cannot be saved to one .mls yet; keep the "
+                         "scikit-learn pipeline and convert it when loading")
 
     def __init__(self, transform, final, step_names):
         self.transform_ = transform
