@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 import time
@@ -291,3 +292,81 @@ def test_closed_client_refuses_calls(served):
     c.close()
     with pytest.raises(mlserve.ClientError, match="closed"):
         c.health()
+
+
+class _Canned(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with one canned (status, headers, body); sleeps `delay` s first."""
+
+    answer: tuple[int, dict, bytes]
+    delay = 0.0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        time.sleep(self.delay)
+        status, headers, body = self.answer
+        self.send_response(status)
+        for key, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _canned(status, headers, body, delay=0.0):
+    handler = type("Handler", (_Canned,), {"answer": (status, headers, body), "delay": delay})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+V2 = {"Content-Type": "application/octet-stream"}
+
+
+def _v2_answer(datatype, shape, size, raw):
+    tensor = {"name": "predict", "shape": shape, "datatype": datatype}
+    tensor["parameters"] = {"binary_data_size": size}
+    header = json.dumps({"outputs": [tensor]}).encode()
+    return {**V2, "Inference-Header-Content-Length": str(len(header))}, header + raw
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "message"),
+    [
+        (200, {}, b"not json", "malformed V2 answer"),
+        (200, {**V2, "Inference-Header-Content-Length": "999"}, b"{}", "malformed V2 answer"),
+        (200, {}, b'{"outputs": [{"name": "other", "shape": [1], "data": [1]}]}', "no output"),
+        # a tensor that declares more bytes than the body holds
+        (200, *_v2_answer("FP64", [4], 32, b"\0" * 8), "past the end"),
+        # a BYTES element whose length runs past its tensor
+        (200, *_v2_answer("BYTES", [1], 4, b"\xff\xff\xff\x7f"), "past the end"),
+        (500, {}, b"<html>oops</html>", "oops"),
+    ],
+)
+def test_malformed_answers_are_client_errors(status, headers, body, message):
+    server = _canned(status, headers, body)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with mlserve.Client(url, retries=0) as c:
+            with pytest.raises(mlserve.ClientError, match=message) as info:
+                c.predict("m", np.ones((1, 4)))
+            assert info.value.status == status
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_slow_server_is_a_timeout_client_error():
+    server = _canned(200, {}, b"{}", delay=2.0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with mlserve.Client(url, timeout=0.3, retries=2) as c:
+            start = time.monotonic()
+            with pytest.raises(mlserve.ClientError, match="no answer within 0.3 s") as info:
+                c.predict("m", np.ones((1, 4)))
+            assert info.value.status is None
+            assert time.monotonic() - start < 1.5  # a read timeout is not retried
+    finally:
+        server.shutdown()
+        server.server_close()
