@@ -318,14 +318,15 @@ def _jsonable(value: Any) -> Any:
 def _reason(exc: Exception) -> str:
     """The innermost cause of a requests.ConnectionError (e.g. Connection refused)."""
     reason: Any = exc
-    while True:
+    for _ in range(10):  # bounded: a cause chain could loop
         inner = getattr(reason, "reason", None) or (
             reason.args[0] if getattr(reason, "args", None) and isinstance(reason.args[0], Exception)
             else None
         )
         if inner is None or inner is reason:
-            return str(reason)
+            break
         reason = inner
+    return str(reason)
 
 
 def _retry_after(response: requests.Response) -> float:
