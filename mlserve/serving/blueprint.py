@@ -797,7 +797,7 @@ def _v2_infer(name: str, version: str | None = None) -> Response:
     timings = Timings()
     _require_mimetype(req, JSON, OCTET)
     body = _read_body(req, state)
-    loaded = _select(state, record, name, version)
+    loaded = _select(state, record, name, version, req.args.get("alias"))  # ?alias=: mlserve's
     if loaded.is_recommender:
         return _v2_recommend(req, state, record, loaded, body, start, timings)
     decoded = codecs.decode_v2(body, req.headers.get("Inference-Header-Content-Length"), loaded)
