@@ -366,3 +366,27 @@ def test_hooks_over_gunicorn(tmp_path, store, model, monkeypatch):
     log = "".join(server.log)
     assert "the preprocessor of model 'churn' failed (request id gunicorn-hook-7)" in log
     assert "RuntimeError: hook bug" in log
+
+
+def test_cache_stores_the_model_input_and_the_postprocessor_runs_on_hits(store, model):
+    """The cache sits between the hooks: keyed by the preprocessor's rows, and a hit
+    still goes through the postprocessor."""
+    bp = blueprint(store, reload_interval=0)
+    bp.preprocessor("churn")(features)
+    calls = []
+
+    @bp.postprocessor("churn")
+    def answer(prediction):
+        calls.append(prediction)
+        return {"labels": prediction["predictions"]}
+
+    client = make_app(bp, MLSERVE_CACHE="memory").test_client()
+    rows = np.array([[CUSTOMER[f] for f in FIELDS]])
+    expected = {"labels": model.predict(rows).tolist()}
+    first = client.post("/ml/predict/churn", json={"customers": [CUSTOMER]})
+    # the same customer with its fields in another order: the same rows, one entry
+    reordered = dict(reversed(CUSTOMER.items()))
+    second = client.post("/ml/predict/churn", json={"customers": [reordered]})
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("miss", "hit")
+    assert first.get_json() == second.get_json() == expected
+    assert len(calls) == 2

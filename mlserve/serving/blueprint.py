@@ -1075,10 +1075,11 @@ def _simple_predict(name: str) -> Response:
     body = _read_body(req, state)
     loaded = _select(state, record, name, *_parse_query_ref(req))
     hooks = state.hooks
+    hooked = hooks is not None and (hooks.pre or hooks.post)  # no method call when none
     if mimetype == NPY:
         outputs = codecs.outputs_for_return(req.args.get("return"), loaded)
         decoded = codecs.decode_npy(body, loaded, outputs, max_rows=state.config.max_rows)
-    elif hooks:  # custom hooks (mlserve.serving.hooks), in this thread, outside the batcher
+    elif hooked:  # custom hooks (mlserve.serving.hooks), in this thread, outside the batcher
         payload = hooks.preprocess(name, codecs.decode_json(body), record.request_id)
         decoded = codecs.decode_simple_json(payload, loaded)
     else:
@@ -1086,7 +1087,7 @@ def _simple_predict(name: str) -> Response:
     timings.decode = _since(start)
     results = _predict(state, record, loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
-    if hooks and name in hooks.post:
+    if hooked and name in hooks.post:
         response = _postprocessed(hooks, name, loaded, results, decoded, record)
         timings.encode = _since(start)
         return _finish(response, loaded, timings)
