@@ -34,6 +34,7 @@ from mlserve.serving.errors import (
     render_error,
 )
 from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS
+from mlserve.serving.hooks import ServingBlueprint
 from mlserve.serving.metrics import (
     MULTIPROC_ENV,
     REQUEST_ID_HEADER,
@@ -90,7 +91,7 @@ def blueprint(
     default_alias: str | None = None,
     warmup: bool | None = None,
     admin_enabled: bool | None = None,
-) -> Blueprint:
+) -> ServingBlueprint:
     """A Flask blueprint that serves the models of ``store``.
 
     Parameters
@@ -103,6 +104,12 @@ def blueprint(
         Override the app's ``MLSERVE_MAX_BODY_BYTES``, ``MLSERVE_RELOAD_INTERVAL``,
         ``MLSERVE_DEFAULT_MODEL``, ``MLSERVE_DEFAULT_ALIAS``, ``MLSERVE_WARMUP``
         and ``MLSERVE_ADMIN_ENABLED`` (see :data:`mlserve.serving.config.DEFAULTS`).
+
+    Returns
+    -------
+    ServingBlueprint
+        A Flask Blueprint with ``preprocessor(model)`` / ``postprocessor(model)``
+        decorators for custom hooks around ``/predict/<model>`` (mlserve.serving.hooks).
 
     Examples
     --------
@@ -118,7 +125,7 @@ def blueprint(
         "MLSERVE_WARMUP": warmup,
         "MLSERVE_ADMIN_ENABLED": admin_enabled,
     }
-    bp = Blueprint(name, __name__, cli_group=name)
+    bp = ServingBlueprint(name, __name__, cli_group=name)
 
     @bp.record
     def _create_state(setup: Any) -> None:
@@ -127,6 +134,7 @@ def blueprint(
         state = ServingState(store, config)
         state.guard = Guard(config)
         state.request_metrics = RequestMetrics(INFERENCE_ENDPOINTS)
+        state.hooks = bp.hooks  # the same object: hooks added after registering count too
         state.refresh()
         setup.app.extensions.setdefault(EXTENSION_KEY, {})[key] = state
 
@@ -1066,20 +1074,46 @@ def _simple_predict(name: str) -> Response:
     mimetype = _require_mimetype(req, JSON, NPY)
     body = _read_body(req, state)
     loaded = _select(state, record, name, *_parse_query_ref(req))
+    hooks = state.hooks
+    hooked = hooks is not None and (hooks.pre or hooks.post)  # no method call when none
     if mimetype == NPY:
         outputs = codecs.outputs_for_return(req.args.get("return"), loaded)
         decoded = codecs.decode_npy(body, loaded, outputs, max_rows=state.config.max_rows)
+    elif hooked:  # custom hooks (mlserve.serving.hooks), in this thread, outside the batcher
+        payload = hooks.preprocess(name, codecs.decode_json(body), record.request_id)
+        decoded = codecs.decode_simple_json(payload, loaded)
     else:
         decoded = codecs.decode_simple_json(codecs.decode_json(body), loaded)
     timings.decode = _since(start)
     results = _predict(state, record, loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
+    if hooked and name in hooks.post:
+        response = _postprocessed(hooks, name, loaded, results, decoded, record)
+        timings.encode = _since(start)
+        return _finish(response, loaded, timings)
     if req.accept_mimetypes.best_match([JSON, NPY], default=JSON) == NPY and _wants_npy(req):
         response = Response(codecs.encode_npy(results), mimetype=NPY)
     else:
         response = _predict_response(codecs.encode_simple(results, decoded, name, loaded.version))
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
+
+
+def _postprocessed(
+    hooks: Any, name: str, loaded: LoadedModel, results: dict[str, np.ndarray],
+    decoded: Any, record: RequestRecord,
+) -> Response:  # fmt: skip
+    """The response of model ``name``'s postprocessor (mlserve.serving.hooks)."""
+    prediction = codecs.encode_simple(results, decoded, name, loaded.version)
+    answer = hooks.postprocess(name, prediction, record.request_id)
+    if isinstance(answer, Response):
+        return answer
+    try:
+        return _predict_response(answer)
+    except BadRequest:
+        raise  # NaN or infinity in the answer: encode_json's own 400
+    except Exception as exc:  # not JSON-able: the hook's bug, a 500
+        raise hooks.failed("postprocessor", name, record.request_id, exc) from exc
 
 
 # ------------------------------------------------------------- recommenders
