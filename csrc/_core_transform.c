@@ -65,6 +65,86 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
     return 0;
 }
 
+/* A parsed transform: its ops, the Python objects their categories point
+ * into, and the category hash tables built once (a capsule's pointer). */
+typedef struct plan {
+    Py_ssize_t n_ops;
+    mls_transform_op *ops;
+    op_keep *keep;
+    mls_transform_tables *tables;
+} plan;
+
+#define PLAN_CAPSULE "mlserve._core.transform_plan"
+
+static void plan_free(plan *p)
+{
+    if (p == NULL) return;
+    if (p->keep != NULL)
+        for (Py_ssize_t i = 0; i < p->n_ops; i++) {
+            Py_XDECREF(p->keep[i].cat_bytes);
+            Py_XDECREF(p->keep[i].offsets);
+        }
+    mls_transform_tables_free(p->tables);
+    free(p->ops);
+    free(p->keep);
+    free(p);
+}
+
+static void plan_capsule_free(PyObject *capsule)
+{
+    plan_free(PyCapsule_GetPointer(capsule, PLAN_CAPSULE));
+}
+
+/* Parse a list of op tuples; tables too when build_tables. NULL with an exception. */
+static plan *plan_parse(PyObject *module, PyObject *ops_obj, int build_tables)
+{
+    if (!PyList_Check(ops_obj)) {
+        PyErr_SetString(PyExc_TypeError, "ops must be a list");
+        return NULL;
+    }
+    Py_ssize_t n_ops = PyList_GET_SIZE(ops_obj);
+    plan *p = calloc(1, sizeof(*p));
+    if (p == NULL) return (plan *)PyErr_NoMemory();
+    p->ops = calloc((size_t)n_ops + 1, sizeof(*p->ops));
+    p->keep = calloc((size_t)n_ops + 1, sizeof(*p->keep));
+    if (p->ops == NULL || p->keep == NULL) {
+        plan_free(p);
+        return (plan *)PyErr_NoMemory();
+    }
+    p->n_ops = n_ops;
+    for (Py_ssize_t i = 0; i < n_ops; i++)
+        if (parse_op(PyList_GET_ITEM(ops_obj, i), &p->ops[i], &p->keep[i], i) < 0) {
+            plan_free(p);
+            return NULL;
+        }
+    if (build_tables) {
+        mls_error err = {0};
+        mls_status st;
+        Py_BEGIN_ALLOW_THREADS
+        st = mls_transform_tables_build(p->ops, n_ops, &p->tables, &err);
+        Py_END_ALLOW_THREADS
+        if (st != MLS_STATUS_OK) {
+            plan_free(p);
+            mls_raise_from_error(module, &err);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+PyDoc_STRVAR(transform_plan_doc,
+             "transform_plan(ops, /)\n--\n\n"
+             "Parse ops (see transform_apply) and build their category hash tables once; "
+             "the result is passed to transform_apply in place of ops.\n");
+static PyObject *transform_plan(PyObject *module, PyObject *ops_obj)
+{
+    plan *p = plan_parse(module, ops_obj, 1);
+    if (p == NULL) return NULL;
+    PyObject *capsule = PyCapsule_New(p, PLAN_CAPSULE, plan_capsule_free);
+    if (capsule == NULL) plan_free(p);
+    return capsule;
+}
+
 /* Values of an object array as UTF-8 views; None and float NaN are missing. */
 static int string_column(PyArrayObject *a, npy_intp n_rows, mls_str *outv, Py_ssize_t c)
 {
@@ -91,6 +171,7 @@ static int string_column(PyArrayObject *a, npy_intp n_rows, mls_str *outv, Py_ss
 
 PyDoc_STRVAR(transform_apply_doc,
              "transform_apply(ops, columns, n_out, /)\n--\n\n"
+             "ops: a list of op tuples or a transform_plan(ops). "
              "Column transforms in one C call. columns: 1-d arrays of one length, float64 "
              "(numeric) or object (strings, None/NaN missing). ops: tuples (kind, in_col, "
              "out_col, fill, mul, add, indicator_col, categories_bytes, offsets, unknown_mode, "
@@ -100,28 +181,32 @@ static PyObject *transform_apply(PyObject *module, PyObject *args)
     PyObject *ops_obj, *cols_obj;
     long long n_out;
     if (!PyArg_ParseTuple(args, "OOL:transform_apply", &ops_obj, &cols_obj, &n_out)) return NULL;
-    if (!PyList_Check(ops_obj) || !PyList_Check(cols_obj)) {
-        PyErr_SetString(PyExc_TypeError, "ops and columns must be lists");
+    if (!PyList_Check(cols_obj)) {
+        PyErr_SetString(PyExc_TypeError, "columns must be a list");
         return NULL;
     }
     if (n_out < 0) {
         PyErr_SetString(PyExc_ValueError, "n_out must be >= 0");
         return NULL;
     }
-    Py_ssize_t n_ops = PyList_GET_SIZE(ops_obj), n_cols = PyList_GET_SIZE(cols_obj);
+    plan *owned = NULL, *pl;
+    if (PyCapsule_CheckExact(ops_obj)) {
+        pl = PyCapsule_GetPointer(ops_obj, PLAN_CAPSULE);
+        if (pl == NULL) return NULL;
+    } else {
+        pl = owned = plan_parse(module, ops_obj, 0);
+        if (pl == NULL) return NULL;
+    }
+    Py_ssize_t n_ops = pl->n_ops, n_cols = PyList_GET_SIZE(cols_obj);
     PyObject *result = NULL;
-    mls_transform_op *ops = calloc((size_t)n_ops + 1, sizeof(*ops));
-    op_keep *keep = calloc((size_t)n_ops + 1, sizeof(*keep));
     PyArrayObject **arrays = calloc((size_t)n_cols + 1, sizeof(*arrays));
     const double **num = calloc((size_t)n_cols + 1, sizeof(*num));
     const mls_str **strs = calloc((size_t)n_cols + 1, sizeof(*strs));
     npy_intp n_rows = -1;
-    if (ops == NULL || keep == NULL || arrays == NULL || num == NULL || strs == NULL) {
+    if (arrays == NULL || num == NULL || strs == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n_ops; i++)
-        if (parse_op(PyList_GET_ITEM(ops_obj, i), &ops[i], &keep[i], i) < 0) goto done;
     for (Py_ssize_t c = 0; c < n_cols; c++) {
         PyObject *col = PyList_GET_ITEM(cols_obj, c);
         PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(col);
@@ -162,8 +247,8 @@ static PyObject *transform_apply(PyObject *module, PyObject *args)
     mls_error err = {0};
     mls_status st;
     Py_BEGIN_ALLOW_THREADS
-    st = mls_transform_apply(ops, n_ops, n_rows, num, strs, n_cols, PyArray_DATA(out), n_out,
-                             &err);
+    st = mls_transform_apply_tables(pl->ops, n_ops, pl->tables, n_rows, num, strs, n_cols,
+                                    PyArray_DATA(out), n_out, &err);
     Py_END_ALLOW_THREADS
     if (st != MLS_STATUS_OK) {
         Py_DECREF(out);
@@ -172,17 +257,11 @@ static PyObject *transform_apply(PyObject *module, PyObject *args)
     }
     result = (PyObject *)out;
 done:
-    if (keep != NULL)
-        for (Py_ssize_t i = 0; i < n_ops; i++) {
-            Py_XDECREF(keep[i].cat_bytes);
-            Py_XDECREF(keep[i].offsets);
-        }
+    plan_free(owned);
     if (arrays != NULL)
         for (Py_ssize_t c = 0; c < n_cols; c++) Py_XDECREF(arrays[c]);
     if (strs != NULL)
         for (Py_ssize_t c = 0; c < n_cols; c++) free((void *)strs[c]);
-    free(ops);
-    free(keep);
     free(arrays);
     free(num);
     free(strs);
@@ -191,5 +270,6 @@ done:
 
 PyMethodDef mls_transform_methods[] = {
     {"transform_apply", transform_apply, METH_VARARGS, transform_apply_doc},
+    {"transform_plan", transform_plan, METH_O, transform_plan_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -2,6 +2,7 @@
 #include "mls_transform.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,26 @@ static int64_t table_find(const mls_transform_op *op, const cat_table *t, mls_st
     }
 }
 
+static mls_status check_categories(const mls_transform_op *op, int64_t i, mls_error *err)
+{
+    if (op->n_categories < 0 || op->n_categories > (INT64_C(1) << 40) ||
+        op->cat_offsets == NULL || op->cat_bytes_len < 0)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: bad categories",
+                             (long long)i);
+    if (op->cat_offsets[0] != 0)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "transform %lld: category offsets must start at 0", (long long)i);
+    for (int64_t c = 0; c < op->n_categories; c++)
+        if (op->cat_offsets[c + 1] < op->cat_offsets[c] ||
+            op->cat_offsets[c + 1] > op->cat_bytes_len)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "transform %lld: category offset %lld out of order or "
+                                 "past the %lld bytes",
+                                 (long long)i, (long long)c + 1,
+                                 (long long)op->cat_bytes_len);
+    return MLS_STATUS_OK;
+}
+
 static mls_status check_op(const mls_transform_op *op, int64_t i, const double *const *num_cols,
                            const mls_str *const *str_cols, int64_t n_in_cols, int64_t n_out_cols,
                            mls_error *err)
@@ -76,21 +97,8 @@ static mls_status check_op(const mls_transform_op *op, int64_t i, const double *
             return mls_error_set(err, MLS_STATUS_ERR_TYPE,
                                  "transform %lld: input column %lld is not a string column",
                                  (long long)i, (long long)op->in_col);
-        if (op->n_categories < 0 || op->n_categories > (INT64_C(1) << 40) ||
-            op->cat_offsets == NULL || op->cat_bytes_len < 0)
-            return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: bad categories",
-                                 (long long)i);
-        if (op->cat_offsets[0] != 0)
-            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
-                                 "transform %lld: category offsets must start at 0", (long long)i);
-        for (int64_t c = 0; c < op->n_categories; c++)
-            if (op->cat_offsets[c + 1] < op->cat_offsets[c] ||
-                op->cat_offsets[c + 1] > op->cat_bytes_len)
-                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
-                                     "transform %lld: category offset %lld out of order or "
-                                     "past the %lld bytes",
-                                     (long long)i, (long long)c + 1,
-                                     (long long)op->cat_bytes_len);
+        mls_status st = check_categories(op, i, err);
+        if (st != MLS_STATUS_OK) return st;
         if (op->kind == MLS_TRANSFORM_ONEHOT) width = op->n_categories;
     } else {
         return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: unknown kind %d",
@@ -104,13 +112,74 @@ static mls_status check_op(const mls_transform_op *op, int64_t i, const double *
     return MLS_STATUS_OK;
 }
 
+struct mls_transform_tables {
+    int64_t n_ops;
+    cat_table *tables; /* n_ops; slots NULL for numeric ops */
+    int64_t *n_categories;
+};
+
+void mls_transform_tables_free(mls_transform_tables *t)
+{
+    if (t == NULL) return;
+    if (t->tables != NULL)
+        for (int64_t i = 0; i < t->n_ops; i++) free(t->tables[i].slots);
+    free(t->tables);
+    free(t->n_categories);
+    free(t);
+}
+
+mls_status mls_transform_tables_build(const mls_transform_op *ops, int64_t n_ops,
+                                      mls_transform_tables **out, mls_error *err)
+{
+    *out = NULL;
+    if (n_ops < 0 || (uint64_t)n_ops > SIZE_MAX / sizeof(cat_table) - 1)
+        return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "bad number of transforms %lld",
+                             (long long)n_ops);
+    mls_transform_tables *t = calloc(1, sizeof(*t));
+    if (t == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "category tables");
+    t->n_ops = n_ops;
+    t->tables = calloc((size_t)n_ops + 1, sizeof(cat_table));
+    t->n_categories = calloc((size_t)n_ops + 1, sizeof(int64_t));
+    if (t->tables == NULL || t->n_categories == NULL) {
+        mls_transform_tables_free(t);
+        return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "category tables");
+    }
+    for (int64_t i = 0; i < n_ops; i++) {
+        const mls_transform_op *op = &ops[i];
+        if (op->kind != MLS_TRANSFORM_ONEHOT && op->kind != MLS_TRANSFORM_ORDINAL) continue;
+        mls_status st = check_categories(op, i, err);
+        if (st == MLS_STATUS_OK) st = table_build(op, &t->tables[i], err);
+        if (st != MLS_STATUS_OK) {
+            mls_transform_tables_free(t);
+            return st;
+        }
+        t->n_categories[i] = op->n_categories;
+    }
+    *out = t;
+    return MLS_STATUS_OK;
+}
+
 mls_status mls_transform_apply(const mls_transform_op *ops, int64_t n_ops, int64_t n_rows,
                                const double *const *num_cols, const mls_str *const *str_cols,
                                int64_t n_in_cols, double *out, int64_t n_out_cols,
                                mls_error *err)
 {
+    return mls_transform_apply_tables(ops, n_ops, NULL, n_rows, num_cols, str_cols, n_in_cols,
+                                      out, n_out_cols, err);
+}
+
+mls_status mls_transform_apply_tables(const mls_transform_op *ops, int64_t n_ops,
+                                      const mls_transform_tables *tables, int64_t n_rows,
+                                      const double *const *num_cols,
+                                      const mls_str *const *str_cols, int64_t n_in_cols,
+                                      double *out, int64_t n_out_cols, mls_error *err)
+{
     if (n_ops < 0 || n_rows < 0 || n_in_cols < 0 || n_out_cols < 0)
         return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "negative size");
+    if (tables != NULL && tables->n_ops != n_ops)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "category tables built for %lld transforms, given %lld",
+                             (long long)tables->n_ops, (long long)n_ops);
     for (int64_t i = 0; i < n_ops; i++) {
         mls_status st = check_op(&ops[i], i, num_cols, str_cols, n_in_cols, n_out_cols, err);
         if (st != MLS_STATUS_OK) return st;
@@ -129,14 +198,23 @@ mls_status mls_transform_apply(const mls_transform_op *ops, int64_t n_ops, int64
             continue;
         }
         cat_table t = {0};
-        mls_status st = table_build(op, &t, err);
-        if (st != MLS_STATUS_OK) return st;
+        int own = tables == NULL;
+        if (own) {
+            mls_status st = table_build(op, &t, err);
+            if (st != MLS_STATUS_OK) return st;
+        } else {
+            if (tables->n_categories[i] != op->n_categories || tables->tables[i].slots == NULL)
+                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                     "transform %lld: category table does not match",
+                                     (long long)i);
+            t = tables->tables[i];
+        }
         const mls_str *x = str_cols[op->in_col];
         for (int64_t r = 0; r < n_rows; r++) {
             double *row = out + r * n_out_cols;
             int64_t c = table_find(op, &t, x[r]);
             if (c < 0 && op->unknown_mode == MLS_UNKNOWN_ERROR) {
-                free(t.slots);
+                if (own) free(t.slots);
                 return mls_error_set(err, MLS_STATUS_ERR_VALUE,
                                      "row %lld, input column %lld: %s category", (long long)r,
                                      (long long)op->in_col,
@@ -149,7 +227,7 @@ mls_status mls_transform_apply(const mls_transform_op *ops, int64_t n_ops, int64
                 row[op->out_col] = c >= 0 ? (double)c : op->unknown_value;
             }
         }
-        free(t.slots);
+        if (own) free(t.slots);
     }
     return MLS_STATUS_OK;
 }

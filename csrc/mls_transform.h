@@ -12,7 +12,9 @@
  *       (MLS_UNKNOWN_IGNORE) or an error (MLS_UNKNOWN_ERROR).
  *   MLS_TRANSFORM_ORDINAL: string column; out[out_col] = index of the
  *       category, unknown/missing: unknown_value or an error.
- * Categories are looked up in an open-addressing hash table built per call.
+ * Categories are looked up in an open-addressing hash table, built per call
+ * by mls_transform_apply or once per model by mls_transform_tables_build
+ * (then given to mls_transform_apply_tables with the same ops).
  * Every column index and count is checked before use.
  */
 #ifndef MLS_TRANSFORM_H
@@ -50,5 +52,19 @@ mls_status mls_transform_apply(const mls_transform_op *ops, int64_t n_ops, int64
                                const double *const *num_cols, const mls_str *const *str_cols,
                                int64_t n_in_cols, double *out, int64_t n_out_cols,
                                mls_error *err);
+
+/* The category hash tables of ops, built once (categories checked first).
+ * The ops' category bytes and offsets must outlive the tables. */
+typedef struct mls_transform_tables mls_transform_tables;
+mls_status mls_transform_tables_build(const mls_transform_op *ops, int64_t n_ops,
+                                      mls_transform_tables **out, mls_error *err);
+void mls_transform_tables_free(mls_transform_tables *t);
+/* mls_transform_apply with tables from mls_transform_tables_build(ops, n_ops)
+ * (NULL: built per call). */
+mls_status mls_transform_apply_tables(const mls_transform_op *ops, int64_t n_ops,
+                                      const mls_transform_tables *tables, int64_t n_rows,
+                                      const double *const *num_cols,
+                                      const mls_str *const *str_cols, int64_t n_in_cols,
+                                      double *out, int64_t n_out_cols, mls_error *err);
 
 #endif /* MLS_TRANSFORM_H */

@@ -106,6 +106,8 @@ _LAZY = {
     "ModelStore": ("mlserve.store", "ModelStore"),
     "blueprint": ("mlserve.serving", "blueprint"),
     "MLServe": ("mlserve.serving", "MLServe"),
+    "Client": ("mlserve.client", "Client"),
+    "ClientError": ("mlserve.client", "ClientError"),
 }
 
 
@@ -126,6 +128,8 @@ def __dir__():
 
 __all__ = [
     "ALS",
+    "Client",
+    "ClientError",
     "ConvergenceWarning",
     "ConvertError",
     "DataConversionWarning",

@@ -16,6 +16,9 @@ def save(model: _MLServeEstimator, path: str | os.PathLike) -> None:
     which is fsync'ed and renamed over ``path``, so a crash never leaves a
     half-written model there.
     """
+    unsupported = getattr(model, "_save_unsupported", None)  # e.g. a converted Pipeline
+    if unsupported is not None:
+        raise TypeError(f"mlserve.save: {unsupported}")
     if not isinstance(model, _MLServeEstimator):
         raise TypeError(
             f"mlserve.save expects an mlserve model, got {type(model).__name__}; "

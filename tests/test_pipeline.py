@@ -190,6 +190,24 @@ def test_corrupt_transform_tables_give_errors(op, message):
         return
     with pytest.raises((mlserve.ModelFormatError, TypeError, ValueError), match=message):
         _core.transform_apply([op], columns, 2)
+    with pytest.raises((mlserve.ModelFormatError, TypeError, ValueError), match=message):
+        _core.transform_apply(_core.transform_plan([op]), columns, 2)  # tables built once
+
+
+def test_transform_plan_is_reused_and_checked():
+    op = (2, 1, 0, 0, 1, 0, -1, *cats(["a", "b", "c"]), 0, -1.0)
+    plan = _core.transform_plan([op])
+    for values in (["c", None, "zz"], ["a"], []):
+        got = _core.transform_apply(plan, [np.zeros(len(values)),
+                                           np.array(values, dtype=object)], 1)
+        want = [{"a": 0, "b": 1, "c": 2}.get(v, -1) for v in values]
+        np.testing.assert_array_equal(got[:, 0], want)
+    with pytest.raises(TypeError):
+        _core.transform_plan("not a list")
+    import datetime
+
+    with pytest.raises(ValueError):  # a capsule of another kind is refused, not used
+        _core.transform_apply(datetime.datetime_CAPI, [], 1)
 
 
 def test_category_string_and_nullable_dtypes():
@@ -201,3 +219,154 @@ def test_category_string_and_nullable_dtypes():
     Y["plan"] = Y["plan"].astype("string")
     np.testing.assert_allclose(convert_column_transformer(ct).transform(Y), ct.transform(X),
                                rtol=1e-6, atol=1e-9)
+
+
+# mlserve.convert(Pipeline | ColumnTransformer): the C transform then the converted final model
+
+
+def labelled(n=300, seed=1):
+    X = frame(n, seed)
+    X["city"] = X["city"].fillna("unknown")
+    rng = np.random.default_rng(seed)
+    score = (np.nan_to_num(X["age"].to_numpy(), nan=40.0) / 10
+             + (X["city"] == "paris") * 2.0 + rng.normal(0, 0.5, n))
+    return X, score, (score > np.median(score)).astype(int), np.digitize(score, [4.5, 5.5])
+
+
+def unseen(X):
+    Y = X.head(20).copy()
+    Y.loc[Y.index[:5], "city"] = "atlantis"
+    Y.loc[Y.index[3:8], "plan"] = "p999"
+    Y.loc[Y.index[6:10], "age"] = np.nan
+    return Y
+
+
+def as_records(X):
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+            for r in X.to_dict("records")]
+
+
+def sk_pipeline(final):
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("prep", realistic()), ("model", final)])
+
+
+def check_methods(pipe, model, X, methods):
+    for method in methods:
+        want = getattr(pipe, method)(X)
+        columns = {k: X[k].tolist() for k in reversed(X.columns)}
+        for given in (X, as_records(X), X[X.columns[::-1]], columns):
+            got = getattr(model, method)(given)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, err_msg=method)
+
+
+@pytest.mark.parametrize("final", ["linear", "ridge"])
+def test_convert_pipeline_regressor_matches_sklearn(final):
+    from sklearn.linear_model import LinearRegression, Ridge
+
+    X, y, _, _ = labelled()
+    pipe = sk_pipeline(LinearRegression() if final == "linear" else Ridge(alpha=0.7)).fit(X, y)
+    model = mlserve.convert(pipe)
+    check_methods(pipe, model, X, ["predict"])
+    check_methods(pipe, model, unseen(X), ["predict"])
+    assert list(model.feature_names_in_) == list(X.columns)
+
+
+@pytest.mark.parametrize("multiclass", [False, True])
+def test_convert_pipeline_logistic_matches_sklearn(multiclass):
+    from sklearn.linear_model import LogisticRegression
+
+    X, _, y2, y3 = labelled()
+    y = y3 if multiclass else y2
+    pipe = sk_pipeline(LogisticRegression(max_iter=2000)).fit(X, y)
+    model = mlserve.convert(pipe)
+    methods = ["predict_proba", "decision_function", "predict"]
+    check_methods(pipe, model, X, methods)
+    check_methods(pipe, model, unseen(X), methods)
+    np.testing.assert_array_equal(model.classes_, pipe.classes_)
+
+
+def test_convert_pipeline_string_labels_and_float32():
+    from sklearn.linear_model import LogisticRegression
+
+    X, _, y2, _ = labelled()
+    labels = np.where(y2 == 1, "churn", "stay")
+    pipe = sk_pipeline(LogisticRegression(max_iter=2000)).fit(X, labels)
+    model = mlserve.convert(pipe)
+    np.testing.assert_array_equal(model.predict(as_records(X)), pipe.predict(X))
+    small = mlserve.convert(pipe, dtype=np.float32)
+    np.testing.assert_allclose(small.predict_proba(X), pipe.predict_proba(X), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_convert_column_transformer_matches_sklearn():
+    X, _, _, _ = labelled()
+    ct = realistic().fit(X)
+    model = mlserve.convert(ct)
+    for given in (unseen(X), as_records(unseen(X))):
+        np.testing.assert_allclose(model.transform(given), ct.transform(unseen(X)),
+                                   rtol=1e-6, atol=1e-9)
+
+
+def test_convert_pipeline_missing_column_is_named():
+    from sklearn.linear_model import LinearRegression
+
+    X, y, _, _ = labelled()
+    model = mlserve.convert(sk_pipeline(LinearRegression()).fit(X, y))
+    with pytest.raises(ValueError, match="'income'"):
+        model.predict(X.drop(columns=["income"]))
+    with pytest.raises(AttributeError, match="predict_proba"):
+        model.predict_proba(X)
+
+
+def test_convert_pipeline_unsupported_final_step_names_it():
+    from sklearn.pipeline import Pipeline
+    from sklearn.svm import SVR
+
+    X, y, _, _ = labelled()
+    with pytest.raises(mlserve.ConvertError, match=r"'model' \(SVR\)"):
+        mlserve.convert(sk_pipeline(SVR()).fit(X, y))
+    num = X[["age", "income"]].fillna(0.0)
+    from sklearn.linear_model import LinearRegression
+
+    pipe = Pipeline([("scale", StandardScaler()), ("model", LinearRegression())]).fit(num, y)
+    with pytest.raises(mlserve.ConvertError, match=r"'scale' \(StandardScaler\)"):
+        mlserve.convert(pipe)
+    pipe = Pipeline([("prep", realistic()), ("scale", StandardScaler()),
+                     ("model", LinearRegression())]).fit(X, y)
+    with pytest.raises(mlserve.ConvertError, match="StandardScaler"):
+        mlserve.convert(pipe)
+    with pytest.raises(mlserve.ConvertError, match="not fitted"):
+        mlserve.convert(sk_pipeline(LinearRegression()))
+
+
+@pytest.mark.parametrize("final", ["forest", "gb", "tree"])
+def test_convert_pipeline_tree_final_matches_sklearn(final):
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y, _, y3 = labelled()
+    if final == "gb":
+        pipe = sk_pipeline(GradientBoostingRegressor(n_estimators=20, random_state=0)).fit(X, y)
+        methods = ["predict"]
+    else:
+        est = (RandomForestClassifier(n_estimators=10, random_state=0) if final == "forest"
+               else DecisionTreeClassifier(max_depth=6, random_state=0))
+        pipe = sk_pipeline(est).fit(X, y3)
+        methods = ["predict_proba", "predict"]
+    model = mlserve.convert(pipe)
+    check_methods(pipe, model, X, methods)
+    check_methods(pipe, model, unseen(X), methods)
+
+
+def test_convert_pipeline_save_says_not_yet(tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    X, y, _, _ = labelled()
+    pipe = sk_pipeline(LinearRegression()).fit(X, y)
+    with pytest.raises(TypeError, match="Pipeline cannot be saved"):
+        mlserve.save(mlserve.convert(pipe), tmp_path / "p.mls")
+    with pytest.raises(TypeError, match="ColumnTransformer cannot be saved"):
+        mlserve.save(mlserve.convert(pipe.named_steps["prep"]), tmp_path / "c.mls")
+    assert not list(tmp_path.iterdir())

@@ -15,12 +15,16 @@ from . import _sklearn
 from . import _lightgbm, _sklearn_trees, _xgboost
 from . import _sklearn_kmeans
 from . import _sklearn_mlp
+from . import _sklearn_pipeline
 from ._common import qualified_name
 
 _CONVERTERS = dict(_sklearn.CONVERTERS)
 _CONVERTERS.update(_sklearn_trees.CONVERTERS, **_xgboost.CONVERTERS, **_lightgbm.CONVERTERS)
 _CONVERTERS.update(_sklearn_kmeans.CONVERTERS)
 _CONVERTERS.update(_sklearn_mlp.CONVERTERS)
+_CONVERTERS.update(_sklearn_pipeline.CONVERTERS)
+_CONVERTERS["sklearn.pipeline.Pipeline"] = (
+    lambda est, dtype: _sklearn_pipeline.convert_pipeline(est, dtype, _CONVERTERS))
 
 
 def supported() -> list[str]:

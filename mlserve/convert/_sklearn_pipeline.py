@@ -67,6 +67,8 @@ def _steps(transformer, name):
 class ColumnTransform:
     """A converted ColumnTransformer: transform(X) -> float64 (n, n_out)."""
 
+    _save_unsupported = "a converted ColumnTransformer cannot be saved to one .mls yet"
+
     def __init__(self, feature_names, ops, n_out, string_columns):
         self.feature_names = list(feature_names)
         used = sorted({op[1] for op in ops})  # dropped columns are not read
@@ -75,6 +77,7 @@ class ColumnTransform:
         self._ops = [(op[0], remap[op[1]], *op[2:]) for op in ops]
         self.n_out = n_out
         self._string = {remap[c] for c in string_columns}
+        self._plan = _core.transform_plan(self._ops)  # category hash tables built once
 
     def _columns(self, X):
         names = self._used
@@ -101,7 +104,7 @@ class ColumnTransform:
         return cols
 
     def transform(self, X):
-        return _core.transform_apply(self._ops, self._columns(X), self.n_out)
+        return _core.transform_apply(self._plan, self._columns(X), self.n_out)
 
 
 def _missing(name):
@@ -186,3 +189,90 @@ def convert_column_transformer(ct):
                            indicator=ind))
         out += n_main + (len(indicator) if indicator is not None else 0)
     return ColumnTransform(names, ops, out, strings)
+
+
+# Final estimators a converted Pipeline may end with (their existing converters run).
+FINAL_ESTIMATORS = (
+    "sklearn.linear_model._base.LinearRegression",
+    "sklearn.linear_model._ridge.Ridge",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.ensemble._gb.GradientBoostingClassifier",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+)
+
+
+class PipelineModel:
+    """A converted Pipeline([ColumnTransformer, final estimator]).
+
+    predict / predict_proba / decision_function run the C column transform,
+    whose output is the final estimator's input, then the converted final
+    estimator (one of mlserve's own). Not yet storable in one .mls
+    (MLS_KIND_PIPELINE = 7 is reserved for that).
+    """
+
+    _save_unsupported = ("a converted Pipeline cannot be saved to one .mls yet; keep the "
+                         "scikit-learn pipeline and convert it when loading")
+
+    def __init__(self, transform, final, step_names):
+        self.transform_ = transform
+        self.final_estimator_ = final
+        self.steps = step_names
+        self.feature_names_in_ = np.asarray(transform.feature_names, dtype=object)
+        self.n_features_in_ = len(transform.feature_names)
+        if hasattr(final, "classes_"):
+            self.classes_ = final.classes_
+
+    def transform(self, X):
+        return self.transform_.transform(X)
+
+    def _final(self, method):
+        fn = getattr(self.final_estimator_, method, None)
+        if fn is None:
+            raise AttributeError(f"{type(self.final_estimator_).__name__} has no {method}")
+        return fn
+
+    def predict(self, X):
+        return self._final("predict")(self.transform(X))
+
+    def predict_proba(self, X):
+        return self._final("predict_proba")(self.transform(X))
+
+    def decision_function(self, X):
+        return self._final("decision_function")(self.transform(X))
+
+
+def convert_pipeline(pipe, dtype, converters):
+    """Pipeline([(name, ColumnTransformer), (name, final estimator)]) -> PipelineModel."""
+    from ._common import qualified_name
+
+    steps = [(n, s) for n, s in getattr(pipe, "steps", []) if s not in (None, "passthrough")]
+    if len(steps) != 2:
+        raise ConvertError("a Pipeline must be (ColumnTransformer, final estimator) yet; got "
+                           + (", ".join(f"{n!r} ({type(s).__name__})" for n, s in steps)
+                              or "no steps"))
+    (tname, ct), (fname, final) = steps
+    if type(ct).__name__ != "ColumnTransformer":
+        raise ConvertError(f"step {tname!r} ({type(ct).__name__}): the first step of a "
+                           "Pipeline must be a ColumnTransformer yet")
+    fqn = qualified_name(type(final))
+    if fqn not in FINAL_ESTIMATORS:
+        raise ConvertError(f"step {fname!r} ({type(final).__name__}): unsupported final "
+                           "estimator; supported: " + ", ".join(
+                               n.rsplit(".", 1)[1] for n in FINAL_ESTIMATORS))
+    transform = convert_column_transformer(ct)
+    converted = converters[fqn](final, dtype)
+    n_in = getattr(converted, "n_features_in_", transform.n_out)
+    if n_in != transform.n_out:
+        raise ConvertError(f"step {fname!r} expects {n_in} features, the ColumnTransformer "
+                           f"{tname!r} gives {transform.n_out}")
+    return PipelineModel(transform, converted, [tname, fname])
+
+
+CONVERTERS = {
+    "sklearn.compose._column_transformer.ColumnTransformer":
+        lambda ct, dtype: convert_column_transformer(ct),
+}

@@ -35,6 +35,7 @@ from mlserve.serving.errors import (
 )
 from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS
 from mlserve.serving.explain import EXPLAIN, explain_rows, require_explainable
+from mlserve.serving.hooks import ServingBlueprint
 from mlserve.serving.metrics import (
     MULTIPROC_ENV,
     REQUEST_ID_HEADER,
@@ -91,7 +92,7 @@ def blueprint(
     default_alias: str | None = None,
     warmup: bool | None = None,
     admin_enabled: bool | None = None,
-) -> Blueprint:
+) -> ServingBlueprint:
     """A Flask blueprint that serves the models of ``store``.
 
     Parameters
@@ -104,6 +105,12 @@ def blueprint(
         Override the app's ``MLSERVE_MAX_BODY_BYTES``, ``MLSERVE_RELOAD_INTERVAL``,
         ``MLSERVE_DEFAULT_MODEL``, ``MLSERVE_DEFAULT_ALIAS``, ``MLSERVE_WARMUP``
         and ``MLSERVE_ADMIN_ENABLED`` (see :data:`mlserve.serving.config.DEFAULTS`).
+
+    Returns
+    -------
+    ServingBlueprint
+        A Flask Blueprint with ``preprocessor(model)`` / ``postprocessor(model)``
+        decorators for custom hooks around ``/predict/<model>`` (mlserve.serving.hooks).
 
     Examples
     --------
@@ -119,7 +126,7 @@ def blueprint(
         "MLSERVE_WARMUP": warmup,
         "MLSERVE_ADMIN_ENABLED": admin_enabled,
     }
-    bp = Blueprint(name, __name__, cli_group=name)
+    bp = ServingBlueprint(name, __name__, cli_group=name)
 
     @bp.record
     def _create_state(setup: Any) -> None:
@@ -128,6 +135,7 @@ def blueprint(
         state = ServingState(store, config)
         state.guard = Guard(config)
         state.request_metrics = RequestMetrics(INFERENCE_ENDPOINTS)
+        state.hooks = bp.hooks  # the same object: hooks added after registering count too
         state.refresh()
         setup.app.extensions.setdefault(EXTENSION_KEY, {})[key] = state
 
@@ -838,7 +846,7 @@ def _v2_infer(name: str, version: str | None = None) -> Response:
     timings = Timings()
     _require_mimetype(req, JSON, OCTET)
     body = _read_body(req, state)
-    loaded = _select(state, record, name, version)
+    loaded = _select(state, record, name, version, req.args.get("alias"))  # ?alias=: mlserve's
     if loaded.is_recommender:
         return _v2_recommend(req, state, record, loaded, body, start, timings)
     decoded = codecs.decode_v2(body, req.headers.get("Inference-Header-Content-Length"), loaded)
@@ -1107,6 +1115,8 @@ def _simple_predict(name: str) -> Response:
     mimetype = _require_mimetype(req, JSON, NPY)
     body = _read_body(req, state)
     loaded = _select(state, record, name, *_parse_query_ref(req))
+    hooks = state.hooks
+    hooked = hooks is not None and (hooks.pre or hooks.post)  # no method call when none
     if mimetype == NPY and req.args.get("return") == EXPLAIN:
         require_explainable(loaded)
         decoded = codecs.decode_npy(body, loaded, (), max_rows=state.config.max_rows)
@@ -1114,6 +1124,9 @@ def _simple_predict(name: str) -> Response:
     if mimetype == NPY:
         outputs = codecs.outputs_for_return(req.args.get("return"), loaded)
         decoded = codecs.decode_npy(body, loaded, outputs, max_rows=state.config.max_rows)
+    elif hooked:  # custom hooks (mlserve.serving.hooks), in this thread, outside the batcher
+        payload = hooks.preprocess(name, codecs.decode_json(body), record.request_id)
+        decoded = codecs.decode_simple_json(payload, loaded)
     else:
         payload = codecs.decode_json(body)
         if payload.get("return") == EXPLAIN:
@@ -1125,6 +1138,10 @@ def _simple_predict(name: str) -> Response:
     timings.decode = _since(start)
     results = _predict(state, record, loaded, decoded.rows, decoded.outputs, timings)
     start = time.perf_counter()
+    if hooked and name in hooks.post:
+        response = _postprocessed(hooks, name, loaded, results, decoded, record)
+        timings.encode = _since(start)
+        return _finish(response, loaded, timings)
     if req.accept_mimetypes.best_match([JSON, NPY], default=JSON) == NPY and _wants_npy(req):
         response = Response(codecs.encode_npy(results), mimetype=NPY)
     else:
@@ -1149,6 +1166,23 @@ def _simple_explain(
         response = _predict_response({"model": loaded.name, "version": loaded.version, key: value})
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
+
+
+def _postprocessed(
+    hooks: Any, name: str, loaded: LoadedModel, results: dict[str, np.ndarray],
+    decoded: Any, record: RequestRecord,
+) -> Response:  # fmt: skip
+    """The response of model ``name``'s postprocessor (mlserve.serving.hooks)."""
+    prediction = codecs.encode_simple(results, decoded, name, loaded.version)
+    answer = hooks.postprocess(name, prediction, record.request_id)
+    if isinstance(answer, Response):
+        return answer
+    try:
+        return _predict_response(answer)
+    except BadRequest:
+        raise  # NaN or infinity in the answer: encode_json's own 400
+    except Exception as exc:  # not JSON-able: the hook's bug, a 500
+        raise hooks.failed("postprocessor", name, record.request_id, exc) from exc
 
 
 # ------------------------------------------------------------- recommenders

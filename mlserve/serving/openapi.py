@@ -359,7 +359,8 @@ def openapi_document(
             _parameters_body({"unload_dependents": {"type": "boolean"}}), (400, 404, 413, 415),
         ),  # fmt: skip
         "/v2/models/{name}/infer": _post(
-            "Inference (KServe V2 / Open Inference Protocol)", "v2", v2_body, [_NAME_], ok_schema=_V2_OK
+            "Inference (KServe V2 / Open Inference Protocol)", "v2", v2_body,
+            [_NAME_, _QUERY_REF[1]], ok_schema=_V2_OK,  # ?alias=: mlserve's addition
         ),
         "/v2/models/{name}/versions/{version}/infer": _post(
             "Inference with one version", "v2", v2_body, [_NAME_, _VERSION]

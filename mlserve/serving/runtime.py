@@ -233,6 +233,7 @@ class ServingState:
         # set by the blueprint that owns this state (mlserve.serving.blueprint)
         self.guard: Any = None
         self.request_metrics: Any = None
+        self.hooks: Any = None  # mlserve.serving.hooks.Hooks, or None: no hooks
 
     # -------------------------------------------------------------- refreshing
 
