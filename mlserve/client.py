@@ -29,24 +29,11 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ._errors import MLServeError
+from .serving.codecs import V2_DATATYPES
 
 __all__ = ["Client", "ClientError"]
 
-#: KServe V2 tensor datatype <-> NumPy dtype (little-endian, as the binary extension sends)
-_DATATYPES = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
+_DATATYPES = V2_DATATYPES  # the server's own table: one definition of the wire types
 _BY_DTYPE = {dtype: name for name, dtype in _DATATYPES.items()}
 
 #: Client.predict's output= names -> the server's V2 output names
