@@ -120,6 +120,20 @@ def test_bad_input_and_missing_cover():
         mlserve._core.tree_shap(arrays, X[:2], 1)
 
 
+def test_corrupt_cover_sections_are_refused_or_harmless():
+    """A node_cover of the wrong length is refused; zero, negative or NaN cover never crashes."""
+    X, y = _data("regression")
+    model = mlserve.convert(lgb.LGBMRegressor(n_estimators=3, verbose=-1).fit(X, y))
+    arrays = model._fitted_model().arrays()
+    cover = np.asarray(arrays["node_cover"])
+    for bad in (cover[:-1], np.concatenate([cover, [1.0]]), np.zeros(0)):
+        with pytest.raises(ValueError, match="lengths do not agree"):
+            mlserve._core.tree_shap({**arrays, "node_cover": bad}, X[:2], 1)
+    for values in (np.zeros_like(cover), np.full_like(cover, -1.0), np.full_like(cover, np.nan)):
+        out = mlserve._core.tree_shap({**arrays, "node_cover": values}, X[:2], 1)
+        assert out.shape[-1] == X.shape[1] + 1
+
+
 # ------------------------------------------------------------------ linear models
 # Reference: scikit-learn's own coef_, intercept_, predict and decision_function,
 # with the contributions coef * (x - mean) written out here (shap's LinearExplainer
