@@ -94,3 +94,23 @@ def test_poisson_regressor_exp_output_matches_sklearn():
     ref = est.predict(X / 10)
     got = mlserve.convert(est).predict(X / 10)
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_edge_shapes_match_sklearn_and_nan_raises_in_both():
+    """One feature, one hidden unit, one row; NaN input is refused by both libraries."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 1))
+    y = (X[:, 0] > 0).astype(int)
+    for est in (MLPClassifier(hidden_layer_sizes=(1,), max_iter=300, random_state=0),
+                MLPRegressor(hidden_layer_sizes=(1,), max_iter=300, random_state=0)):  # fmt: skip
+        est = _fit(est, X, y)
+        model = mlserve.convert(est)
+        method = "predict_proba" if hasattr(est, "predict_proba") else "predict"
+        for rows in (X, X[:1]):
+            ref = getattr(est, method)(rows)
+            np.testing.assert_allclose(getattr(model, method)(rows), ref, rtol=1e-5, atol=1e-6)
+        bad = np.array([[np.nan]])
+        with pytest.raises(ValueError):
+            est.predict(bad)
+        with pytest.raises(ValueError, match="NaN"):
+            model.predict(bad)

@@ -370,3 +370,21 @@ def test_convert_pipeline_save_says_not_yet(tmp_path):
     with pytest.raises(TypeError, match="ColumnTransformer cannot be saved"):
         mlserve.save(mlserve.convert(pipe.named_steps["prep"]), tmp_path / "c.mls")
     assert not list(tmp_path.iterdir())
+
+
+def test_convert_pipeline_edge_rows_match_sklearn():
+    """One row, a row whose every value is missing or unseen, and one record as a dict."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, _, y2, _ = labelled()
+    pipe = sk_pipeline(LogisticRegression(max_iter=2000)).fit(X, y2)
+    model = mlserve.convert(pipe)
+    methods = ["predict_proba", "decision_function", "predict"]
+    check_methods(pipe, model, X.head(1), methods)
+    empty = X.head(1).copy()
+    empty.loc[empty.index[0], ["age", "income"]] = np.nan
+    empty.loc[empty.index[0], ["city", "plan"]] = "never-seen"
+    check_methods(pipe, model, empty, methods)
+    record = as_records(X.head(1))[0]
+    np.testing.assert_allclose(model.predict_proba([record]), pipe.predict_proba(X.head(1)),
+                               rtol=1e-6, atol=1e-9)  # fmt: skip
