@@ -52,7 +52,7 @@ static PyObject *core_tree_shap(PyObject *module, PyObject *args)
         if (a[i] == NULL) goto done;
     }
     const int64_t *cfg = PyArray_DATA(a[0]);
-    if (PyArray_DIM(a[0], 0) < 7) {
+    if (PyArray_DIM(a[0], 0) < 8) { /* the tree loader's CFG_SIZE_ */
         PyErr_SetString(PyExc_ValueError, "config must have 8 values");
         goto done;
     }
