@@ -3,6 +3,7 @@ import threading
 
 import numpy as np
 import pytest
+from memory_support import steady_rss_growth
 
 import mlserve
 
@@ -296,7 +297,6 @@ def test_default_thread_count_is_one_for_serving():
 
 
 def test_repeated_calls_do_not_leak(regressor):
-    psutil = pytest.importorskip("psutil")
     X, _, model = regressor
     rows = X[:64]
     bad = np.zeros((3, 19))
@@ -314,12 +314,12 @@ def test_repeated_calls_do_not_leak(regressor):
             except ValueError:
                 pass
 
-    burst()
-    before = psutil.Process().memory_info().rss
-    for _ in range(5):
-        burst()
-    grown = psutil.Process().memory_info().rss - before
-    assert grown < 2 * 1024 * 1024, f"RSS grew by {grown} bytes over 5000 calls"
+    def rounds():
+        for _ in range(5):
+            burst()
+
+    grown = steady_rss_growth(rounds)
+    assert grown < 2 * 1024 * 1024, f"RSS grew by {grown} bytes over 5000 calls in every round"
 
 
 # ------------------------------------------------------------- error model

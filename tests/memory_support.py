@@ -1,0 +1,20 @@
+"""Leak checks that a busy test process cannot fool.
+
+A leak grows the resident set in every round of calls. A one-off growth (malloc
+touching a new arena, another test's thread allocating at the same moment, the
+allocator keeping freed pages) shows up in one round only, so a leak test looks
+at the smallest growth over a few rounds, after a warm-up round.
+"""
+import psutil
+
+
+def steady_rss_growth(run, rounds=3):
+    """Run `run()` once to warm up, then `rounds` times; the smallest RSS growth, in bytes."""
+    process = psutil.Process()
+    run()
+    growth = []
+    for _ in range(rounds):
+        before = process.memory_info().rss
+        run()
+        growth.append(process.memory_info().rss - before)
+    return min(growth)
