@@ -53,7 +53,7 @@ def main() -> None:
     import mlserve
     from mlserve.spark import predict_udf
 
-    print("\n".join(machine_lines()))
+    print("\n".join(machine_lines(["numpy", "pandas", "pyarrow", "scikit-learn", "pyspark", "mlflow-skinny"])))
     print(f"load average {load_average()} (start)")
     features = [f"x{i}" for i in range(n_features)]
     rng = np.random.default_rng(0)
@@ -73,7 +73,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         mls_path = os.path.join(tmp, "clf.mls")
         mlserve.save(mlserve.convert(sk_model), mls_path)
-        mlflow.sklearn.save_model(sk_model, os.path.join(tmp, "sk"), serialization_format="cloudpickle")
+        signature = mlflow.models.infer_signature(X[:5], sk_model.predict(X[:5]))   # column names
+        mlflow.sklearn.save_model(sk_model, os.path.join(tmp, "sk"), signature=signature,
+                                  serialization_format="cloudpickle")
         udfs = {
             "mlserve": predict_udf(mls_path),
             "mlflow": mlflow.pyfunc.spark_udf(spark, os.path.join(tmp, "sk"), env_manager="local",

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import mlserve
-from mlserve.serving import codecs, recommend
+from mlserve.serving import codecs, recommend, ui
 from mlserve.serving.cache import cache_key
 from mlserve.serving.commands import register_flask_commands
 from mlserve.serving.config import ServingConfig
@@ -73,7 +73,7 @@ INFERENCE_ENDPOINTS = ("v1_model", "v2_infer", "v2_infer_version", "invocations"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 SERVING_DEFAULT = "serving_default"  # TF Serving's default signature name
 #: mounted at the root of an app, the paths below which unknown URLs get a JSON 404
-ROOT_MOUNT_PATHS = ("/v1", "/v2", "/predict", "/models", "/admin")
+ROOT_MOUNT_PATHS = ("/v1", "/v2", "/predict", "/models", "/admin", "/docs")
 
 _V1_TARGET = re.compile(
     r"(?P<name>[^/:]+)"
@@ -529,6 +529,10 @@ def _add_routes(bp: Blueprint) -> None:
     route("/admin/reload", "admin_reload", _admin_reload, methods=["POST"])
     route("/openapi.json", "openapi", _openapi, methods=["GET"])
     route("/metrics", "metrics", _metrics, methods=["GET"])
+    # the API in a browser (mlserve.serving.ui): Swagger UI and the models page
+    route("/docs", "docs", ui.docs_page, methods=["GET"])
+    route("/docs/assets/<name>", "docs_asset", ui.docs_asset, methods=["GET"])
+    route("/ui", "ui", ui.ui_page, methods=["GET"])
 
     @bp.record
     def _add_fallbacks(setup: Any) -> None:

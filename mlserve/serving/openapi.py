@@ -84,6 +84,12 @@ def _get(
     }
 
 
+def _html(summary: str, params: list[dict] | None = None) -> dict:
+    ok = {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    return {"get": {"summary": summary, "tags": ["docs"], "parameters": params or [],
+                    "responses": {**_responses("OK", 400), "200": ok}}}
+
+
 def _post(
     summary: str, tag: str, body: dict, params: list[dict] | None = None, ok_schema: dict | None = None
 ) -> dict:
@@ -393,6 +399,15 @@ def openapi_document(
             }
         },
         "/openapi.json": _get("This document", "docs", errors=()),
+        "/docs": _html("This document in Swagger UI (served by the app, works offline)"),
+        "/docs/assets/{name}": _get(
+            "A file of Swagger UI (a fixed list)", "docs",
+            [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        ),
+        "/ui": _html("Models, versions, aliases, canary weights, request rate and latency, refreshing",
+                     [{"name": "refresh", "in": "query", "required": False,
+                       "schema": {"type": "number", "minimum": 1, "default": 3},
+                       "description": "seconds between refreshes"}]),
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics (all gunicorn workers)",

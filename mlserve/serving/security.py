@@ -387,7 +387,7 @@ _ADMIN_ENDPOINTS = frozenset({"admin_reload", "repository_load", "repository_unl
 # the blueprint's answers to a wrong method or an unknown path under its prefix: they
 # reveal nothing a key protects, so they need none (a 405 says the same with or without)
 _ROUTING_ERRORS = frozenset({"wrong_method", "no_route"})
-_GROUPS = {"health": _HEALTH, "metrics": frozenset({"metrics"}), "docs": frozenset({"openapi"})}
+_GROUPS = {"health": _HEALTH, "metrics": frozenset({"metrics"}), "docs": frozenset({"openapi", "docs", "docs_asset"})}
 _CORS_ALLOW_HEADERS = [
     "Authorization", "Content-Type", "Content-Encoding", "X-API-Key", "X-Request-ID",
     "Inference-Header-Content-Length",
