@@ -20,13 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from prometheus_client import REGISTRY
+from serving_support import Server, fit_classifier, fit_regressor, training_data
 
-import mlserve.serving.jwt_auth as jwt_auth
-from mlserve.serving import ConfigError, blueprint
+from mlserve.serving import ConfigError, blueprint, jwt_auth
 from mlserve.serving.config import ServingConfig
 from mlserve.serving.security import FORBIDDEN_MESSAGE, UNAUTHORIZED_MESSAGE, create_key
 from mlserve.store import ModelStore
-from serving_support import Server, fit_classifier, fit_regressor, training_data
 
 X, _ = training_data(seed=1, n=3)
 ROW = X[0].tolist()
@@ -295,7 +294,7 @@ class JwksServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):
                 outer.fetches += 1
                 body = json.dumps(outer.document).encode()
                 self.send_response(200)
