@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
+from mlserve._core import json_encode
 from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, Flusher
 
 __all__ = ["PayloadLog", "format_line", "make_payload_log"]
@@ -69,8 +70,7 @@ def _json_values(array: np.ndarray) -> Any:
     return array.tolist()
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+_dump = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def format_line(entry: tuple, max_bytes: int) -> bytes:
@@ -79,19 +79,36 @@ def format_line(entry: tuple, max_bytes: int) -> bytes:
     rows = np.asarray(rows)
     n_rows = int(rows.shape[0]) if rows.ndim else 1
     stamp = datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
-    head = _dump(
-        {
-            "time": stamp.replace("+00:00", "Z"),
-            "request_id": request_id,
-            "endpoint": endpoint,
-            "model": model,
-            "version": version,
-            "status": status,
-            "latency_ms": round(latency_ms, 3),
-            "rows": n_rows,
-        }
-    )[:-1]
+    fields = {
+        "time": stamp.replace("+00:00", "Z"),
+        "request_id": request_id,
+        "endpoint": endpoint,
+        "model": model,
+        "version": version,
+        "status": status,
+        "latency_ms": round(latency_ms, 3),
+        "rows": n_rows,
+    }
     arrays = {name: np.asarray(value) for name, value in results.items()}
+    # the usual case, a few rows that fit: one call to mlserve's JSON encoder (numbers
+    # formatted in C); NaN or infinity (which it refuses) and lines over the cap take
+    # the row-by-row path below
+    if rows.size + sum(a.size for a in arrays.values()) <= max_bytes // 32:
+        try:
+            line = json_encode(
+                {
+                    **fields,
+                    "inputs": rows if rows.ndim > 1 else rows.reshape(1, -1),
+                    "outputs": {
+                        k: a if a.dtype.kind in "fiub" else a.tolist() for k, a in arrays.items()
+                    },
+                }
+            ) + b"\n"
+        except (ValueError, TypeError):
+            line = b""
+        if 0 < len(line) <= max_bytes:
+            return line
+    head = _dump(fields)[:-1]
     budget = max_bytes - len(head.encode()) - _SUMMARY_RESERVE
     inputs: list[str] = []
     outputs: dict[str, list[str]] = {name: [] for name in arrays}
