@@ -94,6 +94,7 @@ def main() -> None:
             },
             ns, budget_s=budget, repeats=repeats,
         )  # fmt: skip
+        log.flush()  # before the folder goes
 
     base = results["off"].median_ns
     rows = [
