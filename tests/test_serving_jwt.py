@@ -411,6 +411,20 @@ def test_environment_variables(jwks_file):
     assert ServingConfig.from_environ({}).jwt is None
 
 
+def test_serve_flags_are_validated_before_starting(tmp_path, models, jwks_file):
+    from click.testing import CliRunner
+
+    from mlserve.cli import main as cli_main
+
+    store = ModelStore(tmp_path / "store")
+    store.publish("reg", models["reg"], alias="production")
+    result = CliRunner().invoke(
+        cli_main, ["serve", str(tmp_path / "store"), "--jwt-jwks", jwks_file, "--jwt-issuer", ISSUER]
+    )
+    assert result.exit_code == 2
+    assert "MLSERVE_JWT_AUDIENCE is required with MLSERVE_JWT_JWKS" in result.output
+
+
 def test_over_a_real_gunicorn(tmp_path, models, jwks_file, rsa_key, ec_key):
     store = ModelStore(tmp_path / "store")
     store.publish("reg", models["reg"], alias="production")

@@ -408,6 +408,12 @@ def make_verifier(
             "of the same provider would be accepted"
         )
     algorithms = parse_algorithms(algorithms)
+    try:
+        import jwt  # noqa: F401 - PyJWT, checked here so that its absence is a config error
+    except ImportError:
+        raise ValueError(
+            "MLSERVE_JWT_JWKS needs PyJWT with cryptography: pip install 'mlserve[jwt]'"
+        ) from None
     text = os.fspath(jwks)
     if "://" in text:
         source: Any = _UrlSource(text, ttl_s)
