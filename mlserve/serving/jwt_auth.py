@@ -182,9 +182,13 @@ class _FileSource:
 class _UrlSource:
     """A JWKS URL, fetched again after ``ttl_s`` (or for an unknown kid, at most every 10 s).
 
-    One request fetches while the others go on with the keys they have; a failed
-    fetch keeps the last good keys (none before the first success: every token is
-    then refused) and is retried after REFETCH_MIN_SECONDS.
+    The first fetch happens at start-up. When the TTL runs out, the request that
+    notices starts a background fetch and goes on with the keys it has (no request
+    waits for the provider); a token naming an unknown kid (a key added by a
+    rotation) makes its request fetch and wait, at most once per
+    REFETCH_MIN_SECONDS. A failed fetch keeps the last good keys (none before the
+    first success: every token is then refused) and is retried after
+    REFETCH_MIN_SECONDS.
     """
 
     def __init__(self, url: str, ttl_s: float) -> None:
@@ -223,11 +227,21 @@ class _UrlSource:
             unknown_kid and now - self._last_attempt >= REFETCH_MIN_SECONDS
         )
         if due and self._lock.acquire(blocking=False):
-            try:
-                self._fetch()
-            finally:
-                self._lock.release()
+            if unknown_kid or not self.keys:  # this request needs the fetched keys
+                try:
+                    self._fetch()
+                finally:
+                    self._lock.release()
+            else:
+                threading.Thread(target=self._fetch_and_release, name="mlserve-jwks-fetch",
+                                 daemon=True).start()  # fmt: skip
         return self.keys
+
+    def _fetch_and_release(self) -> None:
+        try:
+            self._fetch()
+        finally:
+            self._lock.release()
 
 
 class JwtVerifier:
