@@ -173,6 +173,24 @@ def test_a_line_is_capped_and_the_rest_summarised(store, models, tmp_path):
     assert len(line["outputs"]["predict_proba"]) == written
 
 
+def test_a_large_request_is_not_kept_whole_in_the_queue(store, tmp_path):
+    path = tmp_path / "payload.jsonl"
+    app, client = make_app(store, MLSERVE_PAYLOAD_LOG=str(path))
+    log = payload_log(app)
+    big = np.random.default_rng(0).normal(size=(5000, 4))
+    with log._write_lock:
+        assert client.post("/ml/predict/reg", json={"instances": big.tolist()}).status_code == 200
+        (entry,) = log._pending
+        rows, results = entry[7], entry[8]
+        assert rows.shape == (4096 // 10 + 1, 4) and rows.base is None  # a copy of the first rows
+        assert results["predict"].shape == (rows.shape[0],) and results["predict"].base is None
+    log.flush()
+    line = read_lines(path)[0]
+    assert line["rows"] == 5000 and line["inputs"] == big[: len(line["inputs"])].tolist()
+    assert line["omitted"] == {"rows": 5000 - len(line["inputs"]), "inputs_shape": [5000, 4],
+                               "outputs_shape": {"predict": [5000]}}  # fmt: skip
+
+
 def test_format_line_writes_non_finite_as_null_and_always_fits():
     rows = np.array([[1.0, np.nan], [np.inf, 2.0]])
     entry = (0.0, "id", "predict", "m", 1, 200, 1.0, rows, {"predict": np.array([0.5, -np.inf])})

@@ -9,12 +9,13 @@ fraction of predict requests logged. One line per logged request::
      "inputs": [[0.5, -1.2, 3.3, 0.1]], "outputs": {"predict": ["stay"]}}
 
 The request path only appends a tuple holding references to the decoded rows
-and the results (both immutable once answered) to a bounded queue
-(``MLSERVE_PAYLOAD_LOG_QUEUE`` lines, default 10 000): a full queue drops the
-line and counts it in ``mlserve_payload_log_dropped_total``, it never blocks or
-slows the request. A daemon thread (:class:`~mlserve.serving.deferred.Flusher`)
-formats and writes what gathered every 0.05 s; written lines are counted in
-``mlserve_payload_log_lines_total``.
+and the results (both immutable once answered; of a large request, copies of
+the rows that can fit in a line) to a bounded queue (``MLSERVE_PAYLOAD_LOG_QUEUE``
+lines, default 10 000): a full queue drops the line and counts it in
+``mlserve_payload_log_dropped_total`` (as are lines a write error loses); it
+never blocks or slows the request. A daemon thread
+(:class:`~mlserve.serving.deferred.Flusher`) formats and writes what gathered
+every 0.05 s; written lines are counted in ``mlserve_payload_log_lines_total``.
 
 A line is at most ``MLSERVE_PAYLOAD_LOG_MAX_LINE_BYTES`` (default 4096, the
 Linux PIPE_BUF): as many rows as fit are written, and the rest are summarised,
@@ -75,9 +76,12 @@ _dump = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 
 def format_line(entry: tuple, max_bytes: int) -> bytes:
     """One JSON line (with its newline) of at most ``max_bytes`` bytes for a logged request."""
-    wall, request_id, endpoint, model, version, status, latency_ms, rows, results = entry
+    wall, request_id, endpoint, model, version, status, latency_ms, rows, results = entry[:9]
+    # (rows, inputs shape, outputs shapes) of the request when submit kept only its first rows
+    full = entry[9] if len(entry) > 9 else None
     rows = np.asarray(rows)
     n_rows = int(rows.shape[0]) if rows.ndim else 1
+    n_total = full[0] if full is not None else n_rows
     stamp = datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
     fields = {
         "time": stamp.replace("+00:00", "Z"),
@@ -87,13 +91,13 @@ def format_line(entry: tuple, max_bytes: int) -> bytes:
         "version": version,
         "status": status,
         "latency_ms": round(latency_ms, 3),
-        "rows": n_rows,
+        "rows": n_total,
     }
     arrays = {name: np.asarray(value) for name, value in results.items()}
     # the usual case, a few rows that fit: one call to mlserve's JSON encoder (numbers
     # formatted in C); NaN or infinity (which it refuses) and lines over the cap take
     # the row-by-row path below
-    if rows.size + sum(a.size for a in arrays.values()) <= max_bytes // 32:
+    if full is None and rows.size + sum(a.size for a in arrays.values()) <= max_bytes // 32:
         try:
             line = json_encode(
                 {
@@ -133,11 +137,12 @@ def format_line(entry: tuple, max_bytes: int) -> bytes:
             + ",".join(f"{_dump(name)}:[{','.join(v[:written])}]" for name, v in outputs.items())
             + "}"
         )
-        if written < n_rows:
+        if written < n_total:
             omitted = {
-                "rows": n_rows - written,
-                "inputs_shape": list(rows.shape),
-                "outputs_shape": {name: list(a.shape) for name, a in arrays.items()},
+                "rows": n_total - written,
+                "inputs_shape": full[1] if full is not None else list(rows.shape),
+                "outputs_shape": full[2] if full is not None
+                else {name: list(a.shape) for name, a in arrays.items()},
             }
             body += ',"omitted":' + _dump(omitted)
         line = (head + body + "}\n").encode()
@@ -176,14 +181,28 @@ class PayloadLog:
         self, request_id: str, endpoint: str, model: str, version: int, status: int,
         latency_ms: float, rows: np.ndarray, results: Any,
     ) -> None:  # fmt: skip
-        """Queue one line (dropped and counted when the queue is full); never blocks."""
+        """Queue one line (dropped and counted when the queue is full); never blocks.
+
+        Of a large request only the rows that could fit in a line are kept (copied,
+        so the queue never holds a whole 100 000-row request alive).
+        """
         pending = self._pending
         if len(pending) >= self.queue_size:
             DROPPED.inc()
             return
-        pending.append(
-            (time.time(), request_id, endpoint, model, version, status, latency_ms, rows, results)
-        )
+        entry: tuple = (time.time(), request_id, endpoint, model, version, status, latency_ms,
+                        rows, results)  # fmt: skip
+        if rows.ndim and rows.shape[0] > 1:
+            width = int(np.prod(rows.shape[1:])) if rows.ndim > 1 else 1
+            keep = self.max_line_bytes // (2 * width + 2) + 1  # a row takes >= 2 bytes a number
+            if rows.shape[0] > keep:
+                full = (int(rows.shape[0]), list(rows.shape),
+                        {k: list(np.shape(v)) for k, v in results.items()})  # fmt: skip
+                entry = entry[:7] + (
+                    rows[:keep].copy(), {k: np.asarray(v)[:keep].copy() for k, v in results.items()},
+                    full,
+                )  # fmt: skip
+        pending.append(entry)
         if self._flusher.idle:
             self._flusher.wake()
 
@@ -206,6 +225,7 @@ class PayloadLog:
                     self._size += len(line)
                     written += 1
             except OSError as exc:  # a full disk or a closed stderr: these lines are lost
+                DROPPED.inc(len(taken) - written)
                 self._close()
                 import logging
 
