@@ -261,10 +261,12 @@ def test_two_gunicorn_workers_share_one_file(tmp_path, models):
         server.stop()
 
 
-def test_stderr_over_gunicorn(tmp_path, models):
+def test_stderr_over_gunicorn_set_by_the_environment(tmp_path, models, monkeypatch):
     store = ModelStore(tmp_path / "store")
     store.publish("reg", models["reg"], alias="production")
-    server = Server(tmp_path / "store", "--workers", "2", "--no-access-log", "--payload-log", "stderr")
+    monkeypatch.setenv("MLSERVE_PAYLOAD_LOG", "stderr")
+    monkeypatch.setenv("MLSERVE_PAYLOAD_LOG_SAMPLE", "1")
+    server = Server(tmp_path / "store", "--workers", "2", "--no-access-log")
     try:
         ids = [f"s{i}" for i in range(20)]
         _send(f"{server.url}/predict/reg", ids)

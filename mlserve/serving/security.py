@@ -416,7 +416,8 @@ class Guard:
             if config.admin_enabled is False
             else "no API keys are configured, so no client can prove it is an admin; "
             "set MLSERVE_API_KEYS (mlserve serve --api-keys) and use a key with the admin "
-            "scope (or MLSERVE_JWT_JWKS and a token with it), or set MLSERVE_ADMIN_ENABLED=True to open them to every client"
+            "scope (or MLSERVE_JWT_JWKS and a token with it), or set "
+            "MLSERVE_ADMIN_ENABLED=True to open them to every client"
         )
         limiter = RateLimiter(
             config.rate_limit, config.model_rate_limits, config.rate_limit_storage
