@@ -98,6 +98,18 @@ def test_lines_are_json_with_inputs_outputs_and_ids(store, models, tmp_path):
     assert len(read_lines(path)) == 3
 
 
+def test_cache_hits_are_logged_too(store, models, tmp_path):
+    path = tmp_path / "payload.jsonl"
+    app, client = make_app(store, MLSERVE_PAYLOAD_LOG=str(path), MLSERVE_CACHE="memory")
+    answers = [client.post("/ml/predict/reg", json={"features": ROW}) for _ in range(2)]
+    assert [r.headers["X-Cache"] for r in answers] == ["miss", "hit"]
+    payload_log(app).flush()
+    lines = read_lines(path)
+    assert [line["request_id"] for line in lines] == [r.headers["X-Request-ID"] for r in answers]
+    assert lines[0]["outputs"] == lines[1]["outputs"]
+    assert lines[1]["outputs"]["predict"] == pytest.approx(models["reg"].predict(np.array([ROW])).tolist())
+
+
 def test_sampling_rate_within_bounds(store, tmp_path):
     path = tmp_path / "payload.jsonl"
     app, client = make_app(store, MLSERVE_PAYLOAD_LOG=str(path), MLSERVE_PAYLOAD_LOG_SAMPLE=0.3)
