@@ -273,6 +273,34 @@ def test_two_gunicorn_workers_share_one_file(tmp_path, models):
         server.stop()
 
 
+def test_two_gunicorn_workers_rotate_one_file_without_losing_lines(tmp_path, models, monkeypatch):
+    store = ModelStore(tmp_path / "store")
+    store.publish("reg", models["reg"], alias="production")
+    path = tmp_path / "payload.jsonl"
+    monkeypatch.setenv("MLSERVE_PAYLOAD_LOG_MAX_BYTES", "4000")
+    monkeypatch.setenv("MLSERVE_PAYLOAD_LOG_BACKUPS", "100")  # enough to keep every line
+    server = Server(tmp_path / "store", "--workers", "2", "--payload-log", str(path))
+    try:
+        ids = [f"x{t}-{i}" for t in range(4) for i in range(40)]
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda t: _send(f"{server.url}/predict/reg", ids[t * 40:(t + 1) * 40]), range(4)))
+
+        def files():
+            return [p for p in tmp_path.iterdir() if p.name.startswith("payload.jsonl")
+                    and not p.name.endswith(".lock")]  # fmt: skip
+
+        def count():
+            return sum(p.read_bytes().count(b"\n") for p in files())
+
+        assert _wait_for(lambda: count() >= len(ids)), count()
+        assert len(files()) >= 5  # rotated several times
+        lines = read_lines(*files())  # every line parses in every file
+        assert sorted(line["request_id"] for line in lines) == sorted(ids)
+        assert all(p.stat().st_size <= 3 * 4000 for p in files())
+    finally:
+        server.stop()
+
+
 def test_stderr_over_gunicorn_set_by_the_environment(tmp_path, models, monkeypatch):
     store = ModelStore(tmp_path / "store")
     store.publish("reg", models["reg"], alias="production")
