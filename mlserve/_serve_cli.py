@@ -185,6 +185,20 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     default=None,
     help='Prediction cache: "memory" (an LRU per worker) or "redis://host:port/db" (shared).',
 )
+@click.option(
+    "--jwt-jwks",
+    default=None,
+    help="Accept bearer JWTs signed by the keys of this JWKS (a file path or an https:// URL).",
+)
+@click.option("--jwt-issuer", default=None, help="The JWTs' required issuer (iss).")
+@click.option(
+    "--jwt-audience", default=None, help="The JWTs' required audience (aud); comma-separated."
+)
+@click.option(
+    "--payload-log",
+    default=None,
+    help='Log each predict request\'s inputs and outputs as JSON lines: a file path or "stderr".',
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -208,6 +222,10 @@ def serve_command(
     batching_models: str | None,
     client_timeout: float,
     cache: str | None,
+    jwt_jwks: str | None,
+    jwt_issuer: str | None,
+    jwt_audience: str | None,
+    payload_log: str | None,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root).
@@ -241,6 +259,10 @@ def serve_command(
         "MLSERVE_BATCHING_MODELS": _json_option("--batching-models", batching_models),
         "MLSERVE_CLIENT_TIMEOUT": client_timeout,
         "MLSERVE_CACHE": cache,
+        "MLSERVE_JWT_JWKS": jwt_jwks,
+        "MLSERVE_JWT_ISSUER": jwt_issuer,
+        "MLSERVE_JWT_AUDIENCE": jwt_audience,
+        "MLSERVE_PAYLOAD_LOG": payload_log,
     }
     config, serving = _serve_config(flags)
     access_log = serving.access_log
@@ -291,6 +313,10 @@ FLAG_PARAMETERS = {
     "MLSERVE_BATCHING_MODELS": "batching_models",
     "MLSERVE_CLIENT_TIMEOUT": "client_timeout",
     "MLSERVE_CACHE": "cache",
+    "MLSERVE_JWT_JWKS": "jwt_jwks",
+    "MLSERVE_JWT_ISSUER": "jwt_issuer",
+    "MLSERVE_JWT_AUDIENCE": "jwt_audience",
+    "MLSERVE_PAYLOAD_LOG": "payload_log",
 }
 #: Keys that serve takes as arguments, not as app configuration
 NOT_APP_CONFIG = ("MLSERVE_STORE",)

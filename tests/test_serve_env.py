@@ -36,6 +36,11 @@ SAMPLE_TEXTS = {
     "MLSERVE_CANARY_KEY_HEADER": ("X-User-ID", "X-User-ID"),
 }
 
+#: Keys that validate only beside others: a JWKS needs the tokens' issuer and audience.
+COMPANIONS = {
+    "MLSERVE_JWT_JWKS": {"MLSERVE_JWT_ISSUER": "https://idp.example/", "MLSERVE_JWT_AUDIENCE": "api"},
+}
+
 
 def environment_text(default):
     """The environment spelling of a key's default value."""
@@ -47,7 +52,7 @@ def environment_text(default):
 
 
 @pytest.mark.parametrize("key", list(DEFAULTS))
-def test_every_key_parses_from_the_environment(key):
+def test_every_key_parses_from_the_environment(key, tmp_path):
     default = DEFAULTS[key]
     if key in SAMPLE_TEXTS:
         text, expected = SAMPLE_TEXTS[key]
@@ -55,9 +60,13 @@ def test_every_key_parses_from_the_environment(key):
         text, expected = "some-text", "some-text"
     else:
         text, expected = environment_text(default), default
+    if key == "MLSERVE_JWT_JWKS":  # a JWKS file that exists
+        (tmp_path / "jwks.json").write_text('{"keys": []}')
+        text = expected = str(tmp_path / "jwks.json")
     assert parse_environ({key: text}) == {key: expected}
     if key not in ("MLSERVE_STORE", "MLSERVE_URL_PREFIX"):  # used by MLServe, not validated here
-        ServingConfig.from_environ({key: text})  # and validates as a config value
+        # and validates as a config value
+        ServingConfig.from_environ({key: text, **COMPANIONS.get(key, {})})
 
 
 @pytest.mark.parametrize(

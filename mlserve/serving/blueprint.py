@@ -197,6 +197,8 @@ def _served(view: Callable[..., Any], endpoint: str) -> Callable[..., Response]:
             if state.config.cache is not None and "mlserve_cache" in req.__dict__:
                 response.headers.add("X-Cache", req.__dict__["mlserve_cache"])
             record.finish(metrics, response.status_code, req, state.config.access_log)
+            if "mlserve_payload" in req.__dict__:  # noted by _predict (MLSERVE_PAYLOAD_LOG)
+                _log_payload(state, record, response.status_code, req.__dict__["mlserve_payload"])
             if state.guard.cors_origins is not None:
                 state.guard.cors_headers(app, response)
             return response
@@ -259,8 +261,12 @@ def _predict(
     if cache is not None and n_rows:
         hit, key, outputs = _cache_lookup(cache, loaded, rows, outputs, timings)
         if hit is not None:
+            if state.config.payload_log is not None:
+                _note_payload(state.config.payload_log, loaded, rows, hit)
             return hit
     results = predict(loaded, rows, outputs, timings)
+    if state.config.payload_log is not None:
+        _note_payload(state.config.payload_log, loaded, rows, results)
     if key is not None:
         cache.put(loaded.name, key, results, cache.ttl_for(loaded.name))
     # a batcher reports its own core calls (its listener, runtime._with_batcher)
@@ -269,6 +275,23 @@ def _predict(
             loaded.name, loaded.version, n_rows, timings.compute
         )
     return results
+
+
+def _note_payload(
+    payload_log: Any, loaded: LoadedModel, rows: np.ndarray, results: dict[str, np.ndarray]
+) -> None:
+    """Note a sampled request's rows and results; _served queues them when the response leaves."""
+    if payload_log.sampled():
+        req = request._get_current_object()
+        req.mlserve_payload = (loaded.name, loaded.version, rows, results)  # type: ignore[attr-defined]
+
+
+def _log_payload(state: ServingState, record: RequestRecord, status: int, noted: tuple) -> None:
+    name, version, rows, results = noted
+    latency_ms = (time.perf_counter() - record.start) * 1000.0
+    state.config.payload_log.submit(
+        record.request_id, record.endpoint, name, version, status, latency_ms, rows, results
+    )
 
 
 def _cache_lookup(

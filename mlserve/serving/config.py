@@ -57,6 +57,21 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # a canary split picks the version by a stable hash of this request header's
         # value (e.g. "X-User-ID"); None, or a request without it: a random pick
         "MLSERVE_CANARY_KEY_HEADER": None,
+        # JWT / OAuth2 bearer tokens (mlserve/serving/jwt_auth.py): a JWKS file path or an
+        # https:// URL; None: off. Issuer and audience are required with it
+        "MLSERVE_JWT_JWKS": None,
+        "MLSERVE_JWT_JWKS_TTL_S": 300.0,  # a JWKS URL is fetched again after this
+        "MLSERVE_JWT_ISSUER": None,  # the tokens' "iss"
+        "MLSERVE_JWT_AUDIENCE": None,  # this API's "aud" (comma-separated or a list for several)
+        "MLSERVE_JWT_ALGORITHMS": ("RS256", "ES256"),  # public-key algorithms only
+        "MLSERVE_JWT_LEEWAY_S": 30.0,  # clock skew allowed on exp and nbf
+        # payload logging (mlserve/serving/payload_log.py): None (off), a file path or "stderr"
+        "MLSERVE_PAYLOAD_LOG": None,
+        "MLSERVE_PAYLOAD_LOG_SAMPLE": 1.0,  # the fraction of predict requests logged (0..1)
+        "MLSERVE_PAYLOAD_LOG_MAX_BYTES": 100 * 1024 * 1024,  # rotate the file at this size (0: never)
+        "MLSERVE_PAYLOAD_LOG_BACKUPS": 5,  # rotated files kept (payload.jsonl.1 ... .5)
+        "MLSERVE_PAYLOAD_LOG_MAX_LINE_BYTES": 4096,  # PIPE_BUF: lines of several workers never mix
+        "MLSERVE_PAYLOAD_LOG_QUEUE": 10_000,  # lines waiting for the writer; more are dropped
     }
 )
 
@@ -94,6 +109,8 @@ class ServingConfig:
     client_timeout: float = DEFAULTS["MLSERVE_CLIENT_TIMEOUT"]
     cache: Any = None  # a cache.PredictionCache, or None (off)
     canary_key_header: str | None = None
+    jwt: Any = None  # a jwt_auth.JwtVerifier, or None (off)
+    payload_log: Any = None  # a payload_log.PayloadLog, or None (off)
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -133,6 +150,8 @@ class ServingConfig:
             client_timeout=_positive_float(values, "MLSERVE_CLIENT_TIMEOUT"),
             cache=_cache(values),
             canary_key_header=_optional_header(values, "MLSERVE_CANARY_KEY_HEADER"),
+            jwt=_jwt(values),
+            payload_log=_payload_log(values),
         )
 
     @classmethod
@@ -374,3 +393,54 @@ def _optional_header(values: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
         raise ConfigError(f"{key} must be an HTTP header name such as X-User-ID, got {value!r}")
     return value
+
+
+def _jwt(values: Mapping[str, Any]) -> Any:
+    from mlserve.serving.jwt_auth import make_verifier
+
+    if values["MLSERVE_JWT_JWKS"] is None or values["MLSERVE_JWT_JWKS"] == "":
+        return None
+    leeway = values["MLSERVE_JWT_LEEWAY_S"]
+    if isinstance(leeway, bool) or not isinstance(leeway, (int, float)) or not leeway >= 0:
+        raise ConfigError(f"MLSERVE_JWT_LEEWAY_S must be a number of seconds >= 0, got {leeway!r}")
+    try:
+        return make_verifier(
+            values["MLSERVE_JWT_JWKS"],
+            _positive_float(values, "MLSERVE_JWT_JWKS_TTL_S"),
+            values["MLSERVE_JWT_ISSUER"],
+            values["MLSERVE_JWT_AUDIENCE"],
+            values["MLSERVE_JWT_ALGORITHMS"],
+            float(leeway),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _payload_log(values: Mapping[str, Any]) -> Any:
+    from mlserve.serving.payload_log import make_payload_log
+
+    target = values["MLSERVE_PAYLOAD_LOG"]
+    if target is None or target == "":
+        return None
+    sample = values["MLSERVE_PAYLOAD_LOG_SAMPLE"]
+    if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 <= sample <= 1:
+        raise ConfigError(f"MLSERVE_PAYLOAD_LOG_SAMPLE must be a number in [0, 1], got {sample!r}")
+    max_bytes = values["MLSERVE_PAYLOAD_LOG_MAX_BYTES"]
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise ConfigError(
+            f"MLSERVE_PAYLOAD_LOG_MAX_BYTES must be an integer >= 0 (bytes; 0: never rotate), "
+            f"got {max_bytes!r}"
+        )
+    backups = values["MLSERVE_PAYLOAD_LOG_BACKUPS"]
+    if isinstance(backups, bool) or not isinstance(backups, int) or backups < 0:
+        raise ConfigError(f"MLSERVE_PAYLOAD_LOG_BACKUPS must be an integer >= 0, got {backups!r}")
+    line = _positive_int(values, "MLSERVE_PAYLOAD_LOG_MAX_LINE_BYTES")
+    if line < 512:
+        raise ConfigError(f"MLSERVE_PAYLOAD_LOG_MAX_LINE_BYTES must be at least 512, got {line!r}")
+    try:
+        return make_payload_log(
+            target, float(sample), max_bytes, backups, line,
+            _positive_int(values, "MLSERVE_PAYLOAD_LOG_QUEUE", "lines"),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

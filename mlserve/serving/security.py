@@ -403,17 +403,21 @@ class Guard:
 
     def __init__(self, config: Any) -> None:
         self.keys = KeyFile(config.api_keys) if config.api_keys else None
+        self.jwt = getattr(config, "jwt", None)  # a jwt_auth.JwtVerifier (MLSERVE_JWT_JWKS)
+        # keys, tokens or both: a request may present either (see jwt_auth)
+        self.authenticates = self.keys is not None or self.jwt is not None
         self.open = frozenset().union(_ROUTING_ERRORS, *(_GROUPS[g] for g in config.open_endpoints))
         # closed by default: without keys nobody could be told apart from an admin
         self.admin_enabled = (
-            config.admin_enabled if config.admin_enabled is not None else self.keys is not None
+            config.admin_enabled if config.admin_enabled is not None else self.authenticates
         )
         self.admin_disabled_reason = (
             "MLSERVE_ADMIN_ENABLED is False"
             if config.admin_enabled is False
             else "no API keys are configured, so no client can prove it is an admin; "
             "set MLSERVE_API_KEYS (mlserve serve --api-keys) and use a key with the admin "
-            "scope, or set MLSERVE_ADMIN_ENABLED=True to open them to every client"
+            "scope (or MLSERVE_JWT_JWKS and a token with it), or set "
+            "MLSERVE_ADMIN_ENABLED=True to open them to every client"
         )
         limiter = RateLimiter(
             config.rate_limit, config.model_rate_limits, config.rate_limit_storage
@@ -422,7 +426,7 @@ class Guard:
         self.cors_origins = config.cors_origins
         self._cors_options: dict[str, Any] | None = None
         # without keys or limits, check() has nothing to do (the request path skips it)
-        self.active = self.keys is not None or self.limiter is not None
+        self.active = self.authenticates or self.limiter is not None
 
     def required(self, endpoint: str, method: str) -> str:
         """What ``endpoint`` needs: OPEN, READ, PREDICT or ADMIN."""
@@ -450,8 +454,8 @@ class Guard:
         model_name = None
         if need == PREDICT:
             model_name = model()
-        if self.keys is not None:
-            key = self.keys.authenticate(token_from_headers(headers))
+        if self.authenticates:
+            key = self._authenticate(token_from_headers(headers))
             if key is None:
                 raise Unauthorized()
             if not key.allows(need, model_name):
@@ -464,6 +468,16 @@ class Guard:
             who = f"key:{key.id}" if key is not None else f"addr:{client or '-'}"
             self.limiter.check(who, model_name)
         return key
+
+    def _authenticate(self, token: str | None) -> ApiKey | None:
+        """The key or token's principal, or None: a JWT has two dots, an mlserve key none."""
+        if not token:
+            return None
+        if self.jwt is not None and token.count(".") == 2:
+            return self.jwt.authenticate(token)  # type: ignore[no-any-return]
+        if self.keys is not None:
+            return self.keys.authenticate(token)
+        return None
 
     def cors_headers(self, app: Any, response: Any) -> None:
         """Add CORS headers (flask-cors) to ``response`` if MLSERVE_CORS_ORIGINS is set."""
