@@ -57,6 +57,13 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # a canary split picks the version by a stable hash of this request header's
         # value (e.g. "X-User-ID"); None, or a request without it: a random pick
         "MLSERVE_CANARY_KEY_HEADER": None,
+        # drift monitoring (mlserve/serving/drift.py): off by default, as it keeps (the bins
+        # of) the served rows of each version in every worker; on: GET /drift/<name>
+        "MLSERVE_DRIFT": False,
+        "MLSERVE_DRIFT_WINDOW": 10_000,  # rows per model version (the newest)
+        "MLSERVE_DRIFT_PSI_THRESHOLD": 0.2,  # a feature at or above this PSI is "drifted"
+        # shadow traffic (mlserve/serving/shadow.py; set per alias in the store)
+        "MLSERVE_SHADOW_QUEUE": 1024,  # requests waiting for the shadow; more are dropped
     }
 )
 
@@ -94,6 +101,10 @@ class ServingConfig:
     client_timeout: float = DEFAULTS["MLSERVE_CLIENT_TIMEOUT"]
     cache: Any = None  # a cache.PredictionCache, or None (off)
     canary_key_header: str | None = None
+    drift: bool = False
+    drift_window: int = DEFAULTS["MLSERVE_DRIFT_WINDOW"]
+    drift_psi_threshold: float = DEFAULTS["MLSERVE_DRIFT_PSI_THRESHOLD"]
+    shadow_queue: int = DEFAULTS["MLSERVE_SHADOW_QUEUE"]
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -133,6 +144,10 @@ class ServingConfig:
             client_timeout=_positive_float(values, "MLSERVE_CLIENT_TIMEOUT"),
             cache=_cache(values),
             canary_key_header=_optional_header(values, "MLSERVE_CANARY_KEY_HEADER"),
+            drift=_bool(values, "MLSERVE_DRIFT"),
+            drift_window=_drift_window(values, "MLSERVE_DRIFT_WINDOW"),
+            drift_psi_threshold=_psi_threshold(values, "MLSERVE_DRIFT_PSI_THRESHOLD"),
+            shadow_queue=_positive_int(values, "MLSERVE_SHADOW_QUEUE", "requests"),
         )
 
     @classmethod
@@ -374,3 +389,17 @@ def _optional_header(values: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
         raise ConfigError(f"{key} must be an HTTP header name such as X-User-ID, got {value!r}")
     return value
+
+
+def _drift_window(values: Mapping[str, Any], key: str) -> int:
+    value = _positive_int(values, key, "rows")
+    if value > 10_000_000:
+        raise ConfigError(f"{key} must be at most 10000000 rows, got {value!r}")
+    return value
+
+
+def _psi_threshold(values: Mapping[str, Any], key: str) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigError(f"{key} must be a number > 0 (a PSI such as 0.2), got {value!r}")
+    return float(value)
