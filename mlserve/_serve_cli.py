@@ -185,6 +185,12 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     default=None,
     help='Prediction cache: "memory" (an LRU per worker) or "redis://host:port/db" (shared).',
 )
+@click.option(
+    "--drift/--no-drift",
+    default=False,
+    help="Drift monitoring: GET /drift/<name>, PSI/KS of the served rows against the "
+    "training bins (MLSERVE_DRIFT; off by default).",
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -208,6 +214,7 @@ def serve_command(
     batching_models: str | None,
     client_timeout: float,
     cache: str | None,
+    drift: bool,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root).
@@ -241,6 +248,7 @@ def serve_command(
         "MLSERVE_BATCHING_MODELS": _json_option("--batching-models", batching_models),
         "MLSERVE_CLIENT_TIMEOUT": client_timeout,
         "MLSERVE_CACHE": cache,
+        "MLSERVE_DRIFT": drift,
     }
     config, serving = _serve_config(flags)
     access_log = serving.access_log
@@ -291,6 +299,7 @@ FLAG_PARAMETERS = {
     "MLSERVE_BATCHING_MODELS": "batching_models",
     "MLSERVE_CLIENT_TIMEOUT": "client_timeout",
     "MLSERVE_CACHE": "cache",
+    "MLSERVE_DRIFT": "drift",
 }
 #: Keys that serve takes as arguments, not as app configuration
 NOT_APP_CONFIG = ("MLSERVE_STORE",)
@@ -337,6 +346,8 @@ def _prepare_multiprocess_metrics() -> None:
         os.makedirs(directory, exist_ok=True)
         for path in glob.glob(os.path.join(directory, "*.db")):
             os.unlink(path)
+        for path in glob.glob(os.path.join(directory, "mlserve-drift", "*.win")):
+            os.unlink(path)  # drift windows of the previous run's workers
         return
     directory = tempfile.mkdtemp(prefix="mlserve-metrics-")
     os.environ[MULTIPROC_ENV] = directory
@@ -454,6 +465,34 @@ def rollback_command(name: str, alias: str, store_dir: str) -> None:
     store = _existing_store(store_dir)
     targets = run_store_command(lambda: store.rollback(name, alias))
     click.echo(f"{name}: {alias} -> {format_targets(targets)}")
+
+
+@click.command("shadow")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", required=False, type=click.IntRange(1))
+@click.option("--off", is_flag=True, help="End the shadow of ALIAS.")
+@store_option
+def shadow_command(name: str, alias: str, version: int | None, off: bool, store_dir: str) -> None:
+    """Mirror the requests ALIAS of model NAME answers to VERSION (shadow traffic).
+
+    Clients only ever get ALIAS's answers; servers run VERSION on a copy of each
+    request off the request path and show its agreement at GET /models/NAME.
+    ``mlserve shadow NAME ALIAS --off`` ends it.
+    """
+    from mlserve.serving.commands import run_store_command
+
+    store = _existing_store(store_dir)
+    if off:
+        if version is not None:
+            raise click.UsageError("give either VERSION or --off, not both")
+        run_store_command(lambda: store.remove_shadow(name, alias))
+        click.echo(f"{name}: {alias} has no shadow")
+        return
+    if version is None:
+        raise click.UsageError("missing VERSION (or --off to end the shadow)")
+    run_store_command(lambda: store.set_shadow(name, alias, version))
+    click.echo(f"{name}: {alias} is shadowed by version {version}")
 
 
 @click.command("delete")
@@ -605,6 +644,7 @@ SERVING_COMMANDS = (
     models_command,
     alias_command,
     rollback_command,
+    shadow_command,
     delete_command,
     demo_command,
 )

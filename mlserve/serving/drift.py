@@ -31,7 +31,8 @@ import logging
 import os
 import threading
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from prometheus_client import Gauge
@@ -39,7 +40,7 @@ from prometheus_client import Gauge
 from mlserve._reference import Reference, parse_reference
 from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, Flusher
 
-__all__ = ["DRIFT_SUBDIR", "DriftMonitor", "NO_REFERENCE"]
+__all__ = ["DRIFT_SUBDIR", "NO_REFERENCE", "DriftMonitor"]
 
 log = logging.getLogger("mlserve.serving")
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
