@@ -332,7 +332,11 @@ class DriftMonitor:
         sizes = [min(count, codes.shape[0]) for codes, count in rings]
         total = sum(sizes)
         if total > self.window:  # several workers: the newest rows of each, in proportion
-            sizes = [int(self.window * s / total) for s in sizes]
+            shares = [self.window * s / total for s in sizes]
+            sizes = [int(s) for s in shares]
+            by_remainder = sorted(range(len(shares)), key=lambda i: sizes[i] - shares[i])
+            for i in by_remainder[: self.window - sum(sizes)]:
+                sizes[i] += 1
         columns = [*ref.features, ref.prediction]
         counts = [np.zeros(c.n_bins if c is not None else 1) for c in columns]
         for (codes, count), k in zip(rings, sizes):

@@ -150,18 +150,17 @@ class ShadowMirror:
                 raise ValueError(f"the shadow gives {a.shape[1]} outputs per row, the alias {b.shape[1]}")
             ABS_DIFF.labels(*labels).inc(float(np.abs(a - b).mean(axis=1).sum()))
 
-    def describe(self, name: str, shadows: Mapping[str, int], is_classifier: bool) -> list[dict]:
-        """Each shadow of model ``name`` with its agreement so far (all workers)."""
+    def describe(self, name: str, shadows: Mapping[str, int], is_classifier: bool) -> dict:
+        """Each shadow of model ``name`` (by alias) with its agreement so far (all workers)."""
         if not shadows:
-            return []
+            return {}
         self.flush()
         totals = _counter_totals(name)
-        described = []
+        described = {}
         for alias, version in sorted(shadows.items()):
             counts = totals.get((alias, str(version)), {})
             rows = counts.get("rows", 0.0)
             entry: dict[str, Any] = {
-                "alias": alias,
                 "version": version,
                 "requests": int(counts.get("requests", 0)),
                 "rows": int(rows),
@@ -173,7 +172,7 @@ class ShadowMirror:
                 entry["mean_absolute_difference"] = (
                     counts.get("abs_diff", 0.0) / rows if rows else None
                 )
-            described.append(entry)
+            described[alias] = entry
         return described
 
 
