@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
+from serving_support import Server
 
 import mlserve
 from mlserve.serving.drift import DRIFT_SUBDIR
 from mlserve.store import ModelStore
-from serving_support import Server
 
 SCALES = np.array([1.0, 2.0, 0.5, 3.0])
 

@@ -13,7 +13,12 @@ import mlserve
 from mlserve.cli import main
 from mlserve.serving import blueprint
 from mlserve.serving import shadow as shadow_module
-from mlserve.store import IncompatibleModelError, ModelNotFoundError, ModelStore, VersionInUseError
+from mlserve.store import (
+    IncompatibleModelError,
+    ModelNotFoundError,
+    ModelStore,
+    VersionInUseError,
+)
 
 
 def data(seed=0, n=400, n_features=4):
@@ -133,7 +138,7 @@ def test_clients_get_the_alias_answer_and_the_agreement_is_exported(tmp_path):
     }  # fmt: skip
     text = client.get("/ml/metrics").data.decode()
     assert 'mlserve_shadow_rows_total{alias="production",model="agree",version="2"} 300.0' in text
-    agreements = int(round(expected * 300))
+    agreements = round(expected * 300)
     assert f'mlserve_shadow_agreements_total{{alias="production",model="agree",version="2"}} {agreements}.0' in text
 
 

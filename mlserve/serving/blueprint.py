@@ -293,7 +293,11 @@ def _observed(
     drift = state.drift
     if drift is not None:
         drift.observe(loaded, rows, results)
-    if state.manifest(loaded.name).shadows:
+    try:
+        shadows = state.manifest(loaded.name).shadows
+    except ModelNotFound:  # unloaded from this worker since the request chose it
+        return
+    if shadows:
         target = request._get_current_object().__dict__.get("mlserve_shadow")
         if target is not None:
             state.shadow.observe(loaded, target[0], target[1], rows, results)

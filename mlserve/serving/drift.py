@@ -216,7 +216,12 @@ class DriftMonitor:
         if directory is not None:
             name, version = key
             path = os.path.join(directory, f"{self._prefix(name)}{version}@{os.getpid()}.win")
-        ring = _Ring(n_cols, self.window, path)
+        try:
+            ring = _Ring(n_cols, self.window, path)
+        except (OSError, ValueError) as exc:  # e.g. a full disk: this worker's window only
+            log.error("mlserve: cannot create the drift window file %s: %s; keeping it in "
+                      "this worker's memory (other workers' reads will not see it)", path, exc)
+            ring = _Ring(n_cols, self.window, None)
         with self._lock:
             self._rings[key] = ring
             while len(self._rings) > MAX_WINDOWS:
