@@ -73,9 +73,10 @@ def test_drift_windows_of_both_workers_are_merged(store, rng, tmp_path, monkeypa
         server.stop()
 
 
-def test_shadow_over_two_workers(store, rng):
+def test_shadow_over_two_workers(store, rng, monkeypatch):
     v1 = store.load_version("churn", 1)
     v2 = store.load_version("churn", 2)
+    monkeypatch.setenv("MLSERVE_DRIFT", "true")  # the environment turns drift on too
     server = Server(store.root, "--workers", "2", "--reload-interval", "0.1")
     try:
         url = f"{server.url}/predict/churn"
@@ -96,6 +97,7 @@ def test_shadow_over_two_workers(store, rng):
             "production": {"version": 2, "requests": 100, "rows": 1000, "errors": 0,
                            "agreement": pytest.approx(expected, abs=1e-12)},
         }  # fmt: skip
+        assert requests.get(f"{server.url}/drift/churn", timeout=30).json()["versions"][0]["window_size"] == 1000
         store.remove_shadow("churn", "production")
         time.sleep(0.5)
         post_rows(url, X[:100])

@@ -234,26 +234,44 @@ class DriftMonitor:
         if not pending:
             return False
         items = [pending.popleft() for _ in range(len(pending))]
-        groups: dict[tuple[str, int], tuple[Any, Reference, list, list]] = {}
+        window = self.window
+        # per loaded version: [loaded, reference, rows parts, prediction parts, rows held]
+        groups: dict[int, list | None] = {}
         for loaded, rows, results in items:
-            ref = self._reference(loaded)
-            if ref is None or rows.ndim != 2 or rows.shape[1] != len(ref.features):
-                continue
-            group = groups.get((loaded.name, loaded.version))
+            group = groups.get(id(loaded), False)
+            if group is False:
+                ref = self._reference(loaded)
+                ok = ref is not None and rows.ndim == 2 and rows.shape[1] == len(ref.features)
+                group = groups[id(loaded)] = [loaded, ref, deque(), deque(), 0] if ok else None
             if group is None:
-                group = groups[(loaded.name, loaded.version)] = (loaded, ref, [], [])
-            group[2].append(rows[-self.window:])
-            group[3].append(_prediction(loaded, results, rows.shape[0])[-self.window:])
-        for key, (loaded, ref, row_parts, prediction_parts) in groups.items():
-            X = np.concatenate(row_parts)[-self.window:]
+                continue
+            n = rows.shape[0]
+            predicted = results.get("predict")
+            if predicted is None or predicted.ndim != 1:
+                predicted = _prediction(loaded, results, n)
+            if n > window:  # rare: one request larger than the window
+                rows = rows[-window:]
+                predicted = predicted[-window:] if predicted is not None else None
+                n = window
+            group[2].append(rows)
+            group[3].append(predicted)
+            group[4] += n
+            while group[4] - group[2][0].shape[0] >= window:  # older rows would fall out
+                group[4] -= group[2].popleft().shape[0]
+                group[3].popleft()
+        for group in groups.values():
+            if group is None:
+                continue
+            loaded, ref, row_parts, prediction_parts, _ = group
+            X = np.concatenate(row_parts)[-window:]
             n_features = len(ref.features)
             codes = np.zeros((X.shape[0], n_features + 1), dtype=np.uint16)
             for j, column in enumerate(ref.features):
                 codes[:, j] = column.code(X[:, j])
             if ref.prediction is not None and all(p is not None for p in prediction_parts):
-                predictions = np.concatenate(prediction_parts)[-self.window:]
+                predictions = np.concatenate(prediction_parts)[-window:]
                 codes[:, n_features] = ref.prediction.code(predictions)
-            self._ring(key, n_features + 1).add(codes)
+            self._ring((loaded.name, loaded.version), n_features + 1).add(codes)
         return True
 
     def discard_pending(self) -> None:
