@@ -218,3 +218,28 @@ def test_a_failing_shadow_is_counted_never_seen_by_clients(tmp_path, monkeypatch
             break
         time.sleep(0.05)
     assert shadow["errors"] == 3 and shadow["rows"] == 0 and shadow["agreement"] is None
+
+
+def test_a_slow_shadow_never_delays_the_answer(tmp_path, monkeypatch):
+    X, y = data(seed=6)
+    store = ModelStore(tmp_path / "s")
+    labels = (y > 0).astype(np.int64)
+    store.publish("slow", mlserve.LogisticRegression().fit(X, labels), alias="production")
+    store.publish("slow", mlserve.LogisticRegression(C=0.01).fit(X, labels))
+    store.set_shadow("slow", "production", 2)
+    client = make_client(store)
+    state = client.application.extensions["mlserve"]["mlserve"]
+    shadow_model = state.select("slow", 2).model
+    fast_predict = shadow_model.predict
+
+    def slow_predict(rows):
+        time.sleep(1.0)
+        return fast_predict(rows)
+
+    monkeypatch.setattr(shadow_model, "predict", slow_predict)
+    start = time.perf_counter()
+    for _ in range(5):
+        assert client.post("/ml/predict/slow", json={"instances": X[:2].tolist()}).status_code == 200
+    assert time.perf_counter() - start < 1.0  # five answers before the shadow's first predict ends
+    shadow = shadows_of(client, "slow", 10)["production"]
+    assert shadow["rows"] == 10 and shadow["errors"] == 0

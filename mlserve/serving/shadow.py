@@ -154,7 +154,8 @@ class ShadowMirror:
         """Each shadow of model ``name`` (by alias) with its agreement so far (all workers)."""
         if not shadows:
             return {}
-        self.flush()
+        # not flushed here: that would run the shadow model in this (read) request's thread;
+        # the shadow thread applies what is queued within FLUSH_INTERVAL_SECONDS
         totals = _counter_totals(name)
         described = {}
         for alias, version in sorted(shadows.items()):
