@@ -480,19 +480,9 @@ def shadow_command(name: str, alias: str, version: int | None, off: bool, store_
     request off the request path and show its agreement at GET /models/NAME.
     ``mlserve shadow NAME ALIAS --off`` ends it.
     """
-    from mlserve.serving.commands import run_store_command
+    from mlserve.serving.commands import shadow_action
 
-    store = _existing_store(store_dir)
-    if off:
-        if version is not None:
-            raise click.UsageError("give either VERSION or --off, not both")
-        run_store_command(lambda: store.remove_shadow(name, alias))
-        click.echo(f"{name}: {alias} has no shadow")
-        return
-    if version is None:
-        raise click.UsageError("missing VERSION (or --off to end the shadow)")
-    run_store_command(lambda: store.set_shadow(name, alias, version))
-    click.echo(f"{name}: {alias} is shadowed by version {version}")
+    click.echo(shadow_action(_existing_store(store_dir), name, alias, version, off))
 
 
 @click.command("delete")

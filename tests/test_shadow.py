@@ -243,3 +243,17 @@ def test_a_slow_shadow_never_delays_the_answer(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 1.0  # five answers before the shadow's first predict ends
     shadow = shadows_of(client, "slow", 10)["production"]
     assert shadow["rows"] == 10 and shadow["errors"] == 0
+
+
+def test_the_flask_command(store):
+    app = Flask(__name__)
+    app.register_blueprint(blueprint(store), url_prefix="/ml")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["mlserve", "shadow", "clf", "production", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "clf: production is shadowed by version 2\n"
+    assert store.shadows("clf") == {"production": 2}
+    result = runner.invoke(args=["mlserve", "shadow", "clf", "production", "2", "--off"])
+    assert result.exit_code == 2 and "give either VERSION or --off, not both" in result.output
+    result = runner.invoke(args=["mlserve", "shadow", "clf", "production", "--off"])
+    assert result.exit_code == 0 and store.shadows("clf") == {}
