@@ -367,13 +367,16 @@ def test_shared_windows_merge_and_ignore_foreign_files(store, rng, tmp_path, mon
     (mine,) = folder.glob("*.win")
     # another (live) worker's window: the same file under pid 1
     other = mine.with_name(mine.name.rsplit("@", 1)[0] + "@1.win")
-    other.write_bytes(mine.read_bytes())
+    data = bytearray(mine.read_bytes())
+    data[40:48] = (7).to_bytes(8, "little")  # header slot 5: requests that worker dropped
+    other.write_bytes(bytes(data))
     dead = mine.with_name(mine.name.rsplit("@", 1)[0] + "@999999999.win")
     dead.write_bytes(mine.read_bytes())
     garbage = mine.with_name(mine.name.rsplit("@", 1)[0] + f"@{os.getppid()}.win")
     garbage.write_bytes(b"not a window")  # a live process's file that is no window
     (entry,) = drift_of(client, "churn")["versions"]
     assert entry["window_size"] == 1000  # 600 + 600, the newest of each in proportion
+    assert entry["dropped"] == 7  # summed over workers
     assert not dead.exists()  # a worker that exited
     assert all(f["psi"] < 0.1 for f in entry["features"])
     assert garbage.exists()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import itertools
 import logging
 import os
 import threading
@@ -114,8 +113,8 @@ def _newest(codes: np.ndarray, count: int, k: int) -> np.ndarray:
     return codes[positions]
 
 
-def _read_ring(path: str, n_cols: int) -> tuple[np.ndarray, int] | None:
-    """(codes, count) of another worker's ring file, or None if it is not one we can use."""
+def _read_ring(path: str, n_cols: int) -> tuple[np.ndarray, int, int] | None:
+    """(codes, count, dropped) of a worker's ring file, or None if it is not one we can use."""
     try:
         size = os.path.getsize(path)
         if size < _HEADER * 8:
@@ -125,6 +124,7 @@ def _read_ring(path: str, n_cols: int) -> tuple[np.ndarray, int] | None:
         return None
     header = mapped[: _HEADER * 8].view(np.int64)
     magic, cols, capacity, count = (int(v) for v in header[:4])
+    dropped = max(int(header[5]), 0)
     if (
         magic != _MAGIC
         or cols != n_cols
@@ -134,7 +134,7 @@ def _read_ring(path: str, n_cols: int) -> tuple[np.ndarray, int] | None:
     ):
         return None
     codes = mapped[_HEADER * 8:].view(np.uint16).reshape(capacity, cols)
-    return codes, count
+    return codes, count, dropped
 
 
 def _alive(pid: int) -> bool:
@@ -165,8 +165,9 @@ class DriftMonitor:
         self.threshold = float(threshold)
         self._tag = hashlib.blake2b(str(store_root).encode(), digest_size=6).hexdigest()
         self._pending: deque[tuple[Any, np.ndarray, Mapping[str, np.ndarray]]] = deque()
-        self._dropped = itertools.count()
-        self._n_dropped = 0
+        # requests not recorded (the deque was full), per version; written into the
+        # version's ring header (slot 5), so a read sums them over workers
+        self._dropped: dict[tuple[str, int], int] = {}
         self._references: dict[tuple[str, int], Reference | None] = {}
         self._rings: dict[tuple[str, int], _Ring] = {}
         self._lock = threading.Lock()  # the rings dict, between the drain and a reader
@@ -178,7 +179,8 @@ class DriftMonitor:
         """Note an answered request's rows and outputs (one append; never blocks)."""
         pending = self._pending
         if len(pending) >= MAX_PENDING:
-            next(self._dropped)
+            key = (loaded.name, loaded.version)
+            self._dropped[key] = self._dropped.get(key, 0) + 1  # approximate under threads
             return
         pending.append((loaded, rows, results))
         if self._flusher.idle:
@@ -271,7 +273,10 @@ class DriftMonitor:
             if ref.prediction is not None and all(p is not None for p in prediction_parts):
                 predictions = np.concatenate(prediction_parts)[-window:]
                 codes[:, n_features] = ref.prediction.code(predictions)
-            self._ring((loaded.name, loaded.version), n_features + 1).add(codes)
+            key = (loaded.name, loaded.version)
+            ring = self._ring(key, n_features + 1)
+            ring.add(codes)
+            ring.header[5] = self._dropped.get(key, 0)
         return True
 
     def discard_pending(self) -> None:
@@ -284,14 +289,6 @@ class DriftMonitor:
         """Apply what is pending now (before a read of this worker's windows)."""
         self._flusher.flush()
 
-    @property
-    def dropped(self) -> int:
-        """Requests not recorded because the queue was full (this worker)."""
-        counter = self._dropped
-        value = next(counter)  # the counter's next value is the count so far
-        self._dropped = itertools.count(value)
-        return value
-
     # ---------------------------------------------------------------- reading
 
     def _windows(self, name: str) -> dict[int, list[tuple[np.ndarray, int]]]:
@@ -299,14 +296,11 @@ class DriftMonitor:
         self.flush()
         found: dict[int, list[tuple[np.ndarray, int]]] = {}
         directory = self._directory()
-        if directory is None:
-            with self._lock:
-                rings = [(k, r) for k, r in self._rings.items() if k[0] == name]
-            for (_, version), ring in rings:
-                found.setdefault(version, []).append((ring.codes, int(ring.header[3])))
-            return found
         prefix = self._prefix(name)
-        for path in glob.glob(os.path.join(glob.escape(directory), glob.escape(prefix) + "*.win")):
+        paths = [] if directory is None else glob.glob(
+            os.path.join(glob.escape(directory), glob.escape(prefix) + "*.win")
+        )
+        for path in paths:  # the other workers' rings
             parts = os.path.basename(path)[len(prefix):-len(".win")].split("@")
             if len(parts) != 2 or not all(p.isdigit() for p in parts):
                 continue
@@ -317,7 +311,13 @@ class DriftMonitor:
                 except OSError:
                     pass
                 continue
+            if pid == os.getpid():
+                continue  # this worker's own ring: taken from memory below
             found.setdefault(version, []).append((path, 0))  # read below, once n_cols is known
+        with self._lock:  # this worker's rings, from memory
+            rings = [(k, r) for k, r in self._rings.items() if k[0] == name]
+        for (_, version), ring in rings:
+            found.setdefault(version, []).append((ring.codes, int(ring.header[3])))
         return found
 
     def report(self, name: str, versions: list[tuple[int, Any]]) -> dict[str, Any]:
@@ -343,12 +343,14 @@ class DriftMonitor:
             return entry
         n_cols = len(ref.features) + 1
         rings = []
+        dropped = self._dropped.get((name, version), 0)  # this worker's
         for source, count in sources:
-            if isinstance(source, str):
+            if isinstance(source, str):  # another worker's ring file
                 read = _read_ring(source, n_cols)
                 if read is None:
                     continue
-                source, count = read
+                source, count, theirs = read
+                dropped += theirs
             elif source.shape[1] != n_cols:
                 continue
             rings.append((source, count))
@@ -396,7 +398,7 @@ class DriftMonitor:
             }
         else:
             entry["prediction"] = None
-        entry["dropped"] = self.dropped
+        entry["dropped"] = dropped
         return entry
 
     def update_gauges(self, name: str, report: Mapping[str, Any]) -> None:
