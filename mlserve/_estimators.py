@@ -136,6 +136,25 @@ def _training_statistics(X: np.ndarray) -> dict:
     }
 
 
+def _store_reference_statistics(estimator, X: np.ndarray) -> None:
+    """Add the drift reference to a fitted estimator's model: the bins of ``X`` and of
+    the estimator's predictions on ``X`` (mlserve._reference), in ``metadata["training"]``."""
+    from ._reference import reference_statistics
+
+    model = estimator._fitted_model()
+    meta = json.loads(model.metadata)
+    if meta.get("task") == "classification":
+        classes = meta.get("classes")
+    elif meta.get("task") == "clustering":
+        classes = list(range(int(meta.get("n_clusters", 0))))
+    else:
+        classes = None
+    training = dict(meta.get("training") or _training_statistics(X))
+    training.update(reference_statistics(X, estimator.predict(X), classes))
+    meta["training"] = training
+    estimator._install(_core.create(meta["kind"], model.arrays(), json.dumps(meta)))
+
+
 def _linear_explain(estimator, X) -> np.ndarray:
     """Exact contributions ``coef * (x - mean)`` of a linear model, the bias last.
 
@@ -384,6 +403,7 @@ class _LinearRegressorBase(RegressorMixin, _MLServeEstimator):
         )
         model = _core.create(self._kind, {"coef": coef, "intercept": intercept}, metadata)
         self._install(model)
+        _store_reference_statistics(self, X)
         return self
 
     def explain(self, X):
@@ -582,6 +602,7 @@ class LogisticRegression(ClassifierMixin, _MLServeEstimator):
             },
         )
         self._install(_core.create(self._kind, arrays, metadata))
+        _store_reference_statistics(self, X)
         return self
 
     def _install_arrays(self, arrays: dict, meta: dict) -> None:

@@ -20,6 +20,7 @@ from ._estimators import (
     _as_feature_matrix,
     _as_sample_weight,
     _MLServeEstimator,
+    _store_reference_statistics,
     _training_statistics,
 )
 from ._mixins import _by_name, _ndarray
@@ -257,6 +258,7 @@ class KMeans(_MLServeEstimator):
             },
         )
         self._install(_core.create(self._kind, {"cluster_centers": centers}, metadata))
+        _store_reference_statistics(self, X)
         self.labels_ = labels
         return self
 

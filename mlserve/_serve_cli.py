@@ -199,6 +199,12 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     default=None,
     help='Log each predict request\'s inputs and outputs as JSON lines: a file path or "stderr".',
 )
+@click.option(
+    "--drift/--no-drift",
+    default=False,
+    help="Drift monitoring: GET /drift/<name>, PSI/KS of the served rows against the "
+    "training bins (MLSERVE_DRIFT; off by default).",
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -226,6 +232,7 @@ def serve_command(
     jwt_issuer: str | None,
     jwt_audience: str | None,
     payload_log: str | None,
+    drift: bool,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root).
@@ -263,6 +270,7 @@ def serve_command(
         "MLSERVE_JWT_ISSUER": jwt_issuer,
         "MLSERVE_JWT_AUDIENCE": jwt_audience,
         "MLSERVE_PAYLOAD_LOG": payload_log,
+        "MLSERVE_DRIFT": drift,
     }
     config, serving = _serve_config(flags)
     access_log = serving.access_log
@@ -317,6 +325,7 @@ FLAG_PARAMETERS = {
     "MLSERVE_JWT_ISSUER": "jwt_issuer",
     "MLSERVE_JWT_AUDIENCE": "jwt_audience",
     "MLSERVE_PAYLOAD_LOG": "payload_log",
+    "MLSERVE_DRIFT": "drift",
 }
 #: Keys that serve takes as arguments, not as app configuration
 NOT_APP_CONFIG = ("MLSERVE_STORE",)
@@ -363,6 +372,8 @@ def _prepare_multiprocess_metrics() -> None:
         os.makedirs(directory, exist_ok=True)
         for path in glob.glob(os.path.join(directory, "*.db")):
             os.unlink(path)
+        for path in glob.glob(os.path.join(directory, "mlserve-drift", "*.win")):
+            os.unlink(path)  # drift windows of the previous run's workers
         return
     directory = tempfile.mkdtemp(prefix="mlserve-metrics-")
     os.environ[MULTIPROC_ENV] = directory
@@ -480,6 +491,24 @@ def rollback_command(name: str, alias: str, store_dir: str) -> None:
     store = _existing_store(store_dir)
     targets = run_store_command(lambda: store.rollback(name, alias))
     click.echo(f"{name}: {alias} -> {format_targets(targets)}")
+
+
+@click.command("shadow")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", required=False, type=click.IntRange(1))
+@click.option("--off", is_flag=True, help="End the shadow of ALIAS.")
+@store_option
+def shadow_command(name: str, alias: str, version: int | None, off: bool, store_dir: str) -> None:
+    """Mirror the requests ALIAS of model NAME answers to VERSION (shadow traffic).
+
+    Clients only ever get ALIAS's answers; servers run VERSION on a copy of each
+    request off the request path and show its agreement at GET /models/NAME.
+    ``mlserve shadow NAME ALIAS --off`` ends it.
+    """
+    from mlserve.serving.commands import shadow_action
+
+    click.echo(shadow_action(_existing_store(store_dir), name, alias, version, off))
 
 
 @click.command("delete")
@@ -631,6 +660,7 @@ SERVING_COMMANDS = (
     models_command,
     alias_command,
     rollback_command,
+    shadow_command,
     delete_command,
     demo_command,
 )

@@ -35,9 +35,36 @@ def info(path, no_verify, as_json):
         click.echo(f"  {key:16} {json.dumps(value) if not isinstance(value, str) else value}")
     if training:
         click.echo(f"  {'training':16} {training.get('n_samples')} samples")
+        for line in _reference_lines(training, metadata.get("feature_names")):
+            click.echo(f"    {line}")
     click.echo("  arrays:")
     for name, array in model.arrays().items():
         click.echo(f"    {name:14} {array.dtype!s:8} {array.shape}")
+
+
+def _reference_lines(training, feature_names):
+    """One line per feature (and the prediction) of the drift reference, if the file has one."""
+    entries = training.get("features")
+    if not isinstance(entries, list):
+        yield "no drift reference (bins): drift monitoring reports 'no reference'"
+        return
+    names = feature_names or [f"x{j}" for j in range(len(entries))]
+    yield f"drift reference: bins of {training.get('n_binned')} rows"
+    for name, entry in zip([*names, "prediction"], [*entries, training.get("prediction")]):
+        if isinstance(entry, dict):
+            yield f"  {name:14} {_describe_column(entry)}"
+
+
+def _describe_column(entry) -> str:
+    if entry.get("type") == "categorical":
+        pairs = list(zip(entry.get("values", []), entry.get("counts", [])))
+        shown = ", ".join(f"{v}: {c}" for v, c in pairs[:8]) + (", ..." if len(pairs) > 8 else "")
+        return f"categorical  {len(pairs)} values ({shown})"
+    edges = entry.get("edges") or []
+    psi_edges = entry.get("psi_edges") or []
+    median = psi_edges[len(psi_edges) // 2] if psi_edges else None
+    span = f"p1 {edges[0]:.4g}, median {median:.4g}, p99 {edges[-1]:.4g}" if edges and median is not None else ""
+    return f"numeric      {len(edges) + 1} bins ({span})"
 
 
 @main.command("show-config")

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -104,6 +104,8 @@ class Manifest:
     aliases: Mapping[str, tuple[AliasTarget, ...]]
     alias_history: Mapping[str, tuple[tuple[AliasTarget, ...], ...]]
     next_version: int
+    #: alias -> the version that gets a copy of the alias's requests (shadow traffic)
+    shadows: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def latest(self) -> int | None:
@@ -119,7 +121,9 @@ class Manifest:
         )
 
     def to_json(self) -> dict[str, Any]:
+        shadows = {"shadows": dict(sorted(self.shadows.items()))} if self.shadows else {}
         return {
+            **shadows,
             "format": MANIFEST_FORMAT,
             "name": self.name,
             "next_version": self.next_version,
@@ -148,6 +152,7 @@ class Manifest:
                 for a, hist in data.get("alias_history", {}).items()
             },
             next_version=int(data.get("next_version", 1)),
+            shadows={str(a): int(v) for a, v in (data.get("shadows") or {}).items()},
         )
 
     @classmethod
@@ -481,6 +486,7 @@ class ModelStore:
                 a: [{"version": t.version, "weight": t.weight} for t in targets]
                 for a, targets in sorted(m.aliases.items())
             },
+            "shadows": {a: {"version": v} for a, v in sorted(m.shadows.items())},
             "task": metadata.get("task"),
             "estimator": metadata.get("estimator"),
             "n_features": metadata.get("n_features"),
@@ -664,6 +670,7 @@ class ModelStore:
                     aliases=current.aliases,
                     alias_history=current.alias_history,
                     next_version=version + 1,
+                    shadows=current.shadows,
                 )
                 if alias is not None:
                     updated = _with_alias(updated, alias, (AliasTarget(version),))
@@ -748,8 +755,9 @@ class ModelStore:
             del aliases[alias]
             history = dict(current.alias_history)
             history.pop(alias, None)
+            shadows = {a: v for a, v in current.shadows.items() if a != alias}
             self._write_manifest(
-                Manifest(name, current.versions, aliases, history, current.next_version)
+                Manifest(name, current.versions, aliases, history, current.next_version, shadows)
             )
 
     def rollback(self, name: str, alias: str) -> list[AliasTarget]:
@@ -773,9 +781,67 @@ class ModelStore:
             histories = dict(current.alias_history)
             histories[alias] = tuple(history)
             self._write_manifest(
-                Manifest(name, current.versions, aliases, histories, current.next_version)
+                Manifest(
+                    name, current.versions, aliases, histories, current.next_version,
+                    current.shadows,
+                )
             )
         return list(previous)
+
+    def shadows(self, name: str) -> dict[str, int]:
+        """The shadows of model ``name``: alias -> the version that gets a copy of its traffic."""
+        return dict(self.manifest(name).shadows)
+
+    def set_shadow(self, name: str, alias: str, version: int) -> None:
+        """Mirror the requests that ``alias`` of ``name`` answers to ``version`` (shadow traffic).
+
+        Servers run ``version`` on a copy of each such request off the request path
+        and export how often it agrees; clients only ever get the alias's answer.
+        Refused (nothing changes) when the alias or version does not exist or
+        the version cannot take the alias's inputs (different features, dtype).
+        """
+        validate_alias(alias)
+        version = _as_version(version)
+        with self._locked(name):
+            current = self.manifest(name)
+            if alias not in current.aliases:
+                raise ModelNotFoundError(f"model {name!r} has no alias {alias!r}")
+            if version not in current.versions:
+                raise ModelNotFoundError(f"model {name!r} has no version {version}")
+            meta = current.versions[version].get("metadata", {})
+            for target in current.aliases[alias]:
+                served = current.versions[target.version].get("metadata", {})
+                for key in ("n_features", "dtype", "task"):
+                    if served.get(key) != meta.get(key):
+                        raise IncompatibleModelError(
+                            f"refused to shadow {alias!r} of model {name!r} with version"
+                            f" {version}: its {key} is {meta.get(key)!r}, version"
+                            f" {target.version} has {served.get(key)!r}",
+                            [f"{key} differs"],
+                        )
+            if current.shadows.get(alias) == version:
+                return
+            shadows = {**current.shadows, alias: version}
+            self._write_manifest(
+                Manifest(
+                    name, current.versions, current.aliases, current.alias_history,
+                    current.next_version, shadows,
+                )
+            )
+
+    def remove_shadow(self, name: str, alias: str) -> None:
+        """End the shadow of ``alias`` of model ``name``."""
+        with self._locked(name):
+            current = self.manifest(name)
+            if alias not in current.shadows:
+                raise ModelNotFoundError(f"alias {alias!r} of model {name!r} has no shadow")
+            shadows = {a: v for a, v in current.shadows.items() if a != alias}
+            self._write_manifest(
+                Manifest(
+                    name, current.versions, current.aliases, current.alias_history,
+                    current.next_version, shadows,
+                )
+            )
 
     def delete(self, name: str, version: int) -> None:
         """Delete one version; refused while an alias points to it."""
@@ -790,13 +856,23 @@ class ModelStore:
                     f"cannot delete version {version} of model {name!r}: "
                     f"alias {', '.join(repr(a) for a in in_use)} points to it"
                 )
+            shadowing = sorted(a for a, v in current.shadows.items() if v == version)
+            if shadowing:
+                raise VersionInUseError(
+                    f"cannot delete version {version} of model {name!r}: it shadows alias "
+                    f"{', '.join(repr(a) for a in shadowing)} (end it with"
+                    f" mlserve shadow {name} {shadowing[0]} --off)"
+                )
             versions = {v: i for v, i in current.versions.items() if v != version}
             history = {
                 a: tuple(h for h in hist if all(t.version != version for t in h))
                 for a, hist in current.alias_history.items()
             }
             self._write_manifest(
-                Manifest(name, versions, current.aliases, history, current.next_version)
+                Manifest(
+                    name, versions, current.aliases, history, current.next_version,
+                    current.shadows,
+                )
             )
             # The manifest no longer lists it; removing the files can be partial.
             shutil.rmtree(model_dir / str(version), ignore_errors=True)
@@ -858,4 +934,4 @@ def _with_alias(m: Manifest, alias: str, targets: tuple[AliasTarget, ...]) -> Ma
     if previous is not None and previous != targets:
         history[alias] = (*history.get(alias, ()), previous)[-ALIAS_HISTORY_LIMIT:]
     aliases[alias] = targets
-    return Manifest(m.name, m.versions, aliases, history, m.next_version)
+    return Manifest(m.name, m.versions, aliases, history, m.next_version, m.shadows)

@@ -74,7 +74,11 @@ def convert(estimator, *, dtype=np.float64, reference=None):
 def _store_reference(converted, reference) -> None:
     """Store the training statistics of ``reference`` in ``converted``'s metadata."""
     from .. import _core
-    from .._estimators import _as_feature_matrix, _training_statistics
+    from .._estimators import (
+        _as_feature_matrix,
+        _store_reference_statistics,
+        _training_statistics,
+    )
     from .._mixins import _by_name
 
     name = type(converted).__name__
@@ -96,6 +100,10 @@ def _store_reference(converted, reference) -> None:
     except (TypeError, ValueError) as exc:
         raise ConvertError(f"reference= is not supported for {name}: {exc}") from None
     converted._install(rebuilt)
+    try:  # the bins of the features and of the predictions, for drift monitoring
+        _store_reference_statistics(converted, X)
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(f"reference: cannot predict on it: {exc}") from None
 
 
 __all__ = ["convert", "supported"]

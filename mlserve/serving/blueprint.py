@@ -34,6 +34,7 @@ from mlserve.serving.errors import (
     render_error,
 )
 from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS
+from mlserve.serving.drift import DriftMonitor
 from mlserve.serving.explain import EXPLAIN, explain_rows, require_explainable
 from mlserve.serving.hooks import ServingBlueprint
 from mlserve.serving.metrics import (
@@ -55,6 +56,7 @@ from mlserve.serving.runtime import (
     predict,
 )
 from mlserve.serving.security import Guard
+from mlserve.serving.shadow import ShadowMirror, served_alias
 from mlserve.store import ModelStore
 
 __all__ = ["blueprint", "serving_state"]
@@ -73,7 +75,7 @@ INFERENCE_ENDPOINTS = ("v1_model", "v2_infer", "v2_infer_version", "invocations"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 SERVING_DEFAULT = "serving_default"  # TF Serving's default signature name
 #: mounted at the root of an app, the paths below which unknown URLs get a JSON 404
-ROOT_MOUNT_PATHS = ("/v1", "/v2", "/predict", "/models", "/admin", "/docs")
+ROOT_MOUNT_PATHS = ("/v1", "/v2", "/predict", "/models", "/admin", "/docs", "/drift")
 
 _V1_TARGET = re.compile(
     r"(?P<name>[^/:]+)"
@@ -136,6 +138,11 @@ def blueprint(
         state.guard = Guard(config)
         state.request_metrics = RequestMetrics(INFERENCE_ENDPOINTS)
         state.hooks = bp.hooks  # the same object: hooks added after registering count too
+        if config.drift:
+            state.drift = DriftMonitor(
+                config.drift_window, config.drift_psi_threshold, str(store.root)
+            )
+        state.shadow = ShadowMirror(state, config.shadow_queue)
         state.refresh()
         setup.app.extensions.setdefault(EXTENSION_KEY, {})[key] = state
 
@@ -244,6 +251,12 @@ def _select(
     sticky_key = request.headers.get(header) if header else None
     loaded = state.select(name, version, alias, sticky_key=sticky_key or None)
     record.model, record.version = loaded.name, str(loaded.version)
+    shadows = state.manifest(name).shadows
+    if shadows:  # shadow traffic (mlserve.serving.shadow): noted for _predict
+        served = served_alias(state.manifest(name), version, alias, state.config.default_alias)
+        target = shadows.get(served) if served is not None else None
+        if target is not None and target != loaded.version:
+            request._get_current_object().mlserve_shadow = (served, target)
     return loaded
 
 
@@ -263,12 +276,14 @@ def _predict(
         if hit is not None:
             if state.config.payload_log is not None:
                 _note_payload(state.config.payload_log, loaded, rows, hit)
+            _observed(state, loaded, rows, hit)
             return hit
     results = predict(loaded, rows, outputs, timings)
     if state.config.payload_log is not None:
         _note_payload(state.config.payload_log, loaded, rows, results)
     if key is not None:
         cache.put(loaded.name, key, results, cache.ttl_for(loaded.name))
+    _observed(state, loaded, rows, results)
     # a batcher reports its own core calls (its listener, runtime._with_batcher)
     if loaded.batcher is None and n_rows:
         state.request_metrics.observe_execution(
@@ -292,6 +307,23 @@ def _log_payload(state: ServingState, record: RequestRecord, status: int, noted:
     state.config.payload_log.submit(
         record.request_id, record.endpoint, name, version, status, latency_ms, rows, results
     )
+
+
+def _observed(
+    state: ServingState, loaded: LoadedModel, rows: np.ndarray, results: dict[str, np.ndarray]
+) -> None:
+    """Hand an answered request to drift monitoring and to its shadow (each one append)."""
+    drift = state.drift
+    if drift is not None:
+        drift.observe(loaded, rows, results)
+    try:
+        shadows = state.manifest(loaded.name).shadows
+    except ModelNotFound:  # unloaded from this worker since the request chose it
+        return
+    if shadows:
+        target = request._get_current_object().__dict__.get("mlserve_shadow")
+        if target is not None:
+            state.shadow.observe(loaded, target[0], target[1], rows, results)
 
 
 def _cache_lookup(
@@ -548,6 +580,7 @@ def _add_routes(bp: Blueprint) -> None:
     route("/similar/<name>", "similar", _similar, methods=["POST"])
     route("/models", "models", _models, methods=["GET"])
     route("/models/<name>", "model", _model, methods=["GET"])
+    route("/drift/<name>", "drift", _drift, methods=["GET"])
     # admin, docs
     route("/admin/reload", "admin_reload", _admin_reload, methods=["POST"])
     route("/openapi.json", "openapi", _openapi, methods=["GET"])
@@ -1290,9 +1323,35 @@ def _models() -> Response:
 def _model(name: str) -> Response:
     """What a request for ``name`` without a version gets (the default alias), and the newest."""
     state = _state()
-    return _json_response(
-        state.store.describe(name, state.manifest(name), default_alias=state.config.default_alias)
-    )
+    manifest = state.manifest(name)
+    described = state.store.describe(name, manifest, default_alias=state.config.default_alias)
+    if manifest.shadows:  # each shadow with its agreement so far (mlserve.serving.shadow)
+        classifier = described.get("task") in ("classification", "clustering")
+        described["shadows"] = state.shadow.describe(name, manifest.shadows, classifier)
+    return _json_response(described)
+
+
+def _drift_report(state: ServingState, name: str, version: Any = None, alias: Any = None) -> dict:
+    """The drift report of model ``name``: the version asked for, else the default alias's."""
+    if version is not None or alias is not None:
+        loaded = state.select(name, version, alias)
+        versions = [(loaded.version, loaded)]
+    else:
+        versions = [(v, state.select(name, v)) for v in sorted(_serving(state, name)[1])]
+    return state.drift.report(name, versions)
+
+
+def _drift(name: str) -> Response:
+    """Per feature PSI and KS of the served rows against the training data (MLSERVE_DRIFT)."""
+    state = _state()
+    if state.drift is None:
+        raise ModelNotFound("drift monitoring is off; turn it on with MLSERVE_DRIFT=true")
+    state.manifest(name)  # 404 for an unknown model
+    if os.environ.get(MULTIPROC_ENV):
+        time.sleep(2 * FLUSH_INTERVAL_SECONDS)  # the other workers' drift threads catch up
+    report = _drift_report(state, name, *_parse_query_ref(request))
+    state.drift.update_gauges(name, report)
+    return _json_response(report)
 
 
 # ------------------------------------------------------------- admin, docs
@@ -1347,6 +1406,13 @@ def _metrics() -> Response:
     _state().request_metrics.flush()
     if os.environ.get(MULTIPROC_ENV):
         time.sleep(2 * FLUSH_INTERVAL_SECONDS)
+    state = _state()
+    if state.drift is not None:  # the drift gauges, from every worker's window
+        for name in state.names():
+            try:
+                state.drift.update_gauges(name, _drift_report(state, name))
+            except Exception:  # noqa: BLE001 - a model that cannot report must not fail a scrape
+                continue
     payload, content_type = render_metrics()
     return Response(payload, content_type=content_type)
 

@@ -85,6 +85,19 @@ def run_store_command(action: Any) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
+def shadow_action(store: Any, name: str, alias: str, version: int | None, off: bool) -> str:
+    """``mlserve shadow`` / ``flask mlserve shadow``: start or end a shadow; the line to print."""
+    if off:
+        if version is not None:
+            raise click.UsageError("give either VERSION or --off, not both")
+        run_store_command(lambda: store.remove_shadow(name, alias))
+        return f"{name}: {alias} has no shadow"
+    if version is None:
+        raise click.UsageError("missing VERSION (or --off to end the shadow)")
+    run_store_command(lambda: store.set_shadow(name, alias, version))
+    return f"{name}: {alias} is shadowed by version {version}"
+
+
 def register_flask_commands(bp: Blueprint) -> None:
     """Add ``flask <blueprint name> models|publish|alias|rollback|reload`` to a host app's CLI."""
 
@@ -120,6 +133,15 @@ def register_flask_commands(bp: Blueprint) -> None:
             lambda: store.set_alias(name, alias, parse_alias_targets(versions), force=force)
         )
         click.echo(f"{name}: {alias} -> {format_targets(targets)}")
+
+    @bp.cli.command("shadow")
+    @click.argument("name")
+    @click.argument("alias")
+    @click.argument("version", required=False, type=click.IntRange(1))
+    @click.option("--off", is_flag=True, help="End the shadow of ALIAS.")
+    def shadow_command(name: str, alias: str, version: int | None, off: bool) -> None:
+        """Mirror the requests ALIAS of model NAME answers to VERSION (or --off to end it)."""
+        click.echo(shadow_action(state().store, name, alias, version, off))
 
     @bp.cli.command("rollback")
     @click.argument("name")

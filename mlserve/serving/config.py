@@ -72,6 +72,13 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "MLSERVE_PAYLOAD_LOG_BACKUPS": 5,  # rotated files kept (payload.jsonl.1 ... .5)
         "MLSERVE_PAYLOAD_LOG_MAX_LINE_BYTES": 4096,  # PIPE_BUF: lines of several workers never mix
         "MLSERVE_PAYLOAD_LOG_QUEUE": 10_000,  # lines waiting for the writer; more are dropped
+        # drift monitoring (mlserve/serving/drift.py): off by default, as it keeps (the bins
+        # of) the served rows of each version in every worker; on: GET /drift/<name>
+        "MLSERVE_DRIFT": False,
+        "MLSERVE_DRIFT_WINDOW": 10_000,  # rows per model version (the newest)
+        "MLSERVE_DRIFT_PSI_THRESHOLD": 0.2,  # a feature at or above this PSI is "drifted"
+        # shadow traffic (mlserve/serving/shadow.py; set per alias in the store)
+        "MLSERVE_SHADOW_QUEUE": 1024,  # requests waiting for the shadow; more are dropped
     }
 )
 
@@ -111,6 +118,10 @@ class ServingConfig:
     canary_key_header: str | None = None
     jwt: Any = None  # a jwt_auth.JwtVerifier, or None (off)
     payload_log: Any = None  # a payload_log.PayloadLog, or None (off)
+    drift: bool = False
+    drift_window: int = DEFAULTS["MLSERVE_DRIFT_WINDOW"]
+    drift_psi_threshold: float = DEFAULTS["MLSERVE_DRIFT_PSI_THRESHOLD"]
+    shadow_queue: int = DEFAULTS["MLSERVE_SHADOW_QUEUE"]
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -152,6 +163,10 @@ class ServingConfig:
             canary_key_header=_optional_header(values, "MLSERVE_CANARY_KEY_HEADER"),
             jwt=_jwt(values),
             payload_log=_payload_log(values),
+            drift=_bool(values, "MLSERVE_DRIFT"),
+            drift_window=_drift_window(values, "MLSERVE_DRIFT_WINDOW"),
+            drift_psi_threshold=_psi_threshold(values, "MLSERVE_DRIFT_PSI_THRESHOLD"),
+            shadow_queue=_positive_int(values, "MLSERVE_SHADOW_QUEUE", "requests"),
         )
 
     @classmethod
@@ -444,3 +459,15 @@ def _payload_log(values: Mapping[str, Any]) -> Any:
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+def _drift_window(values: Mapping[str, Any], key: str) -> int:
+    value = _positive_int(values, key, "rows")
+    if value > 10_000_000:
+        raise ConfigError(f"{key} must be at most 10000000 rows, got {value!r}")
+    return value
+
+
+def _psi_threshold(values: Mapping[str, Any], key: str) -> float:
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigError(f"{key} must be a number > 0 (a PSI such as 0.2), got {value!r}")
+    return float(value)

@@ -391,6 +391,12 @@ def openapi_document(
         ),  # fmt: skip
         "/models": _get("List models, versions, aliases and input shapes", "simple", errors=()),
         "/models/{name}": _get("One model's versions, aliases and shapes", "simple", [_NAME_]),
+        "/drift/{name}": _get(
+            "Drift of the served rows against the training data: PSI and KS per feature"
+            " (MLSERVE_DRIFT; 404 when off)",
+            "operations",
+            [_NAME_, *_QUERY_REF],
+        ),
         "/admin/reload": {
             "post": {
                 "summary": "Re-read the store now (new versions, moved aliases)",

@@ -234,6 +234,8 @@ class ServingState:
         self.guard: Any = None
         self.request_metrics: Any = None
         self.hooks: Any = None  # mlserve.serving.hooks.Hooks, or None: no hooks
+        self.drift: Any = None  # mlserve.serving.drift.DriftMonitor, or None: MLSERVE_DRIFT off
+        self.shadow: Any = None  # mlserve.serving.shadow.ShadowMirror
 
     # -------------------------------------------------------------- refreshing
 
@@ -466,6 +468,7 @@ class ServingState:
 
 def _versions_to_keep_warm(manifest: Manifest) -> list[int]:
     versions = {t.version for targets in manifest.aliases.values() for t in targets}
+    versions.update(manifest.shadows.values())  # shadow versions take mirrored traffic
     if manifest.latest is not None:
         versions.add(manifest.latest)
     return sorted(v for v in versions if v in manifest.versions)
