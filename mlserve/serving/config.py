@@ -57,6 +57,11 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # a canary split picks the version by a stable hash of this request header's
         # value (e.g. "X-User-ID"); None, or a request without it: a random pick
         "MLSERVE_CANARY_KEY_HEADER": None,
+        # the KServe V2 gRPC service (mlserve/serving/grpc_service.py): the port it listens
+        # on in each worker of mlserve serve (None: off), and the most RPCs it runs or
+        # queues at once (more get RESOURCE_EXHAUSTED)
+        "MLSERVE_GRPC_PORT": None,
+        "MLSERVE_GRPC_MAX_CONCURRENT_RPCS": 256,
     }
 )
 
@@ -94,6 +99,8 @@ class ServingConfig:
     client_timeout: float = DEFAULTS["MLSERVE_CLIENT_TIMEOUT"]
     cache: Any = None  # a cache.PredictionCache, or None (off)
     canary_key_header: str | None = None
+    grpc_port: int | None = None
+    grpc_max_concurrent_rpcs: int = DEFAULTS["MLSERVE_GRPC_MAX_CONCURRENT_RPCS"]
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -133,6 +140,10 @@ class ServingConfig:
             client_timeout=_positive_float(values, "MLSERVE_CLIENT_TIMEOUT"),
             cache=_cache(values),
             canary_key_header=_optional_header(values, "MLSERVE_CANARY_KEY_HEADER"),
+            grpc_port=_optional_port(values, "MLSERVE_GRPC_PORT"),
+            grpc_max_concurrent_rpcs=_positive_int(
+                values, "MLSERVE_GRPC_MAX_CONCURRENT_RPCS", "RPCs"
+            ),
         )
 
     @classmethod
@@ -373,4 +384,16 @@ def _optional_header(values: Mapping[str, Any], key: str) -> str | None:
         return None
     if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
         raise ConfigError(f"{key} must be an HTTP header name such as X-User-ID, got {value!r}")
+    return value
+
+
+def _optional_port(values: Mapping[str, Any], key: str) -> int | None:
+    """A TCP port (0: any free one), also as the text of an environment variable."""
+    value = values[key]
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{key} must be a port number from 0 to 65535, got {value!r}")
     return value
