@@ -54,7 +54,7 @@ def main() -> int:
     service = PROTO_DIR / f"{NAME}_pb2_grpc.py"
     text, count = re.subn(
         rf"^import {NAME}_pb2 as", f"from {PACKAGE} import {NAME}_pb2 as", service.read_text(),
-        flags=re.M,
+        flags=re.MULTILINE,
     )
     if count != 1:
         raise SystemExit(f"{service}: grpcio-tools' output changed; update {__file__}")

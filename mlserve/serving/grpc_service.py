@@ -70,8 +70,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ from mlserve.serving.metrics import RequestRecord, request_id_from
 from mlserve.serving.runtime import LoadedModel, ServingState, Timings, predict
 from mlserve.store import ModelNotFoundError, StoreError
 
-__all__ = ["GrpcServer", "SERVICE", "decode_infer_request", "start_grpc_server"]
+__all__ = ["SERVICE", "GrpcServer", "decode_infer_request", "start_grpc_server"]
 
 log = logging.getLogger("mlserve.serving")
 
@@ -337,8 +338,6 @@ class InferenceServicer:
     # every RPC goes through here: guard, refresh, errors, metrics, access log
     def _serve(self, rpc: str, request: Any, context: Any, answer: Callable[..., Any],
                empty: Any, model: Callable[[], str | None] = lambda: None) -> Any:  # fmt: skip
-        import grpc
-
         state = self.state
         guard_endpoint, endpoint = ENDPOINTS[rpc]
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
@@ -442,7 +441,7 @@ class InferenceServicer:
         name = request.name
         version = request.version or None
         if version is None and name:  # what the default alias serves: its heaviest version
-            alias, targets = state.store.serving(
+            _, targets = state.store.serving(
                 name, state.manifest(name), default_alias=state.config.default_alias
             )
             ordered = sorted(targets, key=lambda t: (-t.weight, t.version))
@@ -482,7 +481,6 @@ class InferenceServicer:
 
     def _infer(self, request: Any, record: RequestRecord, metadata: Mapping[str, str],
                trailing: list) -> Any:  # fmt: skip
-        state = self.state
         start = time.perf_counter()
         timings = Timings()
         alias = _parameter(request.parameters, "alias", "string_param", "request")
