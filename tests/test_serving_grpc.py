@@ -607,6 +607,71 @@ def test_shared_batcher_overload_and_graceful_shutdown(forest):
         server.stop()
 
 
+# ------------------------------------ two workers, store changes, sticky canary
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_workers_one_port_store_changes_and_sticky_canary(tmp_path, models):
+    """Two workers share one gRPC port (SO_REUSEPORT); an alias moved in the store is
+    followed over gRPC; with MLSERVE_CANARY_KEY_HEADER, the key's metadata value picks
+    the version of a canary split stably (in both workers), and many keys use both."""
+    root = tmp_path / "models"
+    store = ModelStore(root)
+    store.publish("reg", models["reg"], alias="production")
+    store.publish("reg", models["reg2"])
+    store.set_alias("reg", "canary", {1: 50, 2: 50})
+    port = free_port()
+    os.environ["MLSERVE_CANARY_KEY_HEADER"] = "X-User-ID"
+    try:
+        server = Server(
+            root, "--workers", "2", "--threads", "2", "--reload-interval", "0.2",
+            "--grpc-port", str(port),
+        )  # fmt: skip
+    finally:
+        os.environ.pop("MLSERVE_CANARY_KEY_HEADER")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            pids = {m.group(0) for m in re.finditer(rf"at 127\.0\.0\.1:{port} \(pid \d+\)",
+                                                     "".join(server.log))}  # fmt: skip
+            if len(pids) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(pids) == 2, "".join(server.log)
+        rows = [infer_input(X, "FP64")]
+
+        def version(**kwargs) -> str:
+            # a new connection each time: the kernel spreads them over both workers
+            with grpcclient.InferenceServerClient(f"127.0.0.1:{port}") as client:
+                return client.infer("reg", rows, **kwargs).get_response().model_version
+
+        assert version() == "1"
+        users = [f"user-{i}" for i in range(40)]
+        picked = {}
+        for user in users:
+            seen = {version(parameters={"alias": "canary"}, headers={"x-user-id": user})
+                    for _ in range(3)}  # fmt: skip
+            assert len(seen) == 1, (user, seen)
+            picked[user] = seen.pop()
+        assert set(picked.values()) == {"1", "2"}
+        store.set_alias("reg", "production", 2)
+        deadline = time.monotonic() + 20
+        answers: set[str] = set()
+        while time.monotonic() < deadline:
+            answers = {version() for _ in range(6)}
+            if answers == {"2"}:
+                break
+            time.sleep(0.2)
+        assert answers == {"2"}
+    finally:
+        server.stop()
+
+
 # ----------------------------------------------------------------- config
 
 
