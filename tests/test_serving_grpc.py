@@ -643,6 +643,12 @@ def test_two_workers_one_port_store_changes_and_sticky_canary(tmp_path, models):
                 break
             time.sleep(0.05)
         assert len(pids) == 2, "".join(server.log)
+        # grpcio is not fork-safe: loaded in the workers, never in the arbiter that forks them
+        worker = int(re.search(r"\d+", next(iter(pids)).split("pid")[1]).group(0))
+        with open(f"/proc/{worker}/maps") as maps:
+            assert "cygrpc" in maps.read()
+        with open(f"/proc/{server.process.pid}/maps") as maps:
+            assert "cygrpc" not in maps.read()
         rows = [infer_input(X, "FP64")]
 
         def version(**kwargs) -> str:
