@@ -156,6 +156,31 @@ def test_proto_matches_the_kserve_messages_tritonclient_sends():
     assert checked > 60
 
 
+def test_committed_stubs_match_the_proto(tmp_path):
+    """The committed messages are what grpcio-tools makes of grpc_predict_v2.proto now
+    (rerun scripts/gen_grpc.py after editing the proto)."""
+    from google.protobuf import descriptor_pb2
+    from grpc_tools import protoc
+
+    proto_dir = os.path.dirname(mlserve_pb.__file__)
+    out = tmp_path / "descriptor.pb"
+    assert protoc.main(["protoc", f"-I{proto_dir}", f"--descriptor_set_out={out}",
+                        os.path.join(proto_dir, "grpc_predict_v2.proto")]) == 0  # fmt: skip
+    files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
+    assert len(files) == 1
+    fresh = files[0]
+
+    def drop_json_names(messages):  # protoc adds them to a descriptor set, not to _pb2.py
+        for message in messages:
+            for field in message.field:
+                field.ClearField("json_name")
+            drop_json_names(message.nested_type)
+
+    drop_json_names(fresh.message_type)
+    committed = descriptor_pb2.FileDescriptorProto.FromString(mlserve_pb.DESCRIPTOR.serialized_pb)
+    assert fresh == committed
+
+
 # ---------------------------------------------------------------- inference
 
 
@@ -392,6 +417,25 @@ def test_bad_input_is_invalid_argument(client, stub):
     assert (error.status(), error.message()) == (
         "StatusCode.INVALID_ARGUMENT", "expected 4 features, got 3",
     )  # fmt: skip
+
+
+def test_a_request_that_does_not_parse_is_invalid_argument(server, client):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    try:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=None, response_deserializer=None,
+        )  # fmt: skip
+        for data in (b"\xff\xff\xff", b"\x0a\x02\xc3\x28"):  # garbage; invalid UTF-8 name
+            with pytest.raises(grpc.RpcError) as info:
+                call(data, timeout=10)
+            assert info.value.code() == CODE.INVALID_ARGUMENT
+            assert info.value.details().startswith(
+                "the request is not a valid inference.ModelInferRequest message: "
+            )
+    finally:
+        channel.close()
+    assert client.is_server_live()
 
 
 def test_limits_are_resource_exhausted(client, stub):

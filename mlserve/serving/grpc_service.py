@@ -536,6 +536,57 @@ class InferenceServicer:
 
 # ------------------------------------------------------------------ the server
 
+#: each RPC's request and response message names (grpc_predict_v2.proto)
+RPCS = {
+    "ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
+    "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
+    "ModelReady": ("ModelReadyRequest", "ModelReadyResponse"),
+    "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
+    "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
+    "ModelInfer": ("ModelInferRequest", "ModelInferResponse"),
+}
+
+
+def service_handler(servicer: InferenceServicer) -> Any:
+    """The service's handlers, each parsing its request message itself.
+
+    grpcio would answer a request that does not parse (truncated, not protobuf,
+    invalid UTF-8 in a string) with INTERNAL, as if the server had failed; here
+    it is the client's INVALID_ARGUMENT, naming the message that did not parse.
+    """
+    import grpc
+    from google.protobuf.message import DecodeError
+
+    pb = servicer.pb
+
+    def handler(rpc: str, request_type: Any, response_type: Any) -> Any:
+        method = getattr(servicer, rpc)
+
+        def call(data: bytes, context: Any) -> Any:
+            try:
+                request = request_type.FromString(data)
+            except DecodeError as exc:
+                context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+                context.set_details(
+                    f"the request is not a valid {request_type.DESCRIPTOR.full_name} "
+                    f"message: {exc}"
+                )
+                return response_type()
+            return method(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call, response_serializer=response_type.SerializeToString
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            rpc: handler(rpc, getattr(pb, request), getattr(pb, response))
+            for rpc, (request, response) in RPCS.items()
+        },
+    )
+
+
 
 class GrpcServer:
     """A running gRPC server (grpc.Server) and the address it is bound to."""
@@ -568,8 +619,6 @@ def start_grpc_server(
     """
     import grpc
 
-    from mlserve.serving.proto import grpc_predict_v2_pb2_grpc
-
     if not isinstance(state, ServingState):
         from mlserve.serving.registry import serving_state
 
@@ -588,9 +637,7 @@ def start_grpc_server(
             *options,
         ],
     )
-    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(state), server
-    )
+    server.add_generic_rpc_handlers((service_handler(InferenceServicer(state)),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
