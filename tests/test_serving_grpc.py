@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from serving_support import (
     Server,
     fit_classifier,
@@ -755,3 +757,127 @@ def test_serve_refuses_a_grpc_port_in_use(store_dir):
     )  # fmt: skip
     assert done.returncode == 2
     assert "MLSERVE_GRPC_PORT must be a port number from 0 to 65535, got 'http'" in done.stderr
+
+
+# ------------------------------------------------------------------- fuzz
+
+
+class _Context:
+    """The part of grpc.ServicerContext the service uses, for calling it in-process."""
+
+    def __init__(self) -> None:
+        self.code = None
+        self.details = None
+
+    def invocation_metadata(self):
+        return ()
+
+    def peer(self):
+        return "ipv4:127.0.0.1:1"
+
+    def set_code(self, code):
+        self.code = code
+
+    def set_details(self, details):
+        self.details = details
+
+    def set_trailing_metadata(self, metadata):
+        pass
+
+
+@pytest.fixture(scope="module")
+def servicer(store_dir):
+    from mlserve.serving.app import create_app
+    from mlserve.serving.grpc_service import InferenceServicer
+    from mlserve.serving.registry import serving_state
+
+    app = create_app(store_dir, MLSERVE_RELOAD_INTERVAL=0, MLSERVE_ACCESS_LOG=False)
+    return InferenceServicer(serving_state(app))
+
+
+FIELDS = ["bool_contents", "int_contents", "int64_contents", "uint_contents",
+          "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents"]  # fmt: skip
+VALUES = {
+    "bool_contents": st.booleans(),
+    "int_contents": st.integers(-(2**31), 2**31 - 1),
+    "int64_contents": st.integers(-(2**63), 2**63 - 1),
+    "uint_contents": st.integers(0, 2**32 - 1),
+    "uint64_contents": st.integers(0, 2**64 - 1),
+    "fp32_contents": st.floats(width=32),
+    "fp64_contents": st.floats(),
+    "bytes_contents": st.binary(max_size=5),
+}
+
+
+CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
+                  "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
+                  "UINT16": "uint_contents", "UINT32": "uint_contents",
+                  "UINT64": "uint64_contents", "FP32": "fp32_contents",
+                  "FP64": "fp64_contents"}  # fmt: skip
+
+
+@st.composite
+def infer_requests(draw):
+    """Mostly well-formed requests (so the predict path runs), each part sometimes wrong."""
+    sometimes = st.integers(0, 4).map(lambda n: n == 0)  # true one time in five
+    request = mlserve_pb.ModelInferRequest(
+        model_name=draw(st.sampled_from(["reg", "clf", "named"]))
+        if not draw(sometimes) else draw(st.sampled_from(["nope", ""])),
+        model_version=draw(st.sampled_from(["", "1"])) if not draw(sometimes) else "x",
+    )  # fmt: skip
+    raw = draw(st.booleans())
+    rows = draw(st.integers(0, 4))
+    n_inputs = 1 if not draw(sometimes) else draw(st.integers(0, 4))
+    for _ in range(n_inputs):
+        datatype = draw(st.sampled_from(sorted(CONTENTS_FIELD) + ["FP16"]))
+        if draw(sometimes):
+            datatype = draw(st.sampled_from(["BYTES", "FP99", ""]))
+        width = 4 if n_inputs == 1 else 1
+        shape = [rows, width] if not draw(sometimes) else draw(
+            st.lists(st.integers(-2, 6), max_size=3)
+        )  # fmt: skip
+        tensor = request.inputs.add(
+            name="input" if n_inputs == 1 else draw(st.sampled_from(["a", "b", "c", "d", "x"])),
+            datatype=datatype, shape=shape,
+        )  # fmt: skip
+        count = max(0, int(np.prod(shape))) if shape and min(shape) >= 0 else 0
+        field = CONTENTS_FIELD.get(datatype, "fp64_contents")
+        if draw(sometimes):
+            count = draw(st.integers(0, 12))
+            field = draw(st.sampled_from(FIELDS))
+        values = draw(st.lists(VALUES[field], min_size=min(count, 40), max_size=min(count, 40)))
+        if raw:
+            from mlserve.serving.codecs import V2_DATATYPES
+
+            dtype = V2_DATATYPES.get(datatype, np.dtype("<f8"))
+            data = np.zeros(len(values), dtype=dtype).tobytes()
+            if draw(sometimes):
+                data = draw(st.binary(max_size=80))
+            request.raw_input_contents.append(data)
+        else:
+            getattr(tensor.contents, field).extend(values)
+    for name in draw(st.lists(st.sampled_from(["predict", "predict_proba", "x"]), max_size=2)):
+        request.outputs.add(name=name)
+    if draw(sometimes):
+        request.parameters["binary_data_output"].bool_param = draw(st.booleans())
+    return request
+
+
+def codecs_datatypes():
+    from mlserve.serving.codecs import V2_DATATYPES
+
+    return list(V2_DATATYPES)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(request=infer_requests())
+def test_fuzzed_requests_never_get_internal(servicer, request):
+    context = _Context()
+    response = servicer.ModelInfer(request, context)
+    assert context.code in (None, CODE.INVALID_ARGUMENT, CODE.NOT_FOUND), context.details
+    if context.code is None:
+        assert response.model_name == request.model_name
+        assert response.outputs
+    else:
+        assert context.details
