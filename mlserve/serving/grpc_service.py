@@ -35,7 +35,8 @@ the metadata RPCs need the ``read`` scope, ModelInfer ``predict`` or
 Status codes: a client's mistake never gets UNKNOWN or INTERNAL.
 
 =================== =========================================================
-INVALID_ARGUMENT    malformed or mismatched inputs (HTTP 400)
+INVALID_ARGUMENT    malformed or mismatched inputs (HTTP 400), a request message
+                    that does not parse (grpcio's own answer would be INTERNAL)
 NOT_FOUND           unknown model, version or alias (404)
 UNAUTHENTICATED     missing, unknown or malformed key (401)
 PERMISSION_DENIED   a valid key without the scope (403)
