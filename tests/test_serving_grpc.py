@@ -83,6 +83,7 @@ def server(store_dir):
     server = Server(
         store_dir, "--workers", "1", "--threads", "4", "--reload-interval", "0",
         "--grpc-port", "0", "--max-rows", str(MAX_ROWS), "--max-body-bytes", str(MAX_BODY),
+        "--cache", "memory",
     )  # fmt: skip
     server.grpc_port = grpc_port(server)
     yield server
@@ -472,6 +473,22 @@ def test_metrics_statistics_and_request_id(server, stub, models):
     counted = stats["model_stats"][0]
     assert counted["inference_count"] >= len(X)
     assert counted["inference_stats"]["fail"]["count"] >= 1
+
+
+def test_prediction_cache_over_grpc(stub, models):
+    """The same rows twice: a miss, then a hit with the same answer (x-cache in the
+    trailing metadata); another version of the model is its own entry."""
+    rows = np.random.default_rng(11).normal(size=(3, 4))
+    answers = []
+    for version, expected in [("1", "miss"), ("1", "hit"), ("2", "miss")]:
+        request = _request(shape=rows.shape, raw=rows.tobytes())
+        request.model_version = version
+        response, call = stub.ModelInfer.with_call(request, timeout=10)
+        assert dict(call.trailing_metadata())["x-cache"] == expected
+        answers.append(np.frombuffer(response.raw_output_contents[0], dtype="<f8"))
+    np.testing.assert_array_equal(answers[0], answers[1])
+    np.testing.assert_allclose(answers[0], models["reg"].predict(rows))
+    np.testing.assert_allclose(answers[2], models["reg2"].predict(rows))
 
 
 # ----------------------------------------------------------------- auth
