@@ -898,3 +898,26 @@ def test_fuzzed_requests_never_get_internal(servicer, request):
         assert response.outputs
     else:
         assert context.details
+
+
+def test_start_grpc_server_in_your_own_app(store_dir, models):
+    """MLSERVE_GRPC_PORT as Flask config: start_grpc_server(app) serves that app's state."""
+    from flask import Flask
+
+    import mlserve
+    from mlserve.serving.app import create_app
+    from mlserve.serving.grpc_service import start_grpc_server
+
+    app = Flask("own")
+    app.config.update(MLSERVE_GRPC_PORT=0, MLSERVE_RELOAD_INTERVAL=0, MLSERVE_ACCESS_LOG=False)
+    app.register_blueprint(mlserve.blueprint(str(store_dir)), url_prefix="/ml")
+    running = start_grpc_server(app, threads=2)
+    try:
+        assert running.port > 0
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{running.port}") as client:
+            result = client.infer("reg", [infer_input(X, "FP64")])
+            np.testing.assert_allclose(result.as_numpy("predict"), models["reg"].predict(X))
+    finally:
+        running.stop(grace=1)
+    with pytest.raises(ValueError, match="no gRPC port: pass port= or set MLSERVE_GRPC_PORT"):
+        start_grpc_server(create_app(store_dir))
