@@ -468,7 +468,9 @@ def test_metrics_statistics_and_request_id(server, stub, models):
         r"(\d+)", text,
     )  # fmt: skip
     assert ok and int(ok.group(1)) >= 1, text
-    assert re.search(r'mlserve_requests_total\{endpoint="grpc_infer",model="clf",status="400"', text)
+    assert re.search(
+        r'mlserve_requests_total\{endpoint="grpc_infer",model="clf",status="400"', text
+    )
     stats = requests.get(f"{server.url}/v2/models/clf/stats", timeout=10).json()
     counted = stats["model_stats"][0]
     assert counted["inference_count"] >= len(X)
@@ -521,8 +523,9 @@ def test_auth_over_grpc(auth_server):
         assert client.is_server_live() and client.is_server_ready()  # health: open
         for headers in [None, {"authorization": "Bearer mls_wrong"}, {"authorization": "mls_x"},
                         {"authorization": "Basic " + keys["all"]}]:  # fmt: skip
-            for call in (lambda h=headers: client.infer("clf", rows, headers=h),
-                         lambda h=headers: client.get_model_metadata("clf", headers=h)):  # fmt: skip
+            calls = (lambda h=headers: client.infer("clf", rows, headers=h),
+                     lambda h=headers: client.get_model_metadata("clf", headers=h))  # fmt: skip
+            for call in calls:
                 error = grpc_error(call)
                 assert error.status() == "StatusCode.UNAUTHENTICATED"
                 assert error.message().startswith("unauthorized: send a valid API key")

@@ -477,8 +477,12 @@ class InferenceServicer:
     # -- inference
 
     def ModelInfer(self, request: Any, context: Any) -> Any:
-        return self._serve("ModelInfer", request, context, self._infer,
-                           self.pb.ModelInferResponse(), lambda: request.model_name or None)  # fmt: skip
+        def model() -> str | None:  # for predict:<model> scopes and per-model rate limits
+            return request.model_name or None
+
+        return self._serve(
+            "ModelInfer", request, context, self._infer, self.pb.ModelInferResponse(), model
+        )
 
     def _infer(self, request: Any, record: RequestRecord, metadata: Mapping[str, str],
                trailing: list) -> Any:  # fmt: skip
