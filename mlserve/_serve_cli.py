@@ -219,7 +219,8 @@ def serve_command(
     grpc_port: int | None,
     dev: bool,
 ) -> None:
-    """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root).
+    """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root),
+    and over gRPC (KServe V2) with --grpc-port.
 
     Every MLSERVE_* configuration key is also read from the environment (a
     Kubernetes ConfigMap); a flag on the command line wins over it.
