@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from functools import partial
 from typing import Any, Callable
 
 import click
@@ -205,6 +206,13 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     help="Drift monitoring: GET /drift/<name>, PSI/KS of the served rows against the "
     "training bins (MLSERVE_DRIFT; off by default).",
 )
+@click.option(
+    "--grpc-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Also serve the KServe V2 gRPC service (inference.GRPCInferenceService) on this "
+    "port, in every worker (SO_REUSEPORT). Default: no gRPC.",
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -233,9 +241,11 @@ def serve_command(
     jwt_audience: str | None,
     payload_log: str | None,
     drift: bool,
+    grpc_port: int | None,
     dev: bool,
 ) -> None:
-    """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root).
+    """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root),
+    and over gRPC (KServe V2) with --grpc-port.
 
     Every MLSERVE_* configuration key is also read from the environment (a
     Kubernetes ConfigMap); a flag on the command line wins over it.
@@ -271,8 +281,11 @@ def serve_command(
         "MLSERVE_JWT_AUDIENCE": jwt_audience,
         "MLSERVE_PAYLOAD_LOG": payload_log,
         "MLSERVE_DRIFT": drift,
+        "MLSERVE_GRPC_PORT": grpc_port,
     }
     config, serving = _serve_config(flags)
+    if serving.grpc_port:
+        _check_port_free(host, serving.grpc_port)
     access_log = serving.access_log
 
     def factory() -> Any:
@@ -281,7 +294,15 @@ def serve_command(
         return create_app(store_dir, **config)
 
     if dev:
-        factory().run(host=host, port=port, threaded=True)
+        app = factory()
+        grpc_server = None
+        if serving.grpc_port is not None:  # no fork here: the gRPC server runs in this process
+            grpc_server = _start_grpc(app, host, threads)
+        try:
+            app.run(host=host, port=port, threaded=True)
+        finally:
+            if grpc_server is not None:
+                grpc_server.stop()
         return
     run_gunicorn(
         factory,
@@ -299,6 +320,13 @@ def serve_command(
             "control_socket_disable": True,
             "child_exit": _child_exit,
             "worker_exit": _worker_exit,
+            # the gRPC service starts in each worker after the fork (grpcio is not
+            # fork-safe: the arbiter never imports grpc); mlserve.serving.grpc_service
+            **(
+                {"post_worker_init": partial(_post_worker_init, host, threads)}
+                if serving.grpc_port is not None
+                else {}
+            ),
         },
     )
 
@@ -326,6 +354,7 @@ FLAG_PARAMETERS = {
     "MLSERVE_JWT_AUDIENCE": "jwt_audience",
     "MLSERVE_PAYLOAD_LOG": "payload_log",
     "MLSERVE_DRIFT": "drift",
+    "MLSERVE_GRPC_PORT": "grpc_port",
 }
 #: Keys that serve takes as arguments, not as app configuration
 NOT_APP_CONFIG = ("MLSERVE_STORE",)
@@ -388,9 +417,48 @@ def _child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A usage error now if another program holds the gRPC port (the workers bind it
+    with SO_REUSEPORT, which would not notice; grpc itself is not imported here)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.UsageError(
+                f"--grpc-port / MLSERVE_GRPC_PORT: cannot listen on {host}:{port}: {exc.strerror}"
+            ) from None
+
+
+def _start_grpc(app: Any, host: str, threads: int) -> Any:
+    from mlserve.serving.grpc_service import start_grpc_server
+
+    grpc_server = start_grpc_server(app, host=host, threads=threads)
+    print(
+        f"mlserve: gRPC (inference.GRPCInferenceService) listening at "
+        f"{host}:{grpc_server.port} (pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return grpc_server
+
+
+def _post_worker_init(host: str, threads: int, worker: Any) -> None:
+    """gunicorn post_worker_init: this worker's gRPC server, over its app's state."""
+    try:
+        worker.mlserve_grpc = _start_grpc(worker.wsgi, host, threads)
+    except OSError as exc:
+        print(f"mlserve: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None  # gunicorn's "worker failed to boot": the server stops
+
+
 def _worker_exit(server: Any, worker: Any) -> None:
     """gunicorn worker_exit, after in-flight requests finished (graceful_timeout): the
-    micro-batcher drains its queue here when it provides ``drain()``."""
+    gRPC server (if any) finishes its RPCs, then the micro-batcher drains its queue here
+    when it provides ``drain()``."""
+    grpc_server = getattr(worker, "mlserve_grpc", None)
+    if grpc_server is not None:
+        grpc_server.stop()
     try:
         from mlserve.serving import batching  # type: ignore[attr-defined]
     except ImportError:

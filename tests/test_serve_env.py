@@ -34,6 +34,7 @@ SAMPLE_TEXTS = {
     "MLSERVE_CACHE": ("memory", "memory"),
     "MLSERVE_CACHE_MODELS": ('{"churn": {"ttl_s": 60}, "tiny": false}', {"churn": {"ttl_s": 60}, "tiny": False}),
     "MLSERVE_CANARY_KEY_HEADER": ("X-User-ID", "X-User-ID"),
+    "MLSERVE_GRPC_PORT": ("8001", "8001"),  # text here; ServingConfig reads the port from it
 }
 
 #: Keys that validate only beside others: a JWKS needs the tokens' issuer and audience.

@@ -68,9 +68,10 @@ CSV = "text/csv"
 READ_CHUNK = 1 << 16
 DRAIN_LIMIT_BYTES = 8 << 20  # drain refused bodies up to this size to keep the connection
 REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
-#: the routes whose requests count in the V2 statistics (GET /v2/models/stats)
+#: the routes whose requests count in the V2 statistics (GET /v2/models/stats);
+#: grpc_infer is the gRPC ModelInfer (mlserve.serving.grpc_service)
 INFERENCE_ENDPOINTS = ("v1_model", "v2_infer", "v2_infer_version", "invocations", "predict",
-                       "recommend", "similar")  # fmt: skip
+                       "recommend", "similar", "grpc_infer")  # fmt: skip
 #: methods a route of the blueprint answers with a JSON 405 when it does not take them
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 SERVING_DEFAULT = "serving_default"  # TF Serving's default signature name

@@ -79,6 +79,11 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "MLSERVE_DRIFT_PSI_THRESHOLD": 0.2,  # a feature at or above this PSI is "drifted"
         # shadow traffic (mlserve/serving/shadow.py; set per alias in the store)
         "MLSERVE_SHADOW_QUEUE": 1024,  # requests waiting for the shadow; more are dropped
+        # the KServe V2 gRPC service (mlserve/serving/grpc_service.py): the port it listens
+        # on in each worker of mlserve serve (None: off), and the most RPCs it runs or
+        # queues at once (more get RESOURCE_EXHAUSTED)
+        "MLSERVE_GRPC_PORT": None,
+        "MLSERVE_GRPC_MAX_CONCURRENT_RPCS": 256,
     }
 )
 
@@ -122,6 +127,8 @@ class ServingConfig:
     drift_window: int = DEFAULTS["MLSERVE_DRIFT_WINDOW"]
     drift_psi_threshold: float = DEFAULTS["MLSERVE_DRIFT_PSI_THRESHOLD"]
     shadow_queue: int = DEFAULTS["MLSERVE_SHADOW_QUEUE"]
+    grpc_port: int | None = None
+    grpc_max_concurrent_rpcs: int = DEFAULTS["MLSERVE_GRPC_MAX_CONCURRENT_RPCS"]
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -167,6 +174,10 @@ class ServingConfig:
             drift_window=_drift_window(values, "MLSERVE_DRIFT_WINDOW"),
             drift_psi_threshold=_psi_threshold(values, "MLSERVE_DRIFT_PSI_THRESHOLD"),
             shadow_queue=_positive_int(values, "MLSERVE_SHADOW_QUEUE", "requests"),
+            grpc_port=_optional_port(values, "MLSERVE_GRPC_PORT"),
+            grpc_max_concurrent_rpcs=_positive_int(
+                values, "MLSERVE_GRPC_MAX_CONCURRENT_RPCS", "RPCs"
+            ),
         )
 
     @classmethod
@@ -471,3 +482,13 @@ def _psi_threshold(values: Mapping[str, Any], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ConfigError(f"{key} must be a number > 0 (a PSI such as 0.2), got {value!r}")
     return float(value)
+def _optional_port(values: Mapping[str, Any], key: str) -> int | None:
+    """A TCP port (0: any free one), also as the text of an environment variable."""
+    value = values[key]
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"{key} must be a port number from 0 to 65535, got {value!r}")
+    return value
