@@ -824,19 +824,25 @@ done:
 }
 
 PyDoc_STRVAR(core_fit_logistic_doc,
-             "fit_logistic(X, y, n_classes, sample_weight, C, fit_intercept, max_iter, tol, /)"
-             "\n--\n\n"
-             "L2 logistic regression by L-BFGS in C. y: int64 class indices. Returns "
+             "fit_logistic(X, y, n_classes, sample_weight, C, fit_intercept, max_iter, tol, "
+             "progress=None, /)\n--\n\n"
+             "L2 logistic regression by L-BFGS in C. y: int64 class indices. progress: None "
+             "or a callable (iteration, max_iter), called with the GIL at most ten times a "
+             "second (signals are checked then too: Ctrl-C stops the fit). Returns "
              "(coef, intercept, n_iter).\n");
 static PyObject *core_fit_logistic(PyObject *module, PyObject *args)
 {
-    PyObject *X_obj, *y_obj, *w_obj;
+    PyObject *X_obj, *y_obj, *w_obj, *progress_obj = Py_None;
     long long n_classes;
     double C, tol;
     int fit_intercept, max_iter;
-    if (!PyArg_ParseTuple(args, "OOLOdpid:fit_logistic", &X_obj, &y_obj, &n_classes, &w_obj,
-                          &C, &fit_intercept, &max_iter, &tol))
+    if (!PyArg_ParseTuple(args, "OOLOdpid|O:fit_logistic", &X_obj, &y_obj, &n_classes, &w_obj,
+                          &C, &fit_intercept, &max_iter, &tol, &progress_obj))
         return NULL;
+    if (progress_obj != Py_None && !PyCallable_Check(progress_obj)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
+        return NULL;
+    }
     PyArrayObject *X = as_f64_matrix(X_obj, "X"), *y = NULL, *w = NULL;
     PyObject *coef = NULL, *intercept = NULL, *result = NULL;
     if (X == NULL) goto done;
@@ -863,12 +869,16 @@ static PyObject *core_fit_logistic(PyObject *module, PyObject *args)
     mls_error err = {0};
     mls_status status;
     int n_iter = 0;
+    mls_py_progress watch;
+    mls_py_progress_init(&watch, progress_obj, MLS_PY_PROGRESS_INTERVAL);
+    const mls_progress progress = {mls_py_progress_report, &watch};
     Py_BEGIN_ALLOW_THREADS
     status = mls_logistic_fit(PyArray_DATA(X), n, d, PyArray_DATA(y), n_classes,
                               w ? PyArray_DATA(w) : NULL, C, fit_intercept, max_iter, tol,
-                              PyArray_DATA((PyArrayObject *)coef),
+                              &progress, PyArray_DATA((PyArrayObject *)coef),
                               PyArray_DATA((PyArrayObject *)intercept), &n_iter, &err);
     Py_END_ALLOW_THREADS
+    if (watch.failed) goto done; /* KeyboardInterrupt, or the callable's exception */
     if (status != MLS_STATUS_OK) {
         mls_raise_from_error(module, &err);
         goto done;
