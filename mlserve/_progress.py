@@ -70,6 +70,13 @@ class Reporter:
             return
         self.bar = tqdm(total=self.total, desc=self.desc, unit=self.unit, leave=True)
 
+    def set_total(self, total: int) -> None:
+        """The number of units, once the work knows it (a bar already drawn is redrawn)."""
+        self.total = int(total)
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
     def update(self, done: int, total: int | None = None) -> None:
         if self.mode is False:
             return

@@ -161,6 +161,36 @@ def test_kmeans_and_als_progress_true_draw_bars(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_converting_an_ensemble_shows_a_bar_over_its_trees(capsys):
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(200, 4))
+    forest = RandomForestClassifier(n_estimators=37, max_depth=3, random_state=0)
+    forest.fit(X, X[:, 0] > 0)
+    converted = mlserve.convert(forest, progress=True)
+    err = capsys.readouterr().err
+    assert "convert" in err and "37/37" in err and "tree" in err, err
+    np.testing.assert_array_equal(converted.predict(X), forest.predict(X))
+    boosted = GradientBoostingRegressor(n_estimators=12, random_state=0).fit(X, X[:, 1])
+    mlserve.convert(boosted, progress=True)
+    assert "12/12" in capsys.readouterr().err
+    import xgboost
+
+    booster = xgboost.XGBRegressor(n_estimators=9, max_depth=2).fit(X, X[:, 2])
+    mlserve.convert(booster, progress=True)
+    assert "9/9" in capsys.readouterr().err
+    mlserve.convert(forest, progress=False)
+    mlserve.convert(forest)  # None: short, and nobody watches
+    mlserve.convert(LinearRegression().fit(X, X[:, 0]), progress=True)  # nothing to count
+    assert capsys.readouterr().err == ""
+    with pytest.raises(TypeError, match="progress must be None, True or False, got 'yes'"):
+        mlserve.convert(forest, progress="yes")
+    with pytest.raises(TypeError, match="progress must be None, True or False, got 2"):
+        mlserve.convert(LinearRegression().fit(X, X[:, 0]), progress=2)
+
+
 # ------------------------------------------------------------------- Ctrl-C
 
 CTRL_C = """
