@@ -300,6 +300,18 @@ def test_promtool_accepts_the_alert_rules():
     assert {"MLServeHighErrorRatio", "MLServeHighLatency", "MLServeInstanceDown"} <= names
 
 
+def test_the_alerts_fire_on_synthetic_series_and_stay_silent_otherwise():
+    """promtool's rule unit tests (deploy/prometheus/alerts_test.yml): 5% server errors,
+    a p99 of about 1 s, one instance down, and no instance at all."""
+    result = subprocess.run(
+        [_tool("promtool"), "test", "rules", "alerts_test.yml"],
+        check=False, cwd=os.path.join(DEPLOY, "prometheus"), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory):
     """/metrics of a real `mlserve serve` run with the base ConfigMap's environment,
