@@ -542,6 +542,23 @@ static PyObject *Model_output_spec(ModelObject *self, PyObject *arg)
     return Py_BuildValue("(iLs)", spec.ndim, (long long)spec.cols, mls_dtype_name(spec.dtype));
 }
 
+/* <mlserve.Model LinearRegression: kind='linear_regressor', n_features=4, dtype='float64'> */
+static PyObject *Model_repr(ModelObject *self)
+{
+    PyObject *kind = Model_get_kind(self, NULL);
+    PyObject *n_features = kind ? Model_get_n_features(self, NULL) : NULL;
+    PyObject *dtype = n_features ? Model_get_dtype(self, NULL) : NULL;
+    PyObject *r = NULL;
+    if (dtype != NULL)
+        r = PyUnicode_FromFormat("<mlserve.Model %S: kind=%R, n_features=%S, dtype=%R%s>",
+                                 self->name, kind, n_features, dtype,
+                                 self->model->file != NULL ? ", memory-mapped" : "");
+    Py_XDECREF(kind);
+    Py_XDECREF(n_features);
+    Py_XDECREF(dtype);
+    return r;
+}
+
 static PyMethodDef Model_methods[] = {
     {"predict", (PyCFunction)Model_predict, METH_O, Model_predict_doc},
     {"predict_proba", (PyCFunction)Model_predict_proba, METH_O, Model_predict_proba_doc},
@@ -570,6 +587,7 @@ static PyGetSetDef Model_getset[] = {
 
 static PyType_Slot Model_slots[] = {
     {Py_tp_dealloc, Model_dealloc},
+    {Py_tp_repr, Model_repr},
     {Py_tp_methods, Model_methods},
     {Py_tp_getset, Model_getset},
     {Py_tp_doc, "An immutable compiled model: thread-safe predict in C with the GIL "

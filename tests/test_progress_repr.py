@@ -328,6 +328,18 @@ def test_repr_html_of_unfitted_loaded_and_converted_models(tmp_path):
     assert "TreeEnsembleModel" in page and "regression" in page and " bytes" in page
 
 
+def test_the_compiled_model_repr_names_its_kind_shape_and_mapping(tmp_path):
+    rng = np.random.default_rng(7)
+    est = mlserve.LinearRegression().fit(rng.normal(size=(30, 4)), rng.normal(size=30))
+    assert repr(est.model_) == (
+        "<mlserve.Model LinearRegression: kind='linear_regressor', n_features=4, "
+        "dtype='float64'>"
+    )
+    mlserve.save(est, tmp_path / "lin.mls")
+    loaded = mlserve.load(tmp_path / "lin.mls")
+    assert repr(loaded.model_).endswith("dtype='float64', memory-mapped>")
+
+
 # -------------------------------------------------------------------- store
 
 
