@@ -32,4 +32,22 @@ extern PyMethodDef mls_transform_methods[];
 /* TreeSHAP (_core_treeshap.c). */
 extern PyMethodDef mls_treeshap_methods[];
 
+/* A fit's progress/cancel callback for mls_progress (_core_progress.c): set
+ * up with the GIL, reported without it (mls_py_progress_report is an
+ * mls_progress_fn). It takes the GIL when `interval` seconds have passed
+ * since it last did (every report for 0), checks signals (Ctrl-C) and calls
+ * `callable(done, total)` (borrowed; None or NULL: signals only). After the
+ * fit, `failed` set means an exception is set: return NULL. */
+typedef struct mls_py_progress {
+    PyObject *callable;
+    double interval;
+    double last;
+    int failed;
+} mls_py_progress;
+#define MLS_PY_PROGRESS_INTERVAL 0.1 /* seconds: at most ten GIL takes a second */
+void mls_py_progress_init(mls_py_progress *p, PyObject *callable, double interval);
+/* 1 when the GIL may be taken now (and the clock restarts), else 0. No GIL needed. */
+int mls_py_progress_due(mls_py_progress *p);
+int mls_py_progress_report(void *ctx, int64_t done, int64_t total);
+
 #endif /* MLS_BINDING_H */

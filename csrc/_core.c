@@ -542,6 +542,23 @@ static PyObject *Model_output_spec(ModelObject *self, PyObject *arg)
     return Py_BuildValue("(iLs)", spec.ndim, (long long)spec.cols, mls_dtype_name(spec.dtype));
 }
 
+/* <mlserve.Model LinearRegression: kind='linear_regressor', n_features=4, dtype='float64'> */
+static PyObject *Model_repr(ModelObject *self)
+{
+    PyObject *kind = Model_get_kind(self, NULL);
+    PyObject *n_features = kind ? Model_get_n_features(self, NULL) : NULL;
+    PyObject *dtype = n_features ? Model_get_dtype(self, NULL) : NULL;
+    PyObject *r = NULL;
+    if (dtype != NULL)
+        r = PyUnicode_FromFormat("<mlserve.Model %S: kind=%R, n_features=%S, dtype=%R%s>",
+                                 self->name, kind, n_features, dtype,
+                                 self->model->file != NULL ? ", memory-mapped" : "");
+    Py_XDECREF(kind);
+    Py_XDECREF(n_features);
+    Py_XDECREF(dtype);
+    return r;
+}
+
 static PyMethodDef Model_methods[] = {
     {"predict", (PyCFunction)Model_predict, METH_O, Model_predict_doc},
     {"predict_proba", (PyCFunction)Model_predict_proba, METH_O, Model_predict_proba_doc},
@@ -570,6 +587,7 @@ static PyGetSetDef Model_getset[] = {
 
 static PyType_Slot Model_slots[] = {
     {Py_tp_dealloc, Model_dealloc},
+    {Py_tp_repr, Model_repr},
     {Py_tp_methods, Model_methods},
     {Py_tp_getset, Model_getset},
     {Py_tp_doc, "An immutable compiled model: thread-safe predict in C with the GIL "
@@ -824,19 +842,25 @@ done:
 }
 
 PyDoc_STRVAR(core_fit_logistic_doc,
-             "fit_logistic(X, y, n_classes, sample_weight, C, fit_intercept, max_iter, tol, /)"
-             "\n--\n\n"
-             "L2 logistic regression by L-BFGS in C. y: int64 class indices. Returns "
+             "fit_logistic(X, y, n_classes, sample_weight, C, fit_intercept, max_iter, tol, "
+             "progress=None, /)\n--\n\n"
+             "L2 logistic regression by L-BFGS in C. y: int64 class indices. progress: None "
+             "or a callable (iteration, max_iter), called with the GIL at most ten times a "
+             "second (signals are checked then too: Ctrl-C stops the fit). Returns "
              "(coef, intercept, n_iter).\n");
 static PyObject *core_fit_logistic(PyObject *module, PyObject *args)
 {
-    PyObject *X_obj, *y_obj, *w_obj;
+    PyObject *X_obj, *y_obj, *w_obj, *progress_obj = Py_None;
     long long n_classes;
     double C, tol;
     int fit_intercept, max_iter;
-    if (!PyArg_ParseTuple(args, "OOLOdpid:fit_logistic", &X_obj, &y_obj, &n_classes, &w_obj,
-                          &C, &fit_intercept, &max_iter, &tol))
+    if (!PyArg_ParseTuple(args, "OOLOdpid|O:fit_logistic", &X_obj, &y_obj, &n_classes, &w_obj,
+                          &C, &fit_intercept, &max_iter, &tol, &progress_obj))
         return NULL;
+    if (progress_obj != Py_None && !PyCallable_Check(progress_obj)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
+        return NULL;
+    }
     PyArrayObject *X = as_f64_matrix(X_obj, "X"), *y = NULL, *w = NULL;
     PyObject *coef = NULL, *intercept = NULL, *result = NULL;
     if (X == NULL) goto done;
@@ -863,12 +887,16 @@ static PyObject *core_fit_logistic(PyObject *module, PyObject *args)
     mls_error err = {0};
     mls_status status;
     int n_iter = 0;
+    mls_py_progress watch;
+    mls_py_progress_init(&watch, progress_obj, MLS_PY_PROGRESS_INTERVAL);
+    const mls_progress progress = {mls_py_progress_report, &watch};
     Py_BEGIN_ALLOW_THREADS
     status = mls_logistic_fit(PyArray_DATA(X), n, d, PyArray_DATA(y), n_classes,
                               w ? PyArray_DATA(w) : NULL, C, fit_intercept, max_iter, tol,
-                              PyArray_DATA((PyArrayObject *)coef),
+                              &progress, PyArray_DATA((PyArrayObject *)coef),
                               PyArray_DATA((PyArrayObject *)intercept), &n_iter, &err);
     Py_END_ALLOW_THREADS
+    if (watch.failed) goto done; /* KeyboardInterrupt, or the callable's exception */
     if (status != MLS_STATUS_OK) {
         mls_raise_from_error(module, &err);
         goto done;

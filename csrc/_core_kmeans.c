@@ -15,19 +15,18 @@
 
 #include "mls_kmeans.h"
 
-typedef struct progress_ctx {
-    PyObject *callable;
-    int failed; /* the callable raised: its exception is set */
-} progress_ctx;
-
+/* The GIL is taken only when mls_py_progress_due says so (every iteration
+ * for interval 0, else at most every `interval` seconds); then signals are
+ * checked and the callable, if any, is called. */
 static int call_progress(void *arg, int64_t init, int64_t iteration, double center_shift)
 {
-    progress_ctx *ctx = arg;
+    mls_py_progress *ctx = arg;
+    if (!mls_py_progress_due(ctx)) return 0;
     PyGILState_STATE gil = PyGILState_Ensure();
     int stop = 0;
     if (PyErr_CheckSignals() < 0) {
         stop = 1;
-    } else {
+    } else if (ctx->callable != NULL) {
         PyObject *r = PyObject_CallFunction(ctx->callable, "LLd", (long long)init,
                                             (long long)iteration, center_shift);
         if (r == NULL) stop = 1;
@@ -40,20 +39,24 @@ static int call_progress(void *arg, int64_t init, int64_t iteration, double cent
 
 PyDoc_STRVAR(kmeans_fit_doc,
              "kmeans_fit(X, sample_weight, n_clusters, init, n_init, max_iter, tol, seed, "
-             "n_threads, progress, /)\n--\n\n"
+             "n_threads, progress, interval=0.0, /)\n--\n\n"
              "k-means in C. X: C-contiguous float32 or float64 (n, d), finite; "
              "sample_weight: float64 (n,) or None; init: (n_clusters, d) of X's dtype or "
              "None for k-means++; tol: absolute; progress: None or a callable "
-             "(init, iteration, center_shift). Returns (centers, labels, inertia, n_iter).\n");
+             "(init, iteration, center_shift), called with the GIL after an iteration when "
+             "`interval` seconds have passed since the last call (0: every iteration); "
+             "signals are checked then (Ctrl-C stops the fit). "
+             "Returns (centers, labels, inertia, n_iter).\n");
 static PyObject *kmeans_fit(PyObject *module, PyObject *args)
 {
     PyObject *X_obj, *w_obj, *init_obj, *progress;
     long long n_clusters, n_init, max_iter;
     unsigned long long seed;
-    double tol;
+    double tol, interval = 0.0;
     int n_threads;
-    if (!PyArg_ParseTuple(args, "OOLOLLdKiO:kmeans_fit", &X_obj, &w_obj, &n_clusters,
-                          &init_obj, &n_init, &max_iter, &tol, &seed, &n_threads, &progress))
+    if (!PyArg_ParseTuple(args, "OOLOLLdKiO|d:kmeans_fit", &X_obj, &w_obj, &n_clusters,
+                          &init_obj, &n_init, &max_iter, &tol, &seed, &n_threads, &progress,
+                          &interval))
         return NULL;
     if (progress != Py_None && !PyCallable_Check(progress)) {
         PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
@@ -103,7 +106,8 @@ static PyObject *kmeans_fit(PyObject *module, PyObject *args)
     centers = PyArray_SimpleNew(2, cdims, typenum);
     labels = PyArray_SimpleNew(1, (npy_intp *)&n, NPY_INT64);
     if (centers == NULL || labels == NULL) goto done;
-    progress_ctx ctx = {progress, 0};
+    mls_py_progress ctx;
+    mls_py_progress_init(&ctx, progress, interval);
     mls_kmeans_fit_params p = {
         .n_clusters = n_clusters,
         .max_iter = max_iter,
@@ -113,7 +117,7 @@ static PyObject *kmeans_fit(PyObject *module, PyObject *args)
         .init = init ? PyArray_DATA(init) : NULL,
         .n_local_trials = 0,
         .n_threads = n_threads,
-        .progress = progress != Py_None ? call_progress : NULL,
+        .progress = call_progress, /* always: Ctrl-C is noticed even without a callable */
         .progress_ctx = &ctx,
     };
     const mls_dtype dtype = typenum == NPY_FLOAT64 ? MLS_DTYPE_FLOAT64 : MLS_DTYPE_FLOAT32;

@@ -17,6 +17,7 @@
 
 #include "mls_model.h"
 #include "mls_status.h"
+#include "mls_progress.h"
 
 extern const mls_model_vtable mls_linear_regressor_vtable;
 extern const mls_model_vtable mls_logistic_regression_vtable;
@@ -50,10 +51,13 @@ mls_status mls_linear_fit_least_squares(const double *X, int64_t n, int64_t d,
  * objective scaled by 1 / (C * sum_i w_i) (scikit-learn's gtol; see
  * mls_linear_fit.c), or after max_iter iterations (*n_iter reports how many ran; hitting the limit
  * is not an error, the caller decides whether to warn).
+ * progress (may be NULL) hears (iteration, max_iter) after every L-BFGS
+ * iteration; a stop returns ERR_ARGUMENT (mls_progress.h).
  * Outputs: coef (rows, d), intercept (rows,). */
 mls_status mls_logistic_fit(const double *X, int64_t n, int64_t d, const int64_t *y,
                             int64_t n_classes, const double *sample_weight, double C,
-                            int fit_intercept, int max_iter, double tol, double *coef,
-                            double *intercept, int *n_iter, mls_error *err);
+                            int fit_intercept, int max_iter, double tol,
+                            const mls_progress *progress, double *coef, double *intercept,
+                            int *n_iter, mls_error *err);
 
 #endif /* MLS_LINEAR_H */

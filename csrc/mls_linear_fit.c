@@ -615,8 +615,9 @@ static mls_status logistic_fun(void *ctx, const double *x, int64_t nvar, double 
 
 mls_status mls_logistic_fit(const double *X, int64_t n, int64_t d, const int64_t *y,
                             int64_t n_classes, const double *sample_weight, double C,
-                            int fit_intercept, int max_iter, double tol, double *coef,
-                            double *intercept, int *n_iter, mls_error *err)
+                            int fit_intercept, int max_iter, double tol,
+                            const mls_progress *progress, double *coef, double *intercept,
+                            int *n_iter, mls_error *err)
 {
     if (X == NULL || y == NULL || coef == NULL || intercept == NULL)
         return mls_error_set(err, MLS_STATUS_ERR_ARGUMENT,
@@ -682,6 +683,7 @@ mls_status mls_logistic_fit(const double *X, int64_t n, int64_t d, const int64_t
     opts.max_eval = (int64_t)(max_iter + 1) * 2 * (LOGISTIC_MAX_LINESEARCH + 1);
     opts.gtol = tol;
     opts.ftol = 64 * DBL_EPSILON;
+    if (progress != NULL) opts.progress = *progress;
     mls_lbfgs_result res;
     st = mls_lbfgs_minimize(logistic_fun, &ctx, x, nvar, &opts, &res, err);
     if (st == MLS_STATUS_OK &&

@@ -57,6 +57,8 @@ void mls_lbfgs_options_default(mls_lbfgs_options *opts)
     opts->ls_gtol = 0.9;
     opts->ls_xtol = 0.1;
     opts->polish = 1;
+    opts->progress.fn = NULL;
+    opts->progress.ctx = NULL;
 }
 
 const char *mls_lbfgs_stop_name(mls_lbfgs_stop stop)
@@ -425,6 +427,10 @@ static mls_status lbfgs_eval_at(lbfgs_run *w, double stp, int *finite)
     mls_status st = w->fun(w->ctx, w->x, n, &w->f, w->g, w->err);
     w->res->n_eval++;
     if (st != MLS_STATUS_OK) return st;
+    /* a report after every evaluation too (a line search may take several), so a
+     * stop is noticed one pass over the data after it is asked for */
+    if (mls_progress_report(&w->opts->progress, w->res->n_iter, w->opts->max_iter) != 0)
+        return mls_error_set(w->err, MLS_STATUS_ERR_ARGUMENT, MLS_PROGRESS_STOPPED_MESSAGE);
     w->gd = vec_dot(w->g, w->d, n);
     *finite = isfinite(w->f) && isfinite(w->gd) && vec_all_finite(w->g, n);
     return MLS_STATUS_OK;
@@ -677,6 +683,10 @@ mls_status mls_lbfgs_minimize(mls_lbfgs_fun fun, void *ctx, double *x, int64_t n
         }
 
         r.n_iter++;
+        if (mls_progress_report(&opts->progress, r.n_iter, opts->max_iter) != 0) {
+            st = mls_error_set(err, MLS_STATUS_ERR_ARGUMENT, MLS_PROGRESS_STOPPED_MESSAGE);
+            goto done;
+        }
         const double gmax = vec_max_abs(w.g, n);
         if (gmax <= opts->gtol) {
             r.stop = MLS_LBFGS_STOP_GTOL;

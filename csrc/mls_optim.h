@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "mls_status.h"
+#include "mls_progress.h"
 
 /* Computes f(x) into *f and its gradient into grad (n values). Returns
  * MLS_STATUS_OK, or an error (with err filled) that aborts the minimisation
@@ -54,6 +55,8 @@ typedef struct mls_lbfgs_options {
                            a trial inside an interval narrower than ls_xtol times the
                            step; default 0.1 */
     int polish;         /* go on past an ftol stall while max |g| > gtol; default 1 */
+    mls_progress progress; /* reported (iteration, max_iter) after every accepted step;
+                              a stop returns ERR_ARGUMENT (mls_progress.h); default none */
 } mls_lbfgs_options;
 
 typedef enum mls_lbfgs_stop {

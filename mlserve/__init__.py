@@ -146,6 +146,7 @@ __all__ = [
     "Recommender",
     "Ridge",
     "TreeEnsembleModel",
+    "__version__",
     "blas_library_path",
     "blueprint",
     "convert",
@@ -155,5 +156,4 @@ __all__ = [
     "save",
     "set_num_threads",
     "show_config",
-    "__version__",
 ]

@@ -8,12 +8,14 @@ half-step per side per iteration, with the GIL released during each.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
 import numpy as np
 
 from . import _core
+from ._progress import Reporter
 
 # Conjugate-gradient steps per row solve, as implicit's CPU default.
 CG_STEPS = 3
@@ -84,24 +86,16 @@ def _as_user_items(user_items) -> tuple[np.ndarray, np.ndarray, np.ndarray, int,
 
 
 def _progress_reporter(progress, iterations: int):
-    """(update(iteration), close()) for progress=None/False, True (a tqdm bar)
-    or a callable progress(iteration, iterations)."""
-    if progress is None or progress is False:
-        return (lambda done: None), (lambda: None)
-    if progress is True:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            raise ImportError(
-                "progress=True draws a tqdm bar: pip install tqdm, "
-                "or pass a callable progress(iteration, iterations)"
-            ) from None
-        bar = tqdm(total=iterations, desc="ALS", unit="it")
-        return (lambda done: bar.update(1)), bar.close
+    """(update(iteration), close(iteration)) for progress=None (a bar when the fit
+    runs long and a person watches), True (a tqdm bar), False, or a callable
+    progress(iteration, iterations)."""
+    if progress is None or progress is True or progress is False:
+        reporter = Reporter(progress, iterations, "ALS")
+        return reporter.update, reporter.close
     if callable(progress):
-        return (lambda done: progress(done, iterations)), (lambda: None)
+        return (lambda done: progress(done, iterations)), (lambda done=None: None)
     raise TypeError(
-        "progress must be None, True (a tqdm bar) or a callable progress(iteration, iterations), "
+        "progress must be None, True, False or a callable progress(iteration, iterations), "
         f"got {type(progress).__name__}"
     )
 
@@ -152,9 +146,12 @@ class ALS:
     random_state : None, int, numpy Generator or RandomState
         Seeds the initial factors (uniform in [0, 0.01)). The same seed and data give
         the same factors whatever the number of threads.
-    progress : None, True or callable
-        True draws a tqdm progress bar; a callable is called as
-        ``progress(iteration, iterations)`` after each iteration (1-based).
+    progress : None, True, False or callable
+        True draws a ``tqdm.auto`` progress bar, False none, None one only when
+        the fit runs longer than a second in a notebook or a terminal; a callable
+        is called as ``progress(iteration, iterations)`` after each iteration
+        (1-based). Ctrl-C stops the fit after the half-step in progress
+        (KeyboardInterrupt; no factors are returned).
     num_threads : int, default 0
         Threads of the fit; 0 means every CPU this process may run on (as implicit's
         ``num_threads=0``). A fit is an offline job, so this is independent of
@@ -180,10 +177,18 @@ class ALS:
         self.num_threads = num_threads
 
     def __repr__(self) -> str:
-        return (
-            f"ALS(factors={self.factors!r}, regularization={self.regularization!r}, "
-            f"iterations={self.iterations!r}, alpha={self.alpha!r})"
-        )
+        from ._display import params_repr
+
+        return params_repr(self)
+
+    def get_params(self, deep: bool = True) -> dict:
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
+
+    def _repr_html_(self) -> str:
+        from ._display import params_html
+
+        return params_html(self)
 
     def _check_params(self) -> None:
         _check_number("factors", self.factors, integer=True, minimum=1)
@@ -237,6 +242,7 @@ class ALS:
             CG_STEPS,
             int(self.num_threads),
         )
+        done = 0
         try:
             for done in range(1, int(self.iterations) + 1):
                 _core.als_solve(
@@ -252,7 +258,7 @@ class ALS:
                 )
                 update(done)
         finally:
-            close()
+            close(done)
         return user_factors, item_factors
 
 

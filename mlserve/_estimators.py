@@ -19,7 +19,14 @@ import numpy as np
 
 from . import _core
 from ._errors import NotFittedError
-from ._mixins import ClassifierMixin, RegressorMixin, _by_name, _ndarray, feature_mismatch
+from ._mixins import (
+    ClassifierMixin,
+    RegressorMixin,
+    _by_name,
+    _ndarray,
+    feature_mismatch,
+)
+from ._progress import Reporter, check_progress
 
 FORMAT_VERSION = f"{_core.FORMAT_MAJOR}.{_core.FORMAT_MINOR}"
 
@@ -236,17 +243,19 @@ class _MLServeEstimator:
         return self
 
     def __repr__(self) -> str:
-        defaults = {
-            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
-        }
-        changed = [
-            f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k, object()) != v
-        ]
-        return f"{type(self).__name__}({', '.join(changed)})"
+        from ._display import params_repr
+
+        return params_repr(self)
 
     def __sklearn_tags__(self):
         # Only called by scikit-learn, so importing it here costs nothing otherwise.
-        from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags
+        from sklearn.utils import (
+            ClassifierTags,
+            InputTags,
+            RegressorTags,
+            Tags,
+            TargetTags,
+        )
 
         is_classifier = self._estimator_type == "classifier"
         return Tags(
@@ -294,7 +303,11 @@ class _MLServeEstimator:
             "kind": self._kind,
             "estimator": type(self).__name__,
             "task": "classification" if self._estimator_type == "classifier" else "regression",
-            "params": {k: v for k, v in self.get_params().items() if _is_json_scalar(v)},
+            "params": {
+                k: v
+                for k, v in self.get_params().items()
+                if _is_json_scalar(v) and k != "progress"  # a display choice, not the model's
+            },
             "n_features": int(self.n_features_in_),
             "n_outputs": int(n_outputs),
             "output_shape": output_shape,
@@ -326,6 +339,17 @@ class _MLServeEstimator:
 
     def _install_arrays(self, arrays: dict, meta: dict) -> None:
         raise NotImplementedError
+
+    def _forget_fit(self) -> None:
+        """Drop every learned attribute (an interrupted fit leaves the estimator unfitted,
+        never half-fitted, even when it was fitted before)."""
+        for name in [k for k in self.__dict__ if k.endswith("_") and not k.startswith("__")]:
+            del self.__dict__[name]
+
+    def _repr_html_(self) -> str:
+        from ._display import estimator_html
+
+        return estimator_html(self)
 
     # -- pickle: parameters plus the model as .mls bytes (no code in the payload
     # beyond the estimator class itself, and the bytes are validated on load)
@@ -494,6 +518,12 @@ class LogisticRegression(ClassifierMixin, _MLServeEstimator):
     tol : float, default=1e-4
         Stop when the largest gradient component (of the loss averaged over
         samples) falls below tol.
+    progress : None, True or False, default=None
+        A ``tqdm.auto`` progress bar over the L-BFGS iterations: True always,
+        False never, None only when the fit runs longer than a second in a
+        notebook or a terminal. Ctrl-C stops the fit within a fraction of a
+        second whatever the choice (KeyboardInterrupt; the estimator is left
+        unfitted).
 
     Attributes
     ----------
@@ -507,11 +537,12 @@ class LogisticRegression(ClassifierMixin, _MLServeEstimator):
 
     _kind = "logistic_regression"
 
-    def __init__(self, C=1.0, fit_intercept=True, max_iter=100, tol=1e-4):
+    def __init__(self, C=1.0, fit_intercept=True, max_iter=100, tol=1e-4, progress=None):
         self.C = C
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
         self.tol = tol
+        self.progress = progress
 
     def _check_params(self):
         C, max_iter, tol = self.C, self.max_iter, self.tol
@@ -523,6 +554,7 @@ class LogisticRegression(ClassifierMixin, _MLServeEstimator):
             raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
         if isinstance(tol, bool) or not isinstance(tol, (int, float, np.number)) or not tol >= 0:
             raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        check_progress(self.progress)
 
     def fit(self, X, y, sample_weight=None):
         """Fit in C.
@@ -568,16 +600,25 @@ class LogisticRegression(ClassifierMixin, _MLServeEstimator):
                 f"data contains only one class: {classes[0]!r}"
             )
         w = _as_sample_weight(sample_weight, X.shape[0])
-        coef, intercept, n_iter = _core.fit_logistic(
-            X,
-            y_index.astype(np.int64),
-            int(classes.shape[0]),
-            w,
-            float(self.C),
-            bool(self.fit_intercept),
-            int(self.max_iter),
-            float(self.tol),
-        )
+        reporter = Reporter(self.progress, int(self.max_iter), name)
+        n_iter = None
+        try:
+            coef, intercept, n_iter = _core.fit_logistic(
+                X,
+                y_index.astype(np.int64),
+                int(classes.shape[0]),
+                w,
+                float(self.C),
+                bool(self.fit_intercept),
+                int(self.max_iter),
+                float(self.tol),
+                reporter.update if self.progress is not False else None,
+            )
+        except KeyboardInterrupt:
+            self._forget_fit()
+            raise
+        finally:
+            reporter.close(n_iter)
         if n_iter >= self.max_iter:
             from ._errors import ConvergenceWarning
 

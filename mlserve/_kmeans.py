@@ -24,6 +24,7 @@ from ._estimators import (
     _training_statistics,
 )
 from ._mixins import _by_name, _ndarray
+from ._progress import Reporter
 
 _INIT_STRINGS = ("k-means++", "random")
 
@@ -49,6 +50,36 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+INTERVAL = 0.1  # seconds between the GIL takes of a fit without a callable (ten a second)
+
+
+class _LloydReporter:
+    """Adapts the C fit's (init, iteration, center_shift) reports to a Reporter
+    of all Lloyd iterations so far (reports come at most ten times a second, so
+    the count is rebuilt from the iteration numbers, not from the calls)."""
+
+    def __init__(self, reporter: Reporter, max_iter: int):
+        self.reporter = reporter
+        self.max_iter = max_iter
+        self.base = 0  # iterations of the inits before the current one
+        self.init = 0
+        self.last = 0
+
+    def next_run(self) -> None:  # a new C call (explicit inits: one init each)
+        self.base += self.last
+        self.init, self.last = 0, 0
+
+    def __call__(self, init, iteration, shift):
+        if init != self.init:
+            self.base += self.last
+            self.init = init
+        self.last = int(iteration)
+        self.reporter.update(self.base + self.last)
+
+    def close(self) -> None:
+        self.reporter.close(self.base + self.last)
+
+
 class KMeans(_MLServeEstimator):
     """k-means clustering (Lloyd), fitted and evaluated in C.
 
@@ -71,11 +102,16 @@ class KMeans(_MLServeEstimator):
         ``tol`` times the mean per-feature variance of X (or when no label changes).
     random_state : None, int or numpy.random.RandomState
         Seeds the inits.
-    progress : None, callable or tqdm-like, default=None
-        Called after every Lloyd iteration: a callable as
+    progress : None, True, False, callable or tqdm-like, default=None
+        True draws a ``tqdm.auto`` bar of the Lloyd iterations, False none, None
+        one only when the fit runs longer than a second in a notebook or a
+        terminal (these take the GIL at most ten times a second). A callable is
+        called after every Lloyd iteration as
         ``progress(init, iteration, center_shift)`` (init counts from 0,
         iteration from 1); an object with an ``update`` method (a ``tqdm`` bar)
         gets ``update(1)``. An exception it raises stops the fit and propagates.
+        Ctrl-C stops the fit within a fraction of a second (KeyboardInterrupt;
+        the estimator is left unfitted).
 
     Attributes
     ----------
@@ -179,18 +215,20 @@ class KMeans(_MLServeEstimator):
             raise ValueError("init must hold finite numbers")
         return np.ascontiguousarray(centers, dtype=X.dtype)
 
-    def _progress_callable(self):
+    def _progress_callable(self, n_init: int, max_iter: int):
+        """(callable for the C fit, interval in seconds, reporter or None)."""
         progress = self.progress
-        if progress is None:
-            return None
+        if progress is None or progress is True or progress is False:
+            reporter = _LloydReporter(Reporter(progress, n_init * max_iter, "KMeans"), max_iter)
+            return (reporter if progress is not False else None), INTERVAL, reporter
         update = getattr(progress, "update", None)
         if callable(update):
-            return lambda init, iteration, shift: update(1)
+            return (lambda init, iteration, shift: update(1)), 0.0, None
         if callable(progress):
-            return progress
+            return progress, 0.0, None
         raise TypeError(
-            "progress must be None, a callable (init, iteration, center_shift) or an "
-            f"object with an update method (tqdm), got {type(progress).__name__}"
+            "progress must be None, True, False, a callable (init, iteration, center_shift) "
+            f"or an object with an update method (tqdm), got {type(progress).__name__}"
         )
 
     # -------------------------------------------------------------------- fit
@@ -216,25 +254,15 @@ class KMeans(_MLServeEstimator):
             raise ValueError(f"n_samples={X.shape[0]} should be >= n_clusters={k}.")
         w = _as_sample_weight(sample_weight, X.shape[0])
         rs = _check_random_state(self.random_state)
-        progress = self._progress_callable()
-        # scikit-learn's tolerance: relative to the mean variance of the features
-        abs_tol = float(np.mean(np.var(X, axis=0, dtype=np.float64)) * tol) if tol else 0.0
-        threads = _core.get_num_threads()
-        best = None
-        # explicit inits are drawn in Python (one C call each); k-means++ runs all its
-        # inits in one C call
-        explicit = self._init_centers(X, k, rs, w)
-        if explicit is None:
-            seed = int(rs.randint(np.iinfo(np.int32).max)) << 31 | int(
-                rs.randint(np.iinfo(np.int32).max)
-            )
-            best = self._run(X, w, k, None, n_init, max_iter, abs_tol, seed, threads, progress)
-        else:
-            for r in range(n_init):
-                init = explicit if r == 0 else self._init_centers(X, k, rs, w)
-                result = self._run(X, w, k, init, 1, max_iter, abs_tol, 0, threads, progress)
-                if best is None or result[2] < best[2]:
-                    best = result
+        progress, interval, reporter = self._progress_callable(n_init, max_iter)
+        try:
+            best = self._fit_inits(X, w, k, n_init, max_iter, tol, rs, progress, interval)
+        except KeyboardInterrupt:
+            self._forget_fit()
+            raise
+        finally:
+            if reporter is not None:
+                reporter.close()
         centers, labels, inertia, n_iter = best
         n_distinct = np.unique(labels).shape[0]
         if n_distinct < k:
@@ -262,14 +290,42 @@ class KMeans(_MLServeEstimator):
         self.labels_ = labels
         return self
 
+    def _fit_inits(self, X, w, k, n_init, max_iter, tol, rs, progress, interval):
+        """(centers, labels, inertia, n_iter) of the best init."""
+        # scikit-learn's tolerance: relative to the mean variance of the features
+        abs_tol = float(np.mean(np.var(X, axis=0, dtype=np.float64)) * tol) if tol else 0.0
+        threads = _core.get_num_threads()
+        best = None
+        # explicit inits are drawn in Python (one C call each); k-means++ runs all its
+        # inits in one C call
+        explicit = self._init_centers(X, k, rs, w)
+        if explicit is None:
+            seed = int(rs.randint(np.iinfo(np.int32).max)) << 31 | int(
+                rs.randint(np.iinfo(np.int32).max)
+            )
+            best = self._run(X, w, k, None, n_init, max_iter, abs_tol, seed, threads, progress, interval)
+        else:
+            for r in range(n_init):
+                init = explicit if r == 0 else self._init_centers(X, k, rs, w)
+                if r and isinstance(progress, _LloydReporter):
+                    progress.next_run()
+                result = self._run(X, w, k, init, 1, max_iter, abs_tol, 0, threads, progress, interval)
+                if best is None or result[2] < best[2]:
+                    best = result
+        return best
+
     @staticmethod
-    def _run(X, w, k, init, n_init, max_iter, tol, seed, threads, progress):
+    def _run(X, w, k, init, n_init, max_iter, tol, seed, threads, progress, interval):
         if threads <= 1:
-            return _core.kmeans_fit(X, w, k, init, n_init, max_iter, tol, seed, 1, progress)
+            return _core.kmeans_fit(
+                X, w, k, init, n_init, max_iter, tol, seed, 1, progress, interval
+            )
         # the Lloyd passes run on `threads` threads; BLAS inside each stays at 1
         _core.set_num_threads(1)
         try:
-            return _core.kmeans_fit(X, w, k, init, n_init, max_iter, tol, seed, threads, progress)
+            return _core.kmeans_fit(
+                X, w, k, init, n_init, max_iter, tol, seed, threads, progress, interval
+            )
         finally:
             _core.set_num_threads(threads)
 

@@ -24,6 +24,9 @@ DEMO_MODEL = "demo"
 DEMO_ROW = [0.5, -1.2, 3.3, 0.1]
 CHECK_TIMEOUT_SECONDS = 30.0
 CLIENT_TIMEOUT_SECONDS = 30.0  # MLSERVE_CLIENT_TIMEOUT's default (serving/config.py)
+#: seconds gunicorn lets in-flight requests finish after SIGTERM (a Kubernetes pod's
+#: terminationGracePeriodSeconds must be longer: deploy/kubernetes/, tests/test_deploy.py)
+GRACEFUL_TIMEOUT_SECONDS = 10
 
 store_option = click.option(
     "--store",
@@ -314,7 +317,7 @@ def serve_command(
             # thread runs it: slow clients cannot hold the threads (serving/worker.py)
             "worker_class": worker_class(serving.client_timeout, serving.max_body_bytes),
             "timeout": 60,
-            "graceful_timeout": 10,
+            "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
             "keepalive": 5,
             # one control socket per user would clash between servers on one host
             "control_socket_disable": True,

@@ -182,8 +182,12 @@ class TreeBuilder:
     split are ignored, so a converter passes its source's arrays as they are.
     """
 
-    def __init__(self, threshold_dtype=np.float64):
+    def __init__(self, threshold_dtype=np.float64, progress=None, total=None):
         self.threshold_dtype = np.dtype(threshold_dtype)
+        # a progress reporter (mlserve._progress.Reporter) told the trees added so far
+        self.progress = progress
+        if progress is not None and total is not None:
+            progress.set_total(total)
         self._features, self._thresholds, self._children, self._flags = [], [], [], []
         self._leaves, self._outputs, self._sizes = [], [], []
         self._covers: list = []  # per tree: node cover (training counts / hessians) or None
@@ -245,6 +249,8 @@ class TreeBuilder:
         self._flags.append(fl)
         self._outputs.append(int(output))
         self._sizes.append(n)
+        if self.progress is not None:
+            self.progress.update(len(self._sizes))
         self._covers.append(None if cover is None
                             else np.asarray(cover, dtype=np.float64)[order])
 

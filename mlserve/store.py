@@ -269,7 +269,16 @@ class ModelStore:
         self._random = random.Random()
 
     def __repr__(self) -> str:
-        return f"ModelStore({str(self.root)!r})"
+        """``ModelStore('/path')`` and one line per model: versions and aliases."""
+        from ._display import store_repr
+
+        return store_repr(self)
+
+    def _repr_html_(self) -> str:
+        """A table of the models, their versions and aliases (Jupyter)."""
+        from ._display import store_html
+
+        return store_html(self)
 
     # ---------------------------------------------------------------- reading
 

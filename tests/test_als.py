@@ -582,7 +582,7 @@ def test_bad_user_items(user_items, kind, message):
             {"progress": "yes"},
             TypeError,
             (
-                "progress must be None, True (a tqdm bar) or a callable progress(iteration, "
+                "progress must be None, True, False or a callable progress(iteration, "
                 "iterations), got str"
             ),
         ),

@@ -20,7 +20,9 @@ def classifier(rng):
 
 def test_params_protocol():
     est = mlserve.LogisticRegression(C=2.0)
-    assert est.get_params() == {"C": 2.0, "fit_intercept": True, "max_iter": 100, "tol": 1e-4}
+    assert est.get_params() == {
+        "C": 2.0, "fit_intercept": True, "max_iter": 100, "tol": 1e-4, "progress": None
+    }
     assert est.set_params(max_iter=7) is est and est.max_iter == 7
     assert repr(est) == "LogisticRegression(C=2.0, max_iter=7)"
     with pytest.raises(ValueError, match="invalid parameter 'alpha' for LogisticRegression"):

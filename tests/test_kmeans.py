@@ -519,7 +519,7 @@ def test_progress_exception_stops_the_fit():
 
 
 def test_progress_must_be_callable():
-    with pytest.raises(TypeError, match="progress must be None, a callable"):
+    with pytest.raises(TypeError, match="progress must be None, True, False, a callable"):
         mlserve.KMeans(2, progress=3).fit(blobs(n=20, d=2, k=2))
 
 

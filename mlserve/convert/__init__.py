@@ -6,11 +6,13 @@ the user did not pass a model from.
 """
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
 
 from .._errors import ConvertError
+from .._progress import Reporter, check_progress
 from . import _sklearn
 from . import _lightgbm, _sklearn_trees, _xgboost
 from . import _sklearn_kmeans
@@ -32,7 +34,7 @@ def supported() -> list[str]:
     return sorted(_CONVERTERS)
 
 
-def convert(estimator, *, dtype=np.float64, reference=None):
+def convert(estimator, *, dtype=np.float64, reference=None, progress=None):
     """Turn a fitted model from another library into an mlserve model.
 
     Parameters
@@ -45,6 +47,10 @@ def convert(estimator, *, dtype=np.float64, reference=None):
         Training rows (or a sample of them): their per-feature statistics are
         stored in the file, as mlserve's own fit stores them (a linear model's
         ``explain`` needs the means).
+    progress : None, True or False, default=None
+        A ``tqdm.auto`` bar over the trees of an ensemble (forests, gradient
+        boosting, XGBoost, LightGBM): True always, False never, None only when the
+        conversion runs longer than a second in a notebook or a terminal.
 
     Returns
     -------
@@ -61,7 +67,15 @@ def convert(estimator, *, dtype=np.float64, reference=None):
     for cls in type(estimator).__mro__:
         converter = _CONVERTERS.get(qualified_name(cls))
         if converter is not None:
-            converted = converter(estimator, dtype)
+            if _takes_progress(converter):
+                reporter = Reporter(progress, None, "convert", unit="tree")
+                try:
+                    converted = converter(estimator, dtype, progress=reporter)
+                finally:
+                    reporter.close()
+            else:
+                check_progress(progress)
+                converted = converter(estimator, dtype)
             if reference is not None:
                 _store_reference(converted, reference)
             return converted
@@ -69,6 +83,14 @@ def convert(estimator, *, dtype=np.float64, reference=None):
         f"mlserve.convert does not support {qualified_name(type(estimator))}; supported: "
         + ", ".join(supported())
     )
+
+
+def _takes_progress(converter) -> bool:
+    """Whether a converter reports progress (the tree ensembles' do)."""
+    try:
+        return "progress" in inspect.signature(converter).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _store_reference(converted, reference) -> None:

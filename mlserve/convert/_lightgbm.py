@@ -119,7 +119,8 @@ def _add_tree(builder: TreeBuilder, structure: dict, output: int):
                      cover=cover)
 
 
-def convert_booster(booster, dtype, *, estimator=None, classes=None, num_iteration=None):
+def convert_booster(booster, dtype, *, estimator=None, classes=None, num_iteration=None,
+                    progress=None):
     """Convert a lightgbm.Booster (estimator: the LGBMModel it came from)."""
     params = getattr(booster, "params", {}) or {}
     if params.get("linear_tree") in (True, "true", 1, "1"):
@@ -129,7 +130,7 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, num_iterati
     K = int(dump.get("num_tree_per_iteration", 1))
     n_class = int(dump.get("num_class", 1))
     n_features = int(dump["max_feature_idx"]) + 1
-    builder = TreeBuilder(np.float64)
+    builder = TreeBuilder(np.float64, progress, len(dump["tree_info"]))
     for i, info in enumerate(dump["tree_info"]):
         if info.get("is_linear"):
             raise ConvertError("mlserve.convert does not support LightGBM linear trees")
@@ -165,13 +166,14 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, num_iterati
     )
 
 
-def convert_lgbm_model(est, dtype):
+def convert_lgbm_model(est, dtype, progress=None):
     """LGBMRegressor, LGBMClassifier, ... (the trees predict uses)."""
     booster = est.booster_
     best = getattr(est, "best_iteration_", None)
     classes = getattr(est, "classes_", None)
     return convert_booster(booster, dtype, estimator=est, classes=classes,
-                           num_iteration=best if best and best > 0 else None)
+                           num_iteration=best if best and best > 0 else None,
+                           progress=progress)
 
 
 def convert_file(path, dtype=np.float64):
@@ -182,6 +184,8 @@ def convert_file(path, dtype=np.float64):
 
 
 CONVERTERS = {
-    "lightgbm.basic.Booster": lambda booster, dtype: convert_booster(booster, dtype),
+    "lightgbm.basic.Booster": lambda booster, dtype, progress=None: convert_booster(
+        booster, dtype, progress=progress
+    ),
     "lightgbm.sklearn.LGBMModel": convert_lgbm_model,
 }

@@ -90,14 +90,14 @@ def convert_decision_tree(est, dtype, *, trees=None):
     return _convert_forest(est, dtype, [est])
 
 
-def convert_forest(est, dtype):
+def convert_forest(est, dtype, progress=None):
     require_fitted(est, "estimators_")
-    return _convert_forest(est, dtype, list(est.estimators_))
+    return _convert_forest(est, dtype, list(est.estimators_), progress)
 
 
-def _convert_forest(est, dtype, members):
+def _convert_forest(est, dtype, members, progress=None):
     is_classifier = hasattr(est, "classes_")
-    builder = TreeBuilder(np.float32)
+    builder = TreeBuilder(np.float32, progress, len(members))
     if is_classifier:
         _check_single_output_classifier(est)
         classes = np.asarray(est.classes_)
@@ -113,7 +113,7 @@ def _convert_forest(est, dtype, members):
                         aggregate="mean", link="identity", base_score=0.0)
 
 
-def convert_gradient_boosting(est, dtype):
+def convert_gradient_boosting(est, dtype, progress=None):
     require_fitted(est, "estimators_", "init_")
     is_classifier = hasattr(est, "classes_")
     loss = getattr(est, "loss", None)
@@ -132,7 +132,7 @@ def convert_gradient_boosting(est, dtype):
     stages = est.estimators_
     K = stages.shape[1]
     lr = float(est.learning_rate)
-    builder = TreeBuilder(np.float32)
+    builder = TreeBuilder(np.float32, progress, stages.size)
     for i in range(stages.shape[0]):
         for k in range(K):
             tree = stages[i, k].tree_
@@ -219,7 +219,7 @@ def _raw_category_words(code_bits, raw_values, missing_left):
     return np.packbits(bits, bitorder="little")
 
 
-def convert_hist_gradient_boosting(est, dtype):
+def convert_hist_gradient_boosting(est, dtype, progress=None):
     require_fitted(est, "_predictors", "_baseline_prediction")
     loss_name = type(est._loss).__name__
     link = _HGB_LINKS.get(loss_name)
@@ -235,7 +235,7 @@ def convert_hist_gradient_boosting(est, dtype):
     known_bitsets = f_idx_map = None
     if getattr(est, "is_categorical_", None) is not None and np.any(est.is_categorical_):
         known_bitsets, f_idx_map = est._bin_mapper.make_known_categories_bitsets()
-    builder = TreeBuilder(np.float64)
+    builder = TreeBuilder(np.float64, progress, sum(len(i) for i in est._predictors))
     for iteration in est._predictors:
         for k, predictor in enumerate(iteration):
             nodes = predictor.nodes

@@ -53,7 +53,8 @@ def _to_margin(values, how):
     return list(values)
 
 
-def convert_booster(booster, dtype, *, estimator=None, classes=None, n_iterations=None):
+def convert_booster(booster, dtype, *, estimator=None, classes=None, n_iterations=None,
+                    progress=None):
     """Convert an xgboost.Booster (estimator: the XGBModel it came from)."""
     model = json.loads(booster.save_raw("json"))
     learner = model["learner"]
@@ -89,7 +90,7 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, n_iteration
         base = base * K
     if len(base) != K:
         raise ConvertError(f"XGBoost base_score has {len(base)} values for {K} outputs")
-    builder = TreeBuilder(np.float32)
+    builder = TreeBuilder(np.float32, progress, len(trees))
     for i, tree in enumerate(trees):
         tp = tree.get("tree_param", {})
         if int(tp.get("size_leaf_vector", "1") or 1) > 1:
@@ -122,7 +123,7 @@ def convert_booster(booster, dtype, *, estimator=None, classes=None, n_iteration
     )
 
 
-def convert_xgb_model(est, dtype):
+def convert_xgb_model(est, dtype, progress=None):
     """XGBRegressor, XGBClassifier, XGBRFRegressor, ... (predict's trees)."""
     missing = getattr(est, "missing", np.nan)
     if missing is not None and not (isinstance(missing, float) and math.isnan(missing)):
@@ -137,7 +138,7 @@ def convert_xgb_model(est, dtype):
         n_iterations = int(best) + 1  # what XGBModel.predict uses after early stopping
     classes = getattr(est, "classes_", None)
     return convert_booster(booster, dtype, estimator=est, classes=classes,
-                           n_iterations=n_iterations)
+                           n_iterations=n_iterations, progress=progress)
 
 
 def _has_best_iteration(est) -> bool:
@@ -156,6 +157,8 @@ def convert_file(path, dtype=np.float64):
 
 
 CONVERTERS = {
-    "xgboost.core.Booster": lambda booster, dtype: convert_booster(booster, dtype),
+    "xgboost.core.Booster": lambda booster, dtype, progress=None: convert_booster(
+        booster, dtype, progress=progress
+    ),
     "xgboost.sklearn.XGBModel": convert_xgb_model,
 }
