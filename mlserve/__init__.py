@@ -26,6 +26,7 @@ from ._kmeans import KMeans
 from ._recommender import Recommender
 from ._trees import TreeEnsembleModel
 from .convert import convert
+from .convert._keras import from_keras
 from .convert._onnx import from_onnx
 
 __version__ = "0.1.0"
@@ -149,6 +150,7 @@ __all__ = [
     "blas_library_path",
     "blueprint",
     "convert",
+    "from_keras",
     "from_onnx",
     "get_num_threads",
     "load",
