@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._estimators import LinearRegression, LogisticRegression, Ridge
 from ._graph import NeuralNetwork
+from ._image import ImageModel, with_image_input
 from ._io import load, save
 from ._kmeans import KMeans
 from ._recommender import Recommender
@@ -134,6 +135,7 @@ __all__ = [
     "ConvergenceWarning",
     "ConvertError",
     "DataConversionWarning",
+    "ImageModel",
     "KMeans",
     "LinearRegression",
     "LogisticRegression",
@@ -157,5 +159,6 @@ __all__ = [
     "save",
     "set_num_threads",
     "show_config",
+    "with_image_input",
     "__version__",
 ]
