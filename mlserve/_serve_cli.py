@@ -185,6 +185,13 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     default=None,
     help='Prediction cache: "memory" (an LRU per worker) or "redis://host:port/db" (shared).',
 )
+@click.option(
+    "--max-image-pixels",
+    default=89_478_485,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Uploaded images (image models) with more pixels get 400.",
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -208,6 +215,7 @@ def serve_command(
     batching_models: str | None,
     client_timeout: float,
     cache: str | None,
+    max_image_pixels: int,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root).
@@ -241,6 +249,7 @@ def serve_command(
         "MLSERVE_BATCHING_MODELS": _json_option("--batching-models", batching_models),
         "MLSERVE_CLIENT_TIMEOUT": client_timeout,
         "MLSERVE_CACHE": cache,
+        "MLSERVE_MAX_IMAGE_PIXELS": max_image_pixels,
     }
     config, serving = _serve_config(flags)
     access_log = serving.access_log
@@ -291,6 +300,7 @@ FLAG_PARAMETERS = {
     "MLSERVE_BATCHING_MODELS": "batching_models",
     "MLSERVE_CLIENT_TIMEOUT": "client_timeout",
     "MLSERVE_CACHE": "cache",
+    "MLSERVE_MAX_IMAGE_PIXELS": "max_image_pixels",
 }
 #: Keys that serve takes as arguments, not as app configuration
 NOT_APP_CONFIG = ("MLSERVE_STORE",)

@@ -57,6 +57,9 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # a canary split picks the version by a stable hash of this request header's
         # value (e.g. "X-User-ID"); None, or a request without it: a random pick
         "MLSERVE_CANARY_KEY_HEADER": None,
+        # image models (mlserve.with_image_input): an uploaded image whose header claims
+        # more pixels is a 400 before it is decoded (Pillow's own default limit)
+        "MLSERVE_MAX_IMAGE_PIXELS": 89_478_485,
     }
 )
 
@@ -94,6 +97,7 @@ class ServingConfig:
     client_timeout: float = DEFAULTS["MLSERVE_CLIENT_TIMEOUT"]
     cache: Any = None  # a cache.PredictionCache, or None (off)
     canary_key_header: str | None = None
+    max_image_pixels: int = DEFAULTS["MLSERVE_MAX_IMAGE_PIXELS"]
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -133,6 +137,7 @@ class ServingConfig:
             client_timeout=_positive_float(values, "MLSERVE_CLIENT_TIMEOUT"),
             cache=_cache(values),
             canary_key_header=_optional_header(values, "MLSERVE_CANARY_KEY_HEADER"),
+            max_image_pixels=_positive_int(values, "MLSERVE_MAX_IMAGE_PIXELS", "pixels"),
         )
 
     @classmethod
