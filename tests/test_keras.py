@@ -211,6 +211,51 @@ def test_nhwc_input_and_flatten_order(built):
     assert _rel_err(_ort(proto, x), expected) <= 1e-4
 
 
+def test_keras2_style_h5(built, tmp_path):
+    """A tf.keras 2 .h5: no InputLayer, the first layer's batch_input_shape, weight names
+    with ':0', and no "module" keys."""
+    import json
+    import shutil
+
+    _, x, expected, paths = built["dropout_flatten_reshape"]
+    path = tmp_path / "k2.h5"
+    shutil.copy(paths["h5"], path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        layers_ = config["config"]["layers"]
+        first = layers_.pop(0)
+        assert first["class_name"] == "InputLayer"
+        layers_[0]["config"]["batch_input_shape"] = first["config"]["batch_shape"]
+        for layer in layers_:
+            layer.pop("build_config", None)
+            layer.pop("module", None)
+        config.pop("build_config", None)
+        f.attrs["model_config"] = json.dumps(config)
+    assert _rel_err(_ort(to_onnx(path), x), expected) <= 1e-4
+    assert _rel_err(mlserve.from_keras(path).predict(x), expected) <= 1e-4
+
+
+def test_unbuilt_model_refused():
+    model = keras.Sequential([layers.Dense(3, name="d")])
+    with pytest.raises(mlserve.ConvertError, match="has no input shape"):
+        mlserve.convert(model)
+
+
+def test_subclassed_model_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    net = Net()
+    net(np.zeros((1, 3), np.float32))
+    with pytest.raises(mlserve.ConvertError, match="does not support"):
+        mlserve.convert(net)
+
+
 def test_dense_model_runs_in_c_today(built):
     _model, x, expected, paths = built["dropout_flatten_reshape"]
     net = mlserve.from_keras(paths["keras"])

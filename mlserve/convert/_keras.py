@@ -623,9 +623,11 @@ def _graph(config: dict, weights: dict):
         if first.get("class_name") == "InputLayer":
             shape, iname, layers = _input_shape(first.get("config", {}), "the model"), \
                 first["config"].get("name", "input"), layers[1:]
-        else:
+        else:  # built without an Input: Keras 3's build_config, Keras 2's batch_input_shape
             build = config.get("build_config") or {}
-            shape = _input_shape({"batch_shape": build.get("input_shape")}, "the model")
+            spec = build.get("input_shape") or (first.get("config") or {}).get(
+                "batch_input_shape")
+            shape = _input_shape({"batch_shape": spec}, "the model")
             iname = "input"
         iname = b._unique(iname)
         t = _Tensor(iname, shape)
