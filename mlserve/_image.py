@@ -183,6 +183,11 @@ class ImageModel(_MLServeEstimator):
         self.image_settings = {k: v for k, v in meta["image"].items() if k != "estimator"}
         self.labels = self.image_settings.get("labels")
 
+    def __setstate__(self, state):  # pickle: the wrapped model is rebuilt from the bytes
+        data = dict(state).get("_model_mls_")
+        if data is not None:
+            self.__dict__.update(ImageModel._from_core_model(_core.loads(data)).__dict__)
+
     # -- decode
     def decode(self, images, max_pixels: int | None = None) -> np.ndarray:
         """The float32 batch the wrapped model takes, from encoded images (bytes or a list)."""

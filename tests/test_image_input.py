@@ -106,6 +106,17 @@ def test_save_load_round_trip(digits, tmp_path):
     np.testing.assert_array_equal(loaded.predict(x), digits.predict(x))
 
 
+def test_pickle_round_trip(digits):
+    import pickle
+
+    model = mlserve.with_image_input(digits, size=(28, 28), mode="L", layout="NHWC",
+                                     labels=LABELS)
+    again = pickle.loads(pickle.dumps(model))
+    assert again.labels == LABELS and again.input_shape == ["N", 28, 28, 1]
+    images = [image_bytes("JPEG", seed=4)]
+    np.testing.assert_array_equal(again.predict(images), model.predict(images))
+
+
 # ------------------------------------------------------------------ bad input
 
 
