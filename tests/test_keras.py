@@ -331,6 +331,50 @@ def test_weights_only_h5_refused(built, tmp_path):
         mlserve.from_keras(path)
 
 
+def _mutations(value, path=()):
+    """Every (path, replacement) that breaks one field of a config: drop it or retype it."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield (*path, k), None
+            yield (*path, k), "x"
+            yield from _mutations(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield (*path, i), -3
+            yield from _mutations(v, (*path, i))
+
+
+def test_damaged_configs_never_crash(built, tmp_path):
+    """Every field of a conv model's config.json dropped or retyped: a ConvertError or a
+    model, never another exception."""
+    import copy
+    import json
+    import zipfile
+
+    _, _, _, paths = built["conv_dense_batchnorm"]
+    with zipfile.ZipFile(paths["keras"]) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(members["config.json"])
+    rng = np.random.default_rng(0)
+    cases = list(_mutations(config))
+    picked = [cases[i] for i in rng.choice(len(cases), size=min(150, len(cases)),
+                                          replace=False)]
+    for where, replacement in picked:
+        damaged = copy.deepcopy(config)
+        node = damaged
+        for key in where[:-1]:
+            node = node[key]
+        node[where[-1]] = replacement
+        path = tmp_path / "d.keras"
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, json.dumps(damaged) if name == "config.json" else data)
+        try:
+            to_onnx(path)
+        except mlserve.ConvertError:
+            pass
+
+
 def test_missing_file():
     with pytest.raises(FileNotFoundError):
         mlserve.from_keras("/nonexistent/model.keras")

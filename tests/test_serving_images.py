@@ -141,6 +141,27 @@ def test_wrong_tensor_shape(client):
     assert_error(r, 400, "expected 784 features, got 5")
 
 
+def test_converted_mlp_regressor_is_served(tmp_path):
+    from sklearn.neural_network import MLPRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X @ [1.0, -1.0, 0.5]
+    sk = MLPRegressor(hidden_layer_sizes=(5,), max_iter=50, random_state=0)
+    with pytest.warns(Warning):  # not converged in 50 iterations: fine for a parity check
+        sk.fit(X, y)
+    net = mlserve.convert(sk)
+    store = ModelStore(tmp_path / "m")
+    store.publish("mlp", net, alias="production")
+    client = make_client(tmp_path / "m")
+    r = client.post("/ml/predict/mlp", json={"instances": X[:4].tolist()})
+    assert r.status_code == 200, r.json
+    np.testing.assert_allclose(r.json["predictions"], net.predict(X[:4]), rtol=1e-6)
+    r = client.post("/ml/v2/models/mlp/infer", json={"inputs": [
+        {"name": "input", "datatype": "FP64", "shape": [2, 3], "data": X[:2].ravel().tolist()}]})
+    assert r.status_code == 200 and r.json["outputs"][0]["shape"] == [2]
+
+
 # ----------------------------------------------------------------- image uploads
 
 

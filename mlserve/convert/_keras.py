@@ -723,6 +723,17 @@ def to_onnx(src):
     Raises mlserve.ConvertError for a file that is not a Keras model, a Lambda or
     custom layer, or a layer or setting mlserve does not import (naming the layer).
     """
+    try:
+        return _to_onnx(src)
+    except ConvertError:
+        raise
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # a config the JSON holds but that does not make sense (hand-edited or damaged)
+        raise ConvertError(f"malformed Keras model config: {type(exc).__name__}: {exc}"
+                           ) from None
+
+
+def _to_onnx(src):
     from onnx import TensorProto, helper
 
     if isinstance(src, (str, os.PathLike)):

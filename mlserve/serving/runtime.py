@@ -106,7 +106,8 @@ class LoadedModel:
                 TRANSFORM, np.dtype(model.cluster_centers_.dtype), (n_clusters,)
             )
         elif isinstance(metadata.get("graph"), Mapping):  # a neural network: float32 tensors
-            shape = tuple(int(s) for s in metadata["graph"]["output_shape"][1:])
+            graph = metadata["graph"]
+            shape = () if graph.get("ravel") else tuple(int(s) for s in graph["output_shape"][1:])
             outputs[PREDICT] = OutputSpec(PREDICT, np.dtype(np.float32), shape)
         else:
             shape = tuple(int(s) for s in metadata.get("output_shape") or ())
