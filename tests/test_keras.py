@@ -124,6 +124,13 @@ CASES = [
         2, padding="same"), layers.Flatten()), (9, 9, 2), 'needs Conv in the C runtime (branch graph2)'),
     ("global_avgpool", lambda: _seq((6, 6, 3), layers.Conv2D(4, 1),
                                     layers.GlobalAveragePooling2D()), (6, 6, 3), 'needs Conv in the C runtime (branch graph2)'),
+    ("rescaling_zeropadding", lambda: _seq(
+        (7, 6, 3), layers.Rescaling(1 / 127.5, offset=-1.0), layers.ZeroPadding2D(((1, 2), (0, 1))),
+        layers.Conv2D(2, 3), layers.Flatten()), (7, 6, 3),
+     'needs Conv in the C runtime (branch graph2)'),
+    ("rescaling_per_channel", lambda: _seq(
+        (5, 3), layers.Rescaling([0.5, 2.0, -1.0], offset=[0.1, 0.0, 3.0]), layers.Flatten(),
+        layers.Dense(2)), (5, 3), "needs a broadcast Mul/Add in the C runtime (branch graph2)"),
     ("batchnorm", lambda: _seq((6, 6, 3), layers.BatchNormalization(),
                                layers.Flatten(), layers.BatchNormalization()), (6, 6, 3), 'needs Transpose/BatchNormalization in the C runtime (branch graph2)'),
     ("conv_dense_batchnorm", lambda: _seq(

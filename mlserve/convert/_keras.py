@@ -415,6 +415,34 @@ def _layer(b: _Builder, cls: str, name: str, cfg: dict, ins: list, w: list) -> _
         if cfg.get("keepdims", False):
             return _Tensor(y, (1, 1, t.shape[2]), True)
         return _Tensor(b.node("Flatten", [y], name + "/flatten", axis=1), (t.shape[2],))
+    if cls == "Rescaling":  # x * scale + offset (scalars, or one value per channel)
+        x = b.keras(t)
+        scale = np.asarray(cfg.get("scale", 1.0), dtype=np.float32)
+        offset = np.asarray(cfg.get("offset", 0.0), dtype=np.float32)
+        for a, what in ((scale, "scale"), (offset, "offset")):
+            if a.size not in (1, t.shape[-1]) or not np.isfinite(a).all():
+                raise ValueError(f"{what} {a.tolist()} (one value or one per channel)")
+        y = b.node("Mul", [x, b.const(scale.reshape(-1) if scale.size > 1 else scale,
+                                      name + "/scale")], name + "/mul")
+        y = b.node("Add", [y, b.const(offset.reshape(-1) if offset.size > 1 else offset,
+                                      name + "/offset")], name)
+        return _Tensor(y, t.shape)
+    if cls == "ZeroPadding2D":
+        _channels_last(cfg)
+        if len(t.shape) != 3:
+            raise ValueError(f"needs an input of shape (H, W, C), got {t.shape}")
+        pad = cfg.get("padding", 1)
+        if isinstance(pad, int):
+            pad = ((pad, pad), (pad, pad))
+        (top, bottom), (left, right) = [(p, p) if isinstance(p, int) else tuple(p)
+                                        for p in pad]
+        if min(top, bottom, left, right) < 0:
+            raise ValueError(f"padding {pad}")
+        pads = b.const(np.asarray([0, 0, top, left, 0, 0, bottom, right], np.int64),
+                       name + "/pads")
+        y = b.node("Pad", [b.nchw(t), pads], name, mode="constant")
+        h, w, c = t.shape
+        return _Tensor(y, (h + top + bottom, w + left + right, c), True)
     if cls == "Dense":
         units, bias = int(cfg["units"]), cfg.get("use_bias", True)
         w = _weights(w, 2 if bias else 1, name, cls)
