@@ -244,6 +244,26 @@ def test_v2_bytes_tensor_json_and_binary(client, nets, pictures):
     assert meta["inputs"][0]["parameters"] == {"image": "L 28x28 NHWC"}
 
 
+def test_image_classifier_over_flat_pixels(tmp_path):
+    """A scikit-learn-style classifier over 8x8 grey pixels: labels from its classes."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(80, 64))
+    y = np.where(X[:, :32].mean(axis=1) > 0.5, "bright", "dark")
+    clf = mlserve.LogisticRegression().fit(X, y)
+    model = mlserve.with_image_input(clf, size=(8, 8))
+    store = ModelStore(tmp_path / "m")
+    store.publish("tiles", model, alias="production")
+    client = make_client(tmp_path / "m")
+    png = image_bytes("PNG", size=(16, 16), mode="L", seed=5)
+    r = client.post("/ml/predict/tiles?return=topk&k=2", data=png,
+                    headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.json
+    proba = clf.predict_proba(reference(png, (8, 8), "L").reshape(1, -1))[0]
+    top = r.json["predictions"][0]
+    assert [t["label"] for t in top] == [clf.classes_[i] for i in np.argsort(-proba)]
+    np.testing.assert_allclose([t["probability"] for t in top], np.sort(proba)[::-1], rtol=1e-9)
+
+
 # -------------------------------------------------------------------- bad images
 
 
