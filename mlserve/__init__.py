@@ -21,11 +21,13 @@ from ._errors import (
 )
 from ._estimators import LinearRegression, LogisticRegression, Ridge
 from ._graph import NeuralNetwork
+from ._image import ImageModel, with_image_input
 from ._io import load, save
 from ._kmeans import KMeans
 from ._recommender import Recommender
 from ._trees import TreeEnsembleModel
 from .convert import convert
+from .convert._keras import from_keras
 from .convert._onnx import from_onnx
 
 __version__ = "0.1.0"
@@ -133,6 +135,7 @@ __all__ = [
     "ConvergenceWarning",
     "ConvertError",
     "DataConversionWarning",
+    "ImageModel",
     "KMeans",
     "LinearRegression",
     "LogisticRegression",
@@ -150,10 +153,12 @@ __all__ = [
     "blas_library_path",
     "blueprint",
     "convert",
+    "from_keras",
     "from_onnx",
     "get_num_threads",
     "load",
     "save",
     "set_num_threads",
     "show_config",
+    "with_image_input",
 ]

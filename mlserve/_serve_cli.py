@@ -216,6 +216,13 @@ def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> Non
     help="Also serve the KServe V2 gRPC service (inference.GRPCInferenceService) on this "
     "port, in every worker (SO_REUSEPORT). Default: no gRPC.",
 )
+@click.option(
+    "--max-image-pixels",
+    default=89_478_485,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Uploaded images (image models) with more pixels get 400.",
+)
 @click.option("--dev", is_flag=True, help="Use the Flask development server instead of gunicorn.")
 def serve_command(
     store_dir: str,
@@ -245,6 +252,7 @@ def serve_command(
     payload_log: str | None,
     drift: bool,
     grpc_port: int | None,
+    max_image_pixels: int,
     dev: bool,
 ) -> None:
     """Serve the models of STORE_DIR over HTTP (V1, V2, MLflow and /predict at the root),
@@ -285,6 +293,7 @@ def serve_command(
         "MLSERVE_PAYLOAD_LOG": payload_log,
         "MLSERVE_DRIFT": drift,
         "MLSERVE_GRPC_PORT": grpc_port,
+        "MLSERVE_MAX_IMAGE_PIXELS": max_image_pixels,
     }
     config, serving = _serve_config(flags)
     if serving.grpc_port:
@@ -358,6 +367,7 @@ FLAG_PARAMETERS = {
     "MLSERVE_PAYLOAD_LOG": "payload_log",
     "MLSERVE_DRIFT": "drift",
     "MLSERVE_GRPC_PORT": "grpc_port",
+    "MLSERVE_MAX_IMAGE_PIXELS": "max_image_pixels",
 }
 #: Keys that serve takes as arguments, not as app configuration
 NOT_APP_CONFIG = ("MLSERVE_STORE",)

@@ -18,6 +18,7 @@ from . import _lightgbm, _sklearn_trees, _xgboost
 from . import _sklearn_kmeans
 from . import _sklearn_mlp
 from . import _sklearn_pipeline
+from . import _keras
 from ._common import qualified_name
 
 _CONVERTERS = dict(_sklearn.CONVERTERS)
@@ -25,6 +26,7 @@ _CONVERTERS.update(_sklearn_trees.CONVERTERS, **_xgboost.CONVERTERS, **_lightgbm
 _CONVERTERS.update(_sklearn_kmeans.CONVERTERS)
 _CONVERTERS.update(_sklearn_mlp.CONVERTERS)
 _CONVERTERS.update(_sklearn_pipeline.CONVERTERS)
+_CONVERTERS.update(_keras.CONVERTERS)
 _CONVERTERS["sklearn.pipeline.Pipeline"] = (
     lambda est, dtype: _sklearn_pipeline.convert_pipeline(est, dtype, _CONVERTERS))
 

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import mlserve
-from mlserve.serving import codecs, recommend, ui
+from mlserve.serving import codecs, images, recommend, ui
 from mlserve.serving.cache import cache_key
 from mlserve.serving.commands import register_flask_commands
 from mlserve.serving.config import ServingConfig
@@ -659,6 +659,11 @@ def _v1_model(target: str) -> Response:
     body = _read_body(req, state)
     loaded = _select(state, record, name, version, label)
     payload = codecs.decode_json(body)
+    if images.is_image_model(loaded):
+        blobs = images.b64_images(payload.get("instances"))
+        if blobs is not None:  # TF Serving's {"instances": [{"b64": ...}]}
+            return _image_answer(state, record, loaded, blobs, payload, start, timings,
+                                 envelope=False)  # fmt: skip
     decoded = codecs.decode_v1(payload, loaded)
     outputs = _signature_outputs(payload, loaded, decoded.outputs)
     timings.decode = _since(start)
@@ -847,6 +852,12 @@ def _v2_model_metadata(name: str, version: str | None = None) -> Response:
     manifest = state.manifest(name)
     alias, serving_versions = _serving(state, name)
     inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, loaded.n_features]}]
+    if loaded.input_shape is not None:  # a graph model: its input tensor's name and shape
+        graph = loaded.metadata["graph"]
+        shape = [-1, *loaded.input_shape]
+        inputs = [{"name": graph["input_names"][0], "datatype": "FP32", "shape": shape}]
+    if "image" in loaded.metadata:  # also takes encoded images (mlserve.serving.images)
+        inputs[0]["parameters"] = {"image": images.describe(loaded)}
     if loaded.feature_names:
         inputs[0]["parameters"] = {"feature_names": list(loaded.feature_names)}
     outputs = []
@@ -910,12 +921,57 @@ def _v2_infer(name: str, version: str | None = None) -> Response:
     loaded = _select(state, record, name, version, req.args.get("alias"))  # ?alias=: mlserve's
     if loaded.is_recommender:
         return _v2_recommend(req, state, record, loaded, body, start, timings)
-    decoded = codecs.decode_v2(body, req.headers.get("Inference-Header-Content-Length"), loaded)
+    header_length = req.headers.get("Inference-Header-Content-Length")
+    if images.is_image_model(loaded):
+        found = images.v2_request(body, header_length)
+        if found is not None:  # a BYTES tensor of encoded images
+            return _v2_images(state, record, loaded, found, start, timings)
+    decoded = codecs.decode_v2(body, header_length, loaded)
     timings.decode = _since(start)
     wanted = tuple(output.name for output in decoded.outputs)
     results = _predict(state, record, loaded, decoded.rows, wanted, timings)
     start = time.perf_counter()
     payload, header_length = codecs.encode_v2(results, decoded, name, loaded.version)
+    if header_length is None:
+        response = Response(payload, mimetype=JSON)
+    else:
+        response = Response(payload, mimetype=OCTET)
+        response.headers.add("Inference-Header-Content-Length", str(header_length))
+    timings.encode = _since(start)
+    return _finish(response, loaded, timings)
+
+
+def _v2_images(
+    state: ServingState, record: RequestRecord, loaded: LoadedModel, found: tuple,
+    start: float, timings: Timings,
+) -> Response:  # fmt: skip
+    """V2 infer of encoded images: the model's outputs plus each image's label and probability."""
+    header, _, blobs = found
+    rows = images.to_rows(blobs, loaded, state.config.max_image_pixels)
+    model_outputs = images.outputs_for(loaded, "label")
+    request = codecs.V2Request(rows, [], header.get("id"))
+    _, binary_default = codecs._v2_requested_outputs(
+        {k: v for k, v in header.items() if k != "outputs"}, loaded
+    )
+    request.binary_default = binary_default
+    names = [*model_outputs, *images.V2_EXTRA_OUTPUTS]
+    wanted = header.get("outputs")
+    if wanted is not None:
+        if not isinstance(wanted, list) or not all(
+            isinstance(w, dict) and isinstance(w.get("name"), str) for w in wanted
+        ):
+            raise BadRequest("'outputs' must be a list of {\"name\": ...} objects")
+        unknown = [w["name"] for w in wanted if w["name"] not in names]
+        if unknown:
+            raise BadRequest(f"model {loaded.name!r} has no output {unknown[0]!r} for images; "
+                             f"its outputs are {', '.join(names)}")
+        names = [w["name"] for w in wanted]
+    request.outputs = [codecs.V2Output(n, binary_default) for n in names]
+    timings.decode = _since(start)
+    results = _predict(state, record, loaded, rows, model_outputs, timings)
+    start = time.perf_counter()
+    results = images.v2_results(loaded, results)
+    payload, header_length = codecs.encode_v2(results, request, loaded.name, loaded.version)
     if header_length is None:
         response = Response(payload, mimetype=JSON)
     else:
@@ -1173,6 +1229,8 @@ def _simple_predict(name: str) -> Response:
     req, state, record = _context()
     start = time.perf_counter()
     timings = Timings()
+    if _mimetype(req) in images.UPLOAD_MIMETYPES:  # an image model's upload
+        return _image_upload(req, state, record, name, start, timings)
     mimetype = _require_mimetype(req, JSON, NPY)
     body = _read_body(req, state)
     loaded = _select(state, record, name, *_parse_query_ref(req))
@@ -1190,6 +1248,10 @@ def _simple_predict(name: str) -> Response:
         decoded = codecs.decode_simple_json(payload, loaded)
     else:
         payload = codecs.decode_json(body)
+        blobs = images.b64_images(payload.get("instances")) if images.is_image_model(loaded) \
+            else None  # fmt: skip
+        if blobs is not None:  # {"instances": [{"b64": ...}]} to an image model
+            return _image_answer(state, record, loaded, blobs, payload, start, timings)
         if payload.get("return") == EXPLAIN:
             require_explainable(loaded)
             payload = {k: v for k, v in payload.items() if k != "return"}
@@ -1207,6 +1269,42 @@ def _simple_predict(name: str) -> Response:
         response = Response(codecs.encode_npy(results), mimetype=NPY)
     else:
         response = _predict_response(codecs.encode_simple(results, decoded, name, loaded.version))
+    timings.encode = _since(start)
+    return _finish(response, loaded, timings)
+
+
+def _image_upload(
+    req: Any, state: ServingState, record: RequestRecord, name: str, start: float,
+    timings: Timings,
+) -> Response:  # fmt: skip
+    """/predict/<name> with multipart/form-data (field ``file``) or a raw image/png|jpeg body."""
+    mimetype = _mimetype(req)
+    body = _read_body(req, state)
+    loaded = _select(state, record, name, *_parse_query_ref(req))
+    images.require_image_model(loaded)
+    options: dict[str, Any] = dict(req.args.items())
+    if mimetype == images.MULTIPART:
+        blobs, form = images.multipart_images(body, req.content_type or "")
+        options.update(form)
+    else:
+        blobs = [body]
+    return _image_answer(state, record, loaded, blobs, options, start, timings)
+
+
+def _image_answer(
+    state: ServingState, record: RequestRecord, loaded: LoadedModel, blobs: list,
+    options: Mapping[str, Any], start: float, timings: Timings, envelope: bool = True,
+) -> Response:  # fmt: skip
+    """Decode the images, run the one predict path, answer with labels and probabilities."""
+    ret, k = images.options(options)
+    rows = images.to_rows(blobs, loaded, state.config.max_image_pixels)
+    timings.decode = _since(start)
+    results = _predict(state, record, loaded, rows, images.outputs_for(loaded, ret), timings)
+    start = time.perf_counter()
+    payload = images.answer(loaded, results, ret, k)
+    if envelope:
+        payload = {"model": loaded.name, "version": loaded.version, **payload}
+    response = _predict_response(payload)
     timings.encode = _since(start)
     return _finish(response, loaded, timings)
 

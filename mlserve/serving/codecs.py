@@ -224,6 +224,14 @@ def as_rows(array: np.ndarray, loaded: LoadedModel, what: str) -> np.ndarray:
         if loaded.n_features == 1 and array.shape[0] != 1:
             return array.reshape(-1, 1)
         return array.reshape(1, -1)
+    shape = loaded.input_shape
+    if shape is not None:  # a graph model takes whole N-D tensors: [N, *input_shape]
+        if array.ndim == len(shape) + 1 and tuple(array.shape[1:]) == shape:
+            return array.reshape(array.shape[0], -1)
+        raise BadRequest(
+            f"{what} must have shape {['N', *shape]} (or rows of {loaded.n_features} values), "
+            f"got {list(array.shape)}"
+        )
     raise BadRequest(f"{what} must be a list of rows (2 dimensions), got {array.ndim} dimensions")
 
 
@@ -923,7 +931,8 @@ def decode_npy(
         raise BadRequest("malformed .npy body: object arrays are refused (reading them would unpickle)")
     if dtype.kind not in "biuf" or dtype.itemsize == 0:
         raise BadRequest("the .npy body must hold a numeric array")
-    if len(shape) not in (1, 2):
+    tensor = loaded.input_shape is not None and len(shape) == len(loaded.input_shape) + 1
+    if len(shape) not in (1, 2) and not tensor:
         raise BadRequest(f"the .npy array must have 1 or 2 dimensions, got {len(shape)}")
     check_dimensions(shape, dtype.itemsize, "the .npy array")
     n_rows = shape[0] if len(shape) == 2 else 1
@@ -943,6 +952,8 @@ def decode_npy(
     array = array.reshape(shape, order="F" if fortran_order else "C")
     if array.ndim == 1:
         return SimpleRequest(array.reshape(1, -1), outputs, True)
+    if array.ndim > 2:  # a graph model's [N, *input_shape] tensor
+        return SimpleRequest(as_rows(array, loaded, "the .npy array"), outputs, False)
     return SimpleRequest(array, outputs, False)
 
 

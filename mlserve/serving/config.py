@@ -84,6 +84,9 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # queues at once (more get RESOURCE_EXHAUSTED)
         "MLSERVE_GRPC_PORT": None,
         "MLSERVE_GRPC_MAX_CONCURRENT_RPCS": 256,
+        # image models (mlserve.with_image_input): an uploaded image whose header claims
+        # more pixels is a 400 before it is decoded (Pillow's own default limit)
+        "MLSERVE_MAX_IMAGE_PIXELS": 89_478_485,
     }
 )
 
@@ -129,6 +132,7 @@ class ServingConfig:
     shadow_queue: int = DEFAULTS["MLSERVE_SHADOW_QUEUE"]
     grpc_port: int | None = None
     grpc_max_concurrent_rpcs: int = DEFAULTS["MLSERVE_GRPC_MAX_CONCURRENT_RPCS"]
+    max_image_pixels: int = DEFAULTS["MLSERVE_MAX_IMAGE_PIXELS"]
 
     def batching_for(self, name: str) -> BatchConfig:
         """The batching options of model ``name`` (its MLSERVE_BATCHING_MODELS entry, or the global ones)."""
@@ -178,6 +182,7 @@ class ServingConfig:
             grpc_max_concurrent_rpcs=_positive_int(
                 values, "MLSERVE_GRPC_MAX_CONCURRENT_RPCS", "RPCs"
             ),
+            max_image_pixels=_positive_int(values, "MLSERVE_MAX_IMAGE_PIXELS", "pixels"),
         )
 
     @classmethod

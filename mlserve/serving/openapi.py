@@ -279,6 +279,17 @@ def openapi_document(
         },
         "application/x-npy",
     )
+    # an image model (mlserve.with_image_input) also takes uploads (mlserve/serving/images.py)
+    simple_body["content"]["multipart/form-data"] = {"schema": {
+        "type": "object",
+        "properties": {
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "return": {"enum": ["label", "topk", "proba", "predict"]},
+            "k": {"type": "integer", "minimum": 1},
+        },
+    }}  # fmt: skip
+    for mimetype in ("image/png", "image/jpeg"):
+        simple_body["content"][mimetype] = {"schema": {"type": "string", "format": "binary"}}
     name_param = dict(_NAME)
     if example_model:
         name_param["schema"] = {"type": "string", "examples": [example_model]}

@@ -83,6 +83,8 @@ class LoadedModel:
     is_classifier: bool
     outputs: Mapping[str, OutputSpec] = field(default_factory=dict)
     batcher: Batcher | None = field(default=None, compare=False, repr=False)
+    #: a graph model's per-sample input shape (rows are reshaped to it before predict)
+    input_shape: tuple[int, ...] | None = None
 
     @classmethod
     def from_model(cls, name: str, version: int, model: Any) -> "LoadedModel":
@@ -103,9 +105,17 @@ class LoadedModel:
             outputs[TRANSFORM] = OutputSpec(
                 TRANSFORM, np.dtype(model.cluster_centers_.dtype), (n_clusters,)
             )
+        elif isinstance(metadata.get("graph"), Mapping):  # a neural network: float32 tensors
+            graph = metadata["graph"]
+            shape = () if graph.get("ravel") else tuple(int(s) for s in graph["output_shape"][1:])
+            outputs[PREDICT] = OutputSpec(PREDICT, np.dtype(np.float32), shape)
         else:
             shape = tuple(int(s) for s in metadata.get("output_shape") or ())
             outputs[PREDICT] = OutputSpec(PREDICT, np.dtype(np.float64), shape)
+        graph = metadata.get("graph")
+        input_shape = None
+        if isinstance(graph, Mapping) and graph.get("source_kind") == "onnx":
+            input_shape = tuple(int(s) for s in graph["input_shape"][1:])
         return cls(
             name=name,
             version=int(version),
@@ -115,6 +125,7 @@ class LoadedModel:
             feature_names=tuple(names) if names else None,
             is_classifier=is_classifier,
             outputs=outputs,
+            input_shape=input_shape,
         )
 
     @property
@@ -136,6 +147,8 @@ class LoadedModel:
             self.model._warm_up()  # one top-1 query, and the id lookups built
             return
         row = np.zeros((1, self.n_features), dtype=self.input_dtype)
+        if self.input_shape is not None:
+            row = row.reshape(1, *self.input_shape)
         self.model.predict(row)
         if self.is_classifier:
             self.model.predict_proba(row)
@@ -195,6 +208,8 @@ def predict(
 def _compute(loaded: LoadedModel, rows: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
     """The model's outputs for ``rows`` (the core call; raises the model's errors)."""
     results: dict[str, np.ndarray] = {}
+    if loaded.input_shape is not None and rows.shape[0]:  # flat rows -> the graph's tensor
+        rows = rows.reshape(rows.shape[0], *loaded.input_shape)
     for name in outputs:
         spec = loaded.outputs[name]
         if rows.shape[0] == 0:
