@@ -5,7 +5,8 @@
 
 One PySpark session in local[2] mode (both cores), one cached DataFrame, one scikit-learn
 LogisticRegression fitted on it. The contenders score every row into Spark's `noop` sink
-(the full computation, no output written), in rotation, one round at a time:
+(the full computation, no output written), after one untimed warm-up pass each, in
+rotation, one round at a time:
 
 * mlserve: `mlserve.convert(sklearn_model)` saved as .mls, `mlserve.spark.predict_udf`;
 * mlflow: the same scikit-learn model logged with `mlflow.sklearn.save_model`, scored by
@@ -97,6 +98,8 @@ def main() -> None:
             np.testing.assert_array_equal(labels, got["mlserve"], err_msg=name)
 
         times = {name: [] for name in udfs}
+        for name, udf in udfs.items():   # warm-up: python workers started, imports and model loads
+            sdf.select(udf(*features).alias("p")).write.format("noop").mode("overwrite").save()
         for _ in range(rounds):
             for name, udf in udfs.items():
                 start = time.perf_counter()

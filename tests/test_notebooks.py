@@ -42,7 +42,7 @@ def monkeypatch_module():
 def test_the_four_scenarios_have_notebooks():
     names = [p.stem for p in NOTEBOOKS]
     assert any("house" in n for n in names) and any("segment" in n for n in names)
-    assert any("recommend" in n for n in names)
+    assert any("recommend" in n for n in names) and any("image" in n for n in names)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
