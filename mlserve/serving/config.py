@@ -57,6 +57,9 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # a canary split picks the version by a stable hash of this request header's
         # value (e.g. "X-User-ID"); None, or a request without it: a random pick
         "MLSERVE_CANARY_KEY_HEADER": None,
+        # mlserve serve's app answers V1 predict requests ahead of Flask's dispatch, with
+        # the same responses (mlserve/serving/fastpath.py); False: all through Flask
+        "MLSERVE_FAST_PATH": True,
     }
 )
 
