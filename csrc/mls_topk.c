@@ -713,9 +713,9 @@ static mls_status quant_query(const topk_state *st, const mls_topk_request *req,
     const int64_t n_cand = req->candidates ? req->n_candidates : st->n_items;
     const float *q = (const float *)req->queries + qi * req->row_stride;
     *done = 0;
-    int16_t *qh = aligned_alloc(64, (size_t)(quant->stride * 2 + 63) / 64 * 64);
+    int8_t *qh = aligned_alloc(64, (size_t)(quant->stride + 63) / 64 * 64);
     if (qh == NULL) return MLS_STATUS_ERR_NOMEM;
-    mls_topk_quant_query qq = {qh, 0, 0, 0, 0};
+    mls_topk_quant_query qq = {qh, 0, 0, 0, 0, 0};
     if (!mls_topk_quant_prepare(quant, q, &qq)) {
         free(qh);
         return MLS_STATUS_OK;

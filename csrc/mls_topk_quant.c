@@ -5,11 +5,13 @@
  * 64), which is the floor of a full scan; stage 1 reads a quarter of those
  * bytes and stage 2 rescores the few items the bound cannot rule out.
  *
- * Integer dot products: qh (int16, |qh| <= qmax) . codes (int8, |c| <= 127)
- * summed in int32, with qmax chosen so that stride * qmax * 127 < 2^31: the
- * sum is exact whatever the order. The AVX2 kernel sign-extends 16 codes to
- * int16 and multiplies pairs with vpmaddwd, four items at a time, and adds
- * the four accumulators' lanes in one tree of horizontal adds.
+ * Integer dot products: qh (int8, |qh| <= 63) . codes (int8, |c| <= 127),
+ * the codes stored plus 128 so that vpmaddubsw (unsigned x signed bytes)
+ * takes them: sum qh * (c + 128) - 128 * sum qh, in int32, exact whatever
+ * the order (stride * 255 * 63 < 2^31). The AVX2 kernel does four items at a
+ * time: vpmaddubsw pairs into int16 (2 * 255 * 63 < 2^15, no saturation),
+ * vpmaddwd by ones into int32, and one tree of horizontal adds per four
+ * items; it prefetches the rows TQ_PREFETCH items ahead.
  */
 #include "mls_topk_quant.h"
 
@@ -25,11 +27,12 @@
 
 #define TQ_BLOCK 1024
 #define TQ_CHUNK 16
-#define TQ_QMAX 32767
+#define TQ_QMAX 63 /* the query's int8 range: u8 x s8 pairs stay inside int16 */
+#define TQ_PREFETCH 32 /* items */
 
 static int64_t tq_qmax(int64_t stride)
 {
-    int64_t qmax = (int64_t)INT32_MAX / (127 * stride);
+    int64_t qmax = (int64_t)INT32_MAX / (255 * stride);
     return qmax > TQ_QMAX ? TQ_QMAX : qmax;
 }
 
@@ -45,17 +48,15 @@ void mls_topk_quant_free(mls_topk_quant *q)
 {
     if (q == NULL) return;
     free(q->codes);
-    free(q->scales);
-    free(q->err);
-    free(q->norm);
+    free(q->meta);
     free(q);
 }
 
 mls_topk_quant *mls_topk_quant_build(const float *items, int64_t n_items, int64_t dim)
 {
     if (n_items < 1 || dim < 1 || dim > (int64_t)1 << 20) return NULL;
-    const int64_t stride = (dim + 15) / 16 * 16;
-    if (tq_qmax(stride) < 127) return NULL; /* the query would lose too much */
+    const int64_t stride = (dim + 31) / 32 * 32;
+    if (tq_qmax(stride) < TQ_QMAX) return NULL; /* int32 sums could overflow */
     if ((uint64_t)n_items > SIZE_MAX / 64 / (uint64_t)stride) return NULL;
     mls_topk_quant *q = calloc(1, sizeof(*q));
     if (q == NULL) return NULL;
@@ -64,38 +65,47 @@ mls_topk_quant *mls_topk_quant_build(const float *items, int64_t n_items, int64_
     q->stride = stride;
     size_t code_bytes = (size_t)n_items * (size_t)stride; /* a multiple of 16 */
     q->codes = aligned_alloc(64, (code_bytes + 63) / 64 * 64);
-    q->scales = malloc((size_t)n_items * sizeof(float));
-    q->err = malloc((size_t)n_items * sizeof(float));
-    q->norm = malloc((size_t)n_items * sizeof(float));
-    if (q->codes == NULL || q->scales == NULL || q->err == NULL || q->norm == NULL) {
+    q->meta = malloc((size_t)n_items * sizeof(*q->meta));
+    if (q->codes == NULL || q->meta == NULL) {
         mls_topk_quant_free(q);
         return NULL;
     }
+    /* the float rounding of the exact score: at most r * ||q|| * norm_i */
+    const double r_round = (2.0 * (double)dim + 16.0) * FLT_EPSILON * (1.0 + 1e-6);
     double max_norm = 0;
     for (int64_t i = 0; i < n_items; i++) {
         const float *v = items + i * dim;
-        int8_t *c = q->codes + i * stride;
-        memset(c, 0, (size_t)stride);
-        double maxabs = 0;
-        for (int64_t j = 0; j < dim; j++) maxabs = fmax(maxabs, fabs((double)v[j]));
-        float scale = (float)(maxabs / 127.0);
-        double e2 = 0, vn2 = 0, vh2 = 0;
+        uint8_t *c = q->codes + i * stride;
+        float maxabs = 0;
         for (int64_t j = 0; j < dim; j++) {
-            double x = v[j], code = 0;
-            if (scale > 0) {
-                code = nearbyint(x / (double)scale);
-                code = code > 127 ? 127 : code < -127 ? -127 : code;
-            }
-            c[j] = (int8_t)code;
-            double approx = (double)scale * code;
-            e2 += (x - approx) * (x - approx);
-            vn2 += x * x;
-            vh2 += approx * approx;
+            float a = fabsf(v[j]);
+            maxabs = a > maxabs ? a : maxabs;
         }
-        q->scales[i] = scale;
-        q->err[i] = round_up(sqrt(e2));
-        q->norm[i] = round_up(sqrt(vn2 > vh2 ? vn2 : vh2));
-        if (q->norm[i] > max_norm) max_norm = q->norm[i];
+        const float scale = maxabs / 127.0f;
+        const double inv = scale > 0 ? 1.0 / (double)scale : 0.0; /* finite: scale >= 2^-149 */
+        for (int64_t j = 0; j < dim; j++) {
+            /* any integer code is correct (the error is measured below); round to nearest */
+            double r = (double)v[j] * inv; /* |r| <= 127 and a little */
+            int code = (int)(r + (r >= 0 ? 0.5 : -0.5));
+            code = code > 127 ? 127 : code < -127 ? -127 : code;
+            c[j] = (uint8_t)(code + 128);
+        }
+        for (int64_t j = dim; j < stride; j++) c[j] = 128; /* code 0 */
+        double e2[4] = {0}, vn2[4] = {0}, vh2[4] = {0};
+        for (int64_t j = 0; j < dim; j++) {
+            double x = v[j], approx = (double)scale * (double)((int)c[j] - 128);
+            e2[j & 3] += (x - approx) * (x - approx);
+            vn2[j & 3] += x * x;
+            vh2[j & 3] += approx * approx;
+        }
+        double e = sqrt((e2[0] + e2[1]) + (e2[2] + e2[3]));
+        double vn = (vn2[0] + vn2[1]) + (vn2[2] + vn2[3]);
+        double vh = (vh2[0] + vh2[1]) + (vh2[2] + vh2[3]);
+        double norm = sqrt(vn > vh ? vn : vh) * (1.0 + 1e-12);
+        q->meta[i].scale = scale;
+        q->meta[i].weight = round_up((e + r_round * norm) * (1.0 + 1e-12));
+        q->meta[i].norm = round_up(norm);
+        if (norm > max_norm) max_norm = norm;
     }
     q->max_norm = max_norm;
 #ifdef TQ_HAVE_X86
@@ -119,50 +129,68 @@ int mls_topk_quant_prepare(const mls_topk_quant *quant, const float *q, mls_topk
     /* every partial sum of a score stays below FLT_MAX / 16: no overflow */
     if (!(qnorm * quant->max_norm <= FLT_MAX / 16)) return 0;
     const double qmax = (double)tq_qmax(stride);
-    double qscale = maxabs > 0 ? maxabs / qmax : 0, e2 = 0;
-    memset(qq->qh, 0, (size_t)stride * sizeof(int16_t));
+    double qscale = maxabs > 0 ? maxabs / qmax : 0;
+    memset(qq->qh, 0, (size_t)stride);
+    int32_t sum = 0;
+    double e2 = 0;
     for (int64_t j = 0; j < d && qscale > 0; j++) {
         double h = nearbyint((double)q[j] / qscale);
         h = h > qmax ? qmax : h < -qmax ? -qmax : h;
-        qq->qh[j] = (int16_t)h;
+        qq->qh[j] = (int8_t)h;
+        sum += (int32_t)h;
         double e = (double)q[j] - qscale * h;
         e2 += e * e;
     }
-    const double r = (2.0 * (double)d + 16.0) * FLT_EPSILON, slack = 1.0 + 1e-6;
+    qq->qsum = sum;
+    qq->b = sqrt(e2) * (1.0 + 1e-6);
     qq->qscale = qscale;
-    qq->a = qnorm * slack;
-    qq->b = (sqrt(e2) + r * qnorm) * slack;
+    qq->a = qnorm * (1.0 + 1e-6);
     qq->t = ((double)d + 1.0) * FLT_MIN;
     return 1;
 }
 
 /* ---- integer dot products ------------------------------------------------- */
 
-static void dots_c(const int16_t *qh, const int8_t *codes, int64_t stride, const int64_t *index,
-                   int64_t base, int64_t n, int32_t *out)
+/* codes are stored plus 128 (uint8): sum qh * (u - 128) */
+static void dots_c(const int8_t *qh, int32_t qsum, const uint8_t *codes, int64_t stride,
+                   const int64_t *index, int64_t base, int64_t n, int32_t *out)
 {
     for (int64_t i = 0; i < n; i++) {
-        const int8_t *c = codes + (index ? index[i] : base + i) * stride;
+        const uint8_t *c = codes + (index ? index[i] : base + i) * stride;
         int32_t acc = 0;
         for (int64_t j = 0; j < stride; j++) acc += (int32_t)qh[j] * (int32_t)c[j];
-        out[i] = acc;
+        out[i] = acc - 128 * qsum;
     }
 }
 
 #ifdef TQ_HAVE_X86
-__attribute__((target("avx2"))) static void dots_avx2(const int16_t *qh, const int8_t *codes,
-                                                      int64_t stride, const int64_t *index,
-                                                      int64_t base, int64_t n, int32_t *out)
+/* vpmaddubsw: u8 codes x s8 query, pairs summed in int16 (|.| <= 2 * 255 * 63 <
+ * 2^15, no saturation); vpmaddwd by ones widens to int32. */
+__attribute__((target("avx2"))) static void dots_avx2(const int8_t *qh, int32_t qsum,
+                                                      const uint8_t *codes, int64_t stride,
+                                                      const int64_t *index, int64_t base,
+                                                      int64_t n, int32_t *out)
 {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m128i offset = _mm_set1_epi32(128 * qsum);
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        const int8_t *c[4];
+        const uint8_t *c[4];
         for (int r = 0; r < 4; r++) c[r] = codes + (index ? index[i + r] : base + i + r) * stride;
+        if (i + TQ_PREFETCH + 4 <= n) /* the rows TQ_PREFETCH items ahead */
+            for (int r = 0; r < 4; r++) {
+                const char *ahead =
+                    (const char *)codes +
+                    (index ? index[i + TQ_PREFETCH + r] : base + i + TQ_PREFETCH + r) * stride;
+                for (int64_t off = 0; off < stride; off += 64)
+                    _mm_prefetch(ahead + off, _MM_HINT_T0);
+            }
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t j = 0; j < stride; j += 16) {
+        for (int64_t j = 0; j < stride; j += 32) {
             __m256i qv = _mm256_loadu_si256((const __m256i *)(qh + j));
 #define TQ_TERM(r)                                                                           \
-    _mm256_madd_epi16(qv, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(c[r] + j))))
+    _mm256_madd_epi16(                                                                       \
+        _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(c[r] + j)), qv), ones)
             a0 = _mm256_add_epi32(a0, TQ_TERM(0));
             a1 = _mm256_add_epi32(a1, TQ_TERM(1));
             a2 = _mm256_add_epi32(a2, TQ_TERM(2));
@@ -171,9 +199,10 @@ __attribute__((target("avx2"))) static void dots_avx2(const int16_t *qh, const i
         }
         __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
         __m128i s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        _mm_storeu_si128((__m128i *)(out + i), s);
+        _mm_storeu_si128((__m128i *)(out + i), _mm_sub_epi32(s, offset));
     }
-    if (i < n) dots_c(qh, codes, stride, index ? index + i : NULL, base + i, n - i, out + i);
+    if (i < n)
+        dots_c(qh, qsum, codes, stride, index ? index + i : NULL, base + i, n - i, out + i);
 }
 #endif
 
@@ -248,14 +277,15 @@ mls_status mls_topk_quant_stage1(const mls_topk_quant *quant, const mls_topk_qua
         const int64_t *index = candidates ? candidates + p : NULL;
 #ifdef TQ_HAVE_X86
         if (quant->avx2)
-            dots_avx2(qq->qh, quant->codes, quant->stride, index, p, nb, acc);
+            dots_avx2(qq->qh, qq->qsum, quant->codes, quant->stride, index, p, nb, acc);
         else
 #endif
-            dots_c(qq->qh, quant->codes, quant->stride, index, p, nb, acc);
+            dots_c(qq->qh, qq->qsum, quant->codes, quant->stride, index, p, nb, acc);
         for (int64_t j = 0; j < nb; j++) {
             const int64_t item = index ? index[j] : p + j;
-            double approx = (double)acc[j] * qscale * (double)quant->scales[item];
-            double bound = a * (double)quant->err[item] + b * (double)quant->norm[item] + t;
+            double approx = (double)acc[j] * qscale * (double)quant->meta[item].scale;
+            double bound =
+                a * (double)quant->meta[item].weight + b * (double)quant->meta[item].norm + t;
             if (inv_norm) {
                 /* the full scan's cosine score is float(dot * inv): one more rounding */
                 double f = (double)inv_norm[item];

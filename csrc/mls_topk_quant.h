@@ -3,17 +3,20 @@
  * used by mls_topk.c for a few queries at a time).
  *
  * The copy, built at load from the item factors (never stored in .mls):
- *   codes[i]  int8 (stride,), stride = d rounded up to 16, zeros past d:
- *             round(v_i / scale_i) in [-127, 127], scale_i = max|v_i| / 127
- *   err[i]    >= ||v_i - scale_i * codes[i]||   (float, rounded up)
- *   norm[i]   >= max(||v_i||, ||scale_i * codes[i]||)  (float, rounded up)
- * Memory: n_items * (stride + 12) bytes (28% of the float32 matrix at d = 64).
+ *   codes[i]  uint8 (stride,), stride = d rounded up to 32: 128 + the code
+ *             round(v_i / scale_i) in [-127, 127], scale_i = max|v_i| / 127,
+ *             code 0 past d
+ *   weight[i] >= err_i + r norm_i  (float, rounded up), where
+ *             err_i  = ||v_i - scale_i * codes[i]||
+ *   norm[i]   >= norm_i = max(||v_i||, ||scale_i * codes[i]||)  (rounded up)
+ * Memory: n_items * (stride + 12) bytes (30% of the float32 matrix at d = 64).
  *
- * Stage 1 scores every item on the codes with the query quantised to int16
- * (exact integer dot products), and bounds the float32 score s_i that the
- * exact scan would compute:
- *   |s_i - a_i| <= b_i = ||q|| err_i + (||q - q_hat|| + r ||q||) norm_i + t
- * where a_i is the approximate score, r = (2d + 16) FLT_EPSILON covers
+ * Stage 1 scores every item on the codes with the query quantised to int8
+ * (q ~ qscale * qh, |qh| <= qmax = 63; exact integer dot products), and bounds
+ * the float32 score s_i that the exact scan would compute:
+ *   |s_i - a_i| <= ||q|| err_i + (||q - q_hat|| + r ||q||) norm_i + t
+ *              <= ||q|| weight_i + ||q - q_hat|| norm_i + t
+ * where a_i is the approximate score, r = (2d + 16) FLT_EPSILON covers the
  * float32 rounding of the exact dot product and t underflow. The k-th best
  * lower bound a_i - b_i over the allowed items is a score that at least k
  * items reach, so every item of the exact top-k has a_i + b_i >= it: those
@@ -28,10 +31,10 @@
 
 typedef struct mls_topk_quant {
     int64_t n_items, dim, stride;
-    int8_t *codes;  /* (n_items, stride) */
-    float *scales;  /* (n_items,) */
-    float *err;     /* (n_items,) */
-    float *norm;    /* (n_items,) */
+    uint8_t *codes; /* (n_items, stride), code + 128 */
+    struct {
+        float scale, weight, norm;
+    } *meta; /* (n_items,): one cache stream beside the codes */
     double max_norm;
     int avx2;       /* the AVX2 kernel runs on this CPU */
 } mls_topk_quant;
@@ -44,9 +47,10 @@ void mls_topk_quant_free(mls_topk_quant *q);
 
 /* A query prepared for stage 1. */
 typedef struct mls_topk_quant_query {
-    int16_t *qh;    /* (stride,) the quantised query, zeros past d */
+    int8_t *qh;     /* (stride,) the quantised query, zeros past d */
+    int32_t qsum;   /* the sum of qh */
     double qscale;  /* q ~ qscale * qh */
-    double a, b, t; /* bound_i = a * err_i + b * norm_i + t */
+    double a, b, t; /* bound_i = a * weight_i + b * norm_i + t */
 } mls_topk_quant_query;
 
 /* Prepares `q` (dim,) float32; qh must hold stride values. Returns 0 when the
