@@ -63,8 +63,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--users", default="1000,1",
-                        help="batch sizes to run, comma-separated (default 1000,1)")
+    parser.add_argument(
+        "--users",
+        default="1000,1",
+        help="batch sizes to run, comma-separated (default 1000,1)",
+    )
     args = parser.parse_args()
     n_items = 20_000 if args.quick else 100_000
     repeats = args.repeats or (5 if args.quick else 11)
