@@ -308,3 +308,20 @@ def test_mlserve_serve_gives_the_same_bytes_on_the_wire(store_dir, monkeypatch):
     assert answers["True-log"] == answers["False-log"] and len(
         answers["True-log"]
     ) == len(bodies)
+
+
+def test_a_url_prefix_is_honoured(store_dir):
+    fast = create_app(store_dir, MLSERVE_RELOAD_INTERVAL=0, MLSERVE_URL_PREFIX="/ml")
+    slow = create_app(
+        store_dir,
+        MLSERVE_RELOAD_INTERVAL=0,
+        MLSERVE_URL_PREFIX="/ml",
+        MLSERVE_FAST_PATH=False,
+    )
+    calls = counted(fast)
+    for path in ("/ml/v1/models/clf:predict", "/v1/models/clf:predict"):
+        got = send(fast.test_client(), path, {"instances": ROW}, {})
+        want = send(slow.test_client(), path, {"instances": ROW}, {})
+        assert normalized(got) == normalized(want)
+    # only the unprefixed path (a 404) reached Flask
+    assert calls == ["/v1/models/clf:predict"]
