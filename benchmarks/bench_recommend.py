@@ -63,6 +63,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--users",
+        default="1000,1",
+        help="batch sizes to run, comma-separated (default 1000,1)",
+    )
     args = parser.parse_args()
     n_items = 20_000 if args.quick else 100_000
     repeats = args.repeats or (5 if args.quick else 11)
@@ -94,7 +99,8 @@ def main() -> None:
         print("  " + line)
 
     results = []
-    for n_users in (1000, 1):
+    batches = [int(n) for n in args.users.split(",")]
+    for n_users in batches:
         users = np.arange(n_users) if n_users > 1 else np.array([7])
         S = U[users].astype(np.float64) @ V.astype(np.float64).T
         ref = -np.sort(-S, axis=1)[:, :K]
@@ -144,7 +150,7 @@ def main() -> None:
     if faiss is not None:
         faiss.omp_set_num_threads(1)
     with threadpoolctl.threadpool_limits(1):
-        for n_users in (1000, 1):
+        for n_users in batches:
             users = np.arange(n_users) if n_users > 1 else np.array([7])
             calls = {"mlserve": lambda u=users: model.recommend(u, k=K),
                      "numpy": lambda u=users: numpy_topk(U, V, u, K)}  # fmt: skip

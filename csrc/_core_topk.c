@@ -29,19 +29,22 @@ static PyArrayObject *as_index_vector(PyObject *obj, const char *what)
 }
 
 PyDoc_STRVAR(core_topk_doc,
-             "topk(model, queries, k, exclude_indptr, exclude_indices, candidates, cosine, /)"
+             "topk(model, queries, k, exclude_indptr, exclude_indices, candidates, cosine,"
+             " full_scan=False, return_rescored=False, /)"
              "\n--\n\n"
              "Exact top-k items of a recommender for each query row (see csrc/mls_topk.h).\n"
              "queries: (n, d) of the model dtype; exclude_*: a CSR pair or None; candidates:\n"
              "strictly increasing item indices or None. Returns (indices, scores), best "
-             "first;\n-1 / -inf where exclusions leave fewer than k items.\n");
+             "first;\n-1 / -inf where exclusions leave fewer than k items. full_scan: score every\n"
+             "item in float (no two-stage scan); return_rescored: also the number of items\n"
+             "the two-stage scan rescored per query (-1 where a query took the full scan).\n");
 static PyObject *core_topk(PyObject *module, PyObject *args)
 {
     PyObject *model_obj, *queries_obj, *indptr_obj, *indices_obj, *cand_obj;
     long long k;
-    int cosine;
-    if (!PyArg_ParseTuple(args, "OOLOOOp:topk", &model_obj, &queries_obj, &k, &indptr_obj,
-                          &indices_obj, &cand_obj, &cosine))
+    int cosine, full = 0, want_rescored = 0;
+    if (!PyArg_ParseTuple(args, "OOLOOOp|pp:topk", &model_obj, &queries_obj, &k, &indptr_obj,
+                          &indices_obj, &cand_obj, &cosine, &full, &want_rescored))
         return NULL;
     const mls_model *m = mls_model_of_object(module, model_obj);
     if (m == NULL) return NULL;
@@ -51,7 +54,7 @@ static PyObject *core_topk(PyObject *module, PyObject *args)
         return mls_raise_from_error(module, &err);
     int typenum = m->dtype == MLS_DTYPE_FLOAT32 ? NPY_FLOAT32 : NPY_FLOAT64;
     PyArrayObject *Q = NULL, *indptr = NULL, *indices = NULL, *cand = NULL;
-    PyObject *out_idx = NULL, *out_scores = NULL, *result = NULL;
+    PyObject *out_idx = NULL, *out_scores = NULL, *out_rescored = NULL, *result = NULL;
     Q = (PyArrayObject *)PyArray_FROMANY(queries_obj, typenum, 2, 2,
                                          NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
     if (Q == NULL) goto done;
@@ -95,6 +98,10 @@ static PyObject *core_topk(PyObject *module, PyObject *args)
     out_idx = PyArray_SimpleNew(2, dims, NPY_INT64);
     out_scores = PyArray_SimpleNew(2, dims, typenum);
     if (out_idx == NULL || out_scores == NULL) goto done;
+    if (want_rescored) {
+        out_rescored = PyArray_SimpleNew(1, dims, NPY_INT64);
+        if (out_rescored == NULL) goto done;
+    }
     mls_topk_request req = {
         .queries = PyArray_DATA(Q),
         .n_queries = nq,
@@ -106,6 +113,8 @@ static PyObject *core_topk(PyObject *module, PyObject *args)
         .candidates = cand ? PyArray_DATA(cand) : NULL,
         .n_candidates = cand ? PyArray_DIM(cand, 0) : 0,
         .cosine = cosine,
+        .scan = full ? MLS_TOPK_SCAN_FULL : MLS_TOPK_SCAN_AUTO,
+        .rescored = out_rescored ? PyArray_DATA((PyArrayObject *)out_rescored) : NULL,
     };
     mls_status status;
     Py_BEGIN_ALLOW_THREADS
@@ -116,7 +125,8 @@ static PyObject *core_topk(PyObject *module, PyObject *args)
         mls_raise_from_error(module, &err);
         goto done;
     }
-    result = PyTuple_Pack(2, out_idx, out_scores);
+    result = out_rescored ? PyTuple_Pack(3, out_idx, out_scores, out_rescored)
+                          : PyTuple_Pack(2, out_idx, out_scores);
 done:
     Py_XDECREF(Q);
     Py_XDECREF(indptr);
@@ -124,6 +134,7 @@ done:
     Py_XDECREF(cand);
     Py_XDECREF(out_idx);
     Py_XDECREF(out_scores);
+    Py_XDECREF(out_rescored);
     return result;
 }
 

@@ -40,6 +40,7 @@
 
 #include "mls_blas.h"
 #include "mls_gemm_small.h"
+#include "mls_topk_quant.h"
 
 #define QUERY_BLOCK 128
 #define ITEM_BLOCK 1024
@@ -48,10 +49,16 @@
 #define MAX_THREADS 64
 /* multiply-adds per thread below which a thread costs more than it saves */
 #define THREAD_MIN_WORK (1 << 21)
+/* the two-stage scan (mls_topk_quant.h): at most this many queries, over at
+ * least this many candidate items, with k at most 1/32 of them */
+#define QUANT_MAX_QUERIES 4
+#define QUANT_MIN_ITEMS 1024
+#define QUANT_K_FRACTION 32
 
 typedef struct topk_state {
     const mls_section *users, *items, *norms;
     int64_t n_users, n_items, dim;
+    mls_topk_quant *quant; /* float32 models of >= QUANT_MIN_ITEMS items, or NULL */
 } topk_state;
 
 /* ---- validation (init) --------------------------------------------------- */
@@ -171,7 +178,11 @@ static mls_status topk_init(mls_model *m, mls_error *err)
     topk_state *state = calloc(1, sizeof(*state));
     if (state == NULL)
         return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory loading a recommender");
-    *state = (topk_state){users, items, norms, users->shape[0], n_items, dim};
+    *state = (topk_state){users, items, norms, users->shape[0], n_items, dim, NULL};
+    /* built here, not stored in the file: n_items * (d + 12) bytes per process;
+     * without it (out of memory, d too large) every query takes the full scan */
+    if (items->dtype == MLS_DTYPE_FLOAT32 && n_items >= QUANT_MIN_ITEMS)
+        state->quant = mls_topk_quant_build(items->data, n_items, dim);
     m->state = state;
     m->dtype = items->dtype;
     m->n_features = dim;
@@ -180,6 +191,7 @@ static mls_status topk_init(mls_model *m, mls_error *err)
 
 static void topk_release(mls_model *m)
 {
+    if (m->state) mls_topk_quant_free(((topk_state *)m->state)->quant);
     free(m->state);
     m->state = NULL;
 }
@@ -539,16 +551,14 @@ static void store_scores(mls_dtype dtype, const double *src, int64_t n, void *ds
         memcpy(dst, src, (size_t)n * sizeof(double));
 }
 
-mls_status mls_topk_run(const mls_model *m, const mls_topk_request *req,
-                        int64_t *out_indices, void *out_scores, mls_error *err)
+/* Every item scored in float: the blocked GEMM + heaps above, on a checked
+ * request. */
+static mls_status full_scan(const mls_model *m, const mls_topk_request *req,
+                            int64_t *out_indices, void *out_scores, mls_error *err)
 {
-    int64_t n_users = 0, n_items = 0, dim = 0;
-    mls_status status = mls_topk_shape(m, &n_users, &n_items, &dim, err);
-    if (status != MLS_STATUS_OK) return status;
     const topk_state *st = m->state;
-    status = check_request(st, req, err);
-    if (status != MLS_STATUS_OK) return status;
-    if (req->n_queries == 0) return MLS_STATUS_OK;
+    const int64_t n_items = st->n_items, dim = st->dim;
+    mls_status status;
     const int64_t k = req->k, nq = req->n_queries;
     const int64_t n_cand = req->candidates ? req->n_candidates : n_items;
     int64_t total;
@@ -654,6 +664,196 @@ mls_status mls_topk_run(const mls_model *m, const mls_topk_request *req,
     }
     free(scores);
     if (by_items) free(indices);
+    if (status != MLS_STATUS_OK)
+        return mls_error_set(err, status, "out of memory for top-k scratch");
+    return MLS_STATUS_OK;
+}
+
+/* ---- the two-stage scan (mls_topk_quant.h) -------------------------------- */
+
+typedef struct quant_job {
+    const mls_topk_quant *quant;
+    const mls_topk_quant_query *qq;
+    int64_t p0, p1;
+    const int64_t *candidates, *excl;
+    int64_t n_excl, k;
+    const float *inv_norm;
+    mls_topk_stage1 s;
+    mls_status status;
+} quant_job;
+
+static void *quant_job_run(void *arg)
+{
+    quant_job *j = arg;
+    j->status = mls_topk_quant_stage1(j->quant, j->qq, j->p0, j->p1, j->candidates, j->excl,
+                                      j->n_excl, j->inv_norm, j->k, &j->s);
+    return NULL;
+}
+
+/* float32 dot product in 8 partial sums (any order is within the bound) */
+static float dot_f32(const float *a, const float *b, int64_t d)
+{
+    float acc[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= d; j += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[j + l] * b[j + l];
+    for (; j < d; j++) acc[0] += a[j] * b[j];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* One query, two stages. *done = 0 (and nothing written) when this query
+ * needs the full scan: a query the bound cannot cover, or too many
+ * candidates (scores too close together for the int8 copy to separate). */
+static mls_status quant_query(const topk_state *st, const mls_topk_request *req, int64_t qi,
+                              const float *inv_norm, int64_t threads, int64_t *out_idx,
+                              float *out_scores, int64_t *rescored, int *done)
+{
+    const mls_topk_quant *quant = st->quant;
+    const int64_t k = req->k, d = st->dim;
+    const int64_t n_cand = req->candidates ? req->n_candidates : st->n_items;
+    const float *q = (const float *)req->queries + qi * req->row_stride;
+    *done = 0;
+    int8_t *qh = aligned_alloc(64, (size_t)(quant->stride + 63) / 64 * 64);
+    if (qh == NULL) return MLS_STATUS_ERR_NOMEM;
+    mls_topk_quant_query qq = {qh, 0, 0, 0, 0, 0};
+    if (!mls_topk_quant_prepare(quant, q, &qq)) {
+        free(qh);
+        return MLS_STATUS_OK;
+    }
+    const int64_t cap = 16 * k > 4096 ? 16 * k : 4096;
+    quant_job jobs[MAX_THREADS];
+    pthread_t tids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    double *lower = malloc((size_t)threads * (size_t)k * sizeof(double));
+    mls_topk_cand *cands = malloc((size_t)threads * (size_t)cap * sizeof(mls_topk_cand));
+    double *hs = malloc((size_t)k * sizeof(double));
+    int64_t *hi = malloc((size_t)k * sizeof(int64_t));
+    mls_status status = MLS_STATUS_OK;
+    if (lower == NULL || cands == NULL || hs == NULL || hi == NULL) {
+        status = MLS_STATUS_ERR_NOMEM;
+        goto out;
+    }
+    const int64_t *excl = NULL;
+    int64_t n_excl = 0;
+    if (req->exclude_indptr) {
+        excl = req->exclude_indices + req->exclude_indptr[qi];
+        n_excl = req->exclude_indptr[qi + 1] - req->exclude_indptr[qi];
+    }
+    for (int64_t t = 0; t < threads; t++) {
+        int64_t p0 = n_cand * t / threads / 16 * 16, p1 = n_cand * (t + 1) / threads / 16 * 16;
+        if (t == threads - 1) p1 = n_cand;
+        jobs[t] = (quant_job){quant, &qq, p0, p1, req->candidates, excl, n_excl, k, inv_norm,
+                              {lower + t * k, 0, cands + t * cap, 0, cap, 0}, MLS_STATUS_OK};
+    }
+    for (int64_t t = 1; t < threads; t++)
+        started[t] = pthread_create(&tids[t], NULL, quant_job_run, &jobs[t]) == 0;
+    quant_job_run(&jobs[0]);
+    for (int64_t t = 1; t < threads; t++) {
+        if (started[t])
+            pthread_join(tids[t], NULL);
+        else
+            quant_job_run(&jobs[t]);
+    }
+    mls_topk_stage1 states[MAX_THREADS];
+    for (int64_t t = 0; t < threads; t++) {
+        if (jobs[t].status != MLS_STATUS_OK) status = jobs[t].status;
+        if (jobs[t].s.overflow) goto out; /* full scan */
+        states[t] = jobs[t].s;
+    }
+    if (status != MLS_STATUS_OK) goto out;
+    /* stage 2: rescore in float what the k-th best lower bound leaves */
+    const double threshold = mls_topk_quant_threshold(states, (int)threads, k);
+    const float *items = st->items->data;
+    int64_t count = 0, n_rescored = 0;
+    for (int64_t t = 0; t < threads; t++) {
+        for (int64_t j = 0; j < states[t].n_cands; j++) {
+            const mls_topk_cand c = states[t].cands[j];
+            if (!(c.upper >= threshold)) continue;
+            n_rescored++;
+            float dot = dot_f32(q, items + c.item * d, d);
+            double s = inv_norm ? (double)(dot * inv_norm[c.item]) : (double)dot;
+            if (count == k && !worse(hs[0], hi[0], s, c.item)) continue;
+            heap_push(hs, hi, &count, k, s, c.item);
+        }
+    }
+    for (int64_t j = count; j < k; j++) {
+        out_scores[j] = -INFINITY;
+        out_idx[j] = -1;
+    }
+    for (int64_t n = count; n > 0; n--) { /* pop the worst to the end */
+        out_scores[n - 1] = (float)hs[0];
+        out_idx[n - 1] = hi[0];
+        hs[0] = hs[n - 1];
+        hi[0] = hi[n - 1];
+        heap_sift_down(hs, hi, n - 1, 0);
+    }
+    if (rescored) *rescored = n_rescored;
+    *done = 1;
+out:
+    free(qh);
+    free(lower);
+    free(cands);
+    free(hs);
+    free(hi);
+    return status;
+}
+
+mls_status mls_topk_run(const mls_model *m, const mls_topk_request *req,
+                        int64_t *out_indices, void *out_scores, mls_error *err)
+{
+    int64_t n_users = 0, n_items = 0, dim = 0;
+    mls_status status = mls_topk_shape(m, &n_users, &n_items, &dim, err);
+    if (status != MLS_STATUS_OK) return status;
+    const topk_state *st = m->state;
+    status = check_request(st, req, err);
+    if (status != MLS_STATUS_OK) return status;
+    const int64_t nq = req->n_queries, k = req->k;
+    if (req->rescored)
+        for (int64_t q = 0; q < nq; q++) req->rescored[q] = -1;
+    if (nq == 0) return MLS_STATUS_OK;
+    const int64_t n_cand = req->candidates ? req->n_candidates : n_items;
+    if (req->scan == MLS_TOPK_SCAN_FULL || st->quant == NULL || nq > QUANT_MAX_QUERIES ||
+        n_cand < QUANT_MIN_ITEMS || k > n_cand / QUANT_K_FRACTION)
+        return full_scan(m, req, out_indices, out_scores, err);
+
+    float *inv_norm = NULL;
+    if (req->cosine) { /* by item index, as the full scan computes it */
+        inv_norm = malloc((size_t)n_items * sizeof(float));
+        if (inv_norm == NULL)
+            return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory for top-k scratch");
+        const float *norms = st->norms->data;
+        for (int64_t i = 0; i < n_items; i++) inv_norm[i] = norms[i] > 0 ? 1.0f / norms[i] : 0.0f;
+    }
+    int64_t threads = mls_blas_get_num_threads();
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    double work = (double)n_cand * (double)dim;
+    if (threads > work / THREAD_MIN_WORK) threads = (int64_t)(work / THREAD_MIN_WORK);
+    if (threads < 1) threads = 1;
+    for (int64_t q = 0; q < nq && status == MLS_STATUS_OK; q++) {
+        int done = 0;
+        status = quant_query(st, req, q, inv_norm, threads, out_indices + q * k,
+                             (float *)out_scores + q * k, req->rescored ? req->rescored + q : NULL,
+                             &done);
+        if (status != MLS_STATUS_OK || done) continue;
+        /* this query alone through the full scan */
+        int64_t indptr[2] = {0, 0};
+        mls_topk_request one = *req;
+        one.queries = (const float *)req->queries + q * req->row_stride;
+        one.n_queries = 1;
+        one.rescored = NULL;
+        if (req->exclude_indptr) {
+            indptr[1] = req->exclude_indptr[q + 1] - req->exclude_indptr[q];
+            one.exclude_indptr = indptr;
+            one.exclude_indices = req->exclude_indices + req->exclude_indptr[q];
+            one.n_excluded = indptr[1];
+        }
+        status = full_scan(m, &one, out_indices + q * k, (float *)out_scores + q * k, err);
+        if (status != MLS_STATUS_OK) {
+            free(inv_norm);
+            return status;
+        }
+    }
+    free(inv_norm);
     if (status != MLS_STATUS_OK)
         return mls_error_set(err, status, "out of memory for top-k scratch");
     return MLS_STATUS_OK;

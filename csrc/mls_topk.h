@@ -51,7 +51,16 @@ typedef struct mls_topk_request {
     const int64_t *candidates;      /* (n_candidates,) or NULL */
     int64_t n_candidates;
     int cosine;
+    int scan;          /* MLS_TOPK_SCAN_AUTO (0) or MLS_TOPK_SCAN_FULL */
+    int64_t *rescored; /* (n_queries,) or NULL: items the two-stage scan
+                          rescored exactly per query, -1 for a full scan */
 } mls_topk_request;
+
+/* req->scan: AUTO takes the two-stage scan over the int8 copy of the items
+ * (mls_topk_quant.h) for a few queries when the model has one; FULL always
+ * scores every item in float (the two give the same top-k). */
+#define MLS_TOPK_SCAN_AUTO 0
+#define MLS_TOPK_SCAN_FULL 1
 
 /* Checks every size and index of `req` against the model, then writes
  * out_indices (n_queries, k) int64 and out_scores (n_queries, k) of the

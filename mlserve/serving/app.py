@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from mlserve.serving.blueprint import blueprint
 from mlserve.serving.config import url_prefix
 from mlserve.serving.errors import error_response
+from mlserve.serving.fastpath import FastPredict
 
 __all__ = ["create_app"]
 
@@ -29,6 +30,8 @@ def create_app(store_dir: str | os.PathLike[str] | None = None, **config: Any) -
     app.config.update(config)
     prefix = url_prefix(app.config.get("MLSERVE_URL_PREFIX"))
     app.register_blueprint(blueprint(os.fspath(store_dir)), url_prefix=prefix)
+    # V1 predict ahead of Flask's dispatch (this app only; it checks MLSERVE_FAST_PATH)
+    app.wsgi_app = FastPredict(app, "mlserve", prefix)  # type: ignore[method-assign]
 
     @app.errorhandler(HTTPException)
     def _json_http_error(exc: HTTPException) -> Any:

@@ -68,6 +68,8 @@ CSV = "text/csv"
 READ_CHUNK = 1 << 16
 DRAIN_LIMIT_BYTES = 8 << 20  # drain refused bodies up to this size to keep the connection
 REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
+#: environ key of an error the WSGI fast path (serving/fastpath.py) met while predicting
+FAST_PATH_ERROR = "mlserve.fast_path_error"
 #: the routes whose requests count in the V2 statistics (GET /v2/models/stats);
 #: grpc_infer is the gRPC ModelInfer (mlserve.serving.grpc_service)
 INFERENCE_ENDPOINTS = ("v1_model", "v2_infer", "v2_infer_version", "invocations", "predict",
@@ -263,13 +265,19 @@ def _select(
 
 def _predict(
     state: ServingState, record: RequestRecord, loaded: LoadedModel, rows: np.ndarray,
-    outputs: Any, timings: Timings,
+    outputs: Any, timings: Timings, pending: Exception | None = None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """runtime.predict after the MLSERVE_MAX_ROWS check, noting the row count."""
+    """runtime.predict after the MLSERVE_MAX_ROWS check, noting the row count.
+
+    ``pending``: the error this request's prediction already raised in the
+    WSGI fast path (mlserve.serving.fastpath), raised here instead of predicting again.
+    """
     n_rows = int(rows.shape[0]) if rows.ndim else 1
     record.rows = n_rows
     record.timings = timings  # for the V2 statistics, read when the request ends
     _check_rows(n_rows, state)
+    if pending is not None:
+        raise pending
     cache = state.config.cache
     key = None
     if cache is not None and n_rows:
@@ -667,7 +675,8 @@ def _v1_model(target: str) -> Response:
     decoded = codecs.decode_v1(payload, loaded)
     outputs = _signature_outputs(payload, loaded, decoded.outputs)
     timings.decode = _since(start)
-    results = _predict(state, record, loaded, decoded.rows, outputs, timings)
+    results = _predict(state, record, loaded, decoded.rows, outputs, timings,
+                       req.environ.get(FAST_PATH_ERROR))  # fmt: skip
     start = time.perf_counter()
     response = _predict_response(codecs.encode_v1(results, decoded))
     timings.encode = _since(start)

@@ -87,6 +87,9 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # image models (mlserve.with_image_input): an uploaded image whose header claims
         # more pixels is a 400 before it is decoded (Pillow's own default limit)
         "MLSERVE_MAX_IMAGE_PIXELS": 89_478_485,
+        # mlserve serve's app answers V1 predict requests ahead of Flask's dispatch, with
+        # the same responses (mlserve/serving/fastpath.py); False: all through Flask
+        "MLSERVE_FAST_PATH": True,
     }
 )
 

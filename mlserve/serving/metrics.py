@@ -360,6 +360,11 @@ class RequestMetrics:
         if self._flusher.idle:
             self._flusher.wake()
 
+    def abandoned(self, record: Any) -> None:
+        """A request left without being counted (the fast path handing it to Flask,
+        which counts it under a record of its own)."""
+        self._active.discard(record)
+
     def observe(self, model: str, version: str, endpoint: str, status: int, seconds: float,
                 rows: int | None, record: Any = None, timings: Any = None) -> None:  # fmt: skip
         """A request ended; ``record`` (its RequestRecord) leaves the in-flight set."""
