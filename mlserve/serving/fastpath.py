@@ -47,9 +47,9 @@ from mlserve.serving.blueprint import (
     REQUEST_ID_ENVIRON,
     _signature_outputs,
 )
+from mlserve.serving.errors import ModelNotFound
 from mlserve.serving.metrics import REQUEST_ID_HEADER, RequestRecord, request_id_from
 from mlserve.serving.registry import EXTENSION_KEY
-from mlserve.serving.errors import ModelNotFound
 from mlserve.serving.runtime import ServingState, Timings, predict
 
 __all__ = ["FAST_PATH_ERROR", "FastPredict"]
