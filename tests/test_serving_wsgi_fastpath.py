@@ -325,3 +325,27 @@ def test_a_url_prefix_is_honoured(store_dir):
         assert normalized(got) == normalized(want)
     # only the unprefixed path (a 404) reached Flask
     assert calls == ["/v1/models/clf:predict"]
+
+
+def test_payload_log_drift_and_shadows_keep_flask(store_dir, tmp_path):
+    """What the blueprint's _predict does beyond the prediction sends requests to Flask."""
+    log = tmp_path / "payload.jsonl"
+    for config in ({"MLSERVE_PAYLOAD_LOG": str(log)}, {"MLSERVE_DRIFT": True}):
+        app = create_app(store_dir, MLSERVE_RELOAD_INTERVAL=0, **config)
+        calls = counted(app)
+        assert send(app.test_client(), "/v1/models/clf:predict", {"instances": ROW}, {}).status_code == 200
+        assert calls == ["/v1/models/clf:predict"], config
+    shadowed = tmp_path / "shadowed"
+    store = ModelStore(shadowed)
+    store.publish("clf", fit_classifier(), alias="production")
+    store.publish("clf", fit_classifier(seed=2))
+    store.set_shadow("clf", "production", 2)
+    app = create_app(shadowed, MLSERVE_RELOAD_INTERVAL=0)
+    calls = counted(app)
+    client = app.test_client()
+    assert send(client, "/v1/models/clf:predict", {"instances": ROW}, {}).status_code == 200
+    assert calls == ["/v1/models/clf:predict"]
+    app = create_app(store_dir, MLSERVE_RELOAD_INTERVAL=0)   # no shadow: the fast path answers
+    calls = counted(app)
+    assert send(app.test_client(), "/v1/models/clf:predict", {"instances": ROW}, {}).status_code == 200
+    assert calls == []
