@@ -90,9 +90,7 @@ def fill_light(path, seed=0):
             trans_b = any(at.name == "transB" and at.i for at in use.attribute)
             fan_in = shape[1] if trans_b else shape[0]
             a = rng.normal(size=shape) * np.sqrt(1.0 / fan_in)
-        elif op == "BatchNormalization" and k in (1, 4):
-            a = rng.uniform(0.5, 1.5, shape)
-        elif op == "ScaleMul":
+        elif op == "BatchNormalization" and k in (1, 4) or op == "ScaleMul":
             a = rng.uniform(0.5, 1.5, shape)
         else:  # biases, BN shift and mean, scale-layer shifts
             a = rng.normal(size=shape) * 0.1

@@ -198,19 +198,21 @@ void gr_run_conv(const gr_graph *g, const gr_node *nd, int64_t N, const float **
     gr_apply_act(nd, y, N * out_size);
 }
 
+/* Gemm attributes: trans_b (0: B is (K, M); 1: B is (M, K)) */
 mls_status gr_infer_gemm(gr_graph *g, gr_node *nd, int64_t idx, gr_tensor *o, mls_error *err)
 {
-    if (nd->n_in < 2 || nd->n_in > 3)
-        return gr_node_error(err, nd, idx, "needs 2-3 inputs");
+    if (nd->n_in < 2 || nd->n_in > 3 || nd->n_ia != 1 || nd->ia[0] < 0 || nd->ia[0] > 1)
+        return gr_node_error(err, nd, idx, "needs 2-3 inputs and a trans_b attribute");
     const gr_tensor *a = gr_in(g, nd, 0), *w = gr_in(g, nd, 1);
     if (a->kind == 1 || a->ndim < 1)
         return gr_node_error(err, nd, idx, "input A must be a batched tensor of rank >= 2");
-    if (w->kind != 1 || w->ndim != 2 || w->dims[0] != a->dims[a->ndim - 1])
+    const int tb = (int)nd->ia[0];
+    if (w->kind != 1 || w->ndim != 2 || w->dims[tb] != a->dims[a->ndim - 1])
         return gr_node_error(err, nd, idx,
-                             "B must be a constant (K, M) with K = %lld (the input's last "
+                             "B must be a 2-D constant taking K = %lld (the input's last "
                              "dimension)",
                              (long long)a->dims[a->ndim - 1]);
-    const int64_t M = w->dims[1];
+    const int64_t K = w->dims[tb], M = w->dims[1 - tb];
     if (nd->n_in == 3) {
         const gr_tensor *b = gr_in(g, nd, 2);
         if (b->kind != 1 || b->size != M)
@@ -218,8 +220,8 @@ mls_status gr_infer_gemm(gr_graph *g, gr_node *nd, int64_t idx, gr_tensor *o, ml
                                  (long long)M);
     }
     int64_t s;
-    if (!mls_size_mul(a->size / w->dims[0], M, &s) || s > GR_MAX_PER_SAMPLE ||
-        !mls_blas_fits_int(M) || !mls_blas_fits_int(w->dims[0]))
+    if (!mls_size_mul(a->size / K, M, &s) || s > GR_MAX_PER_SAMPLE || !mls_blas_fits_int(M) ||
+        !mls_blas_fits_int(K))
         return gr_node_error(err, nd, idx, "output too large");
     *o = *a;
     o->kind = 2;
@@ -230,7 +232,8 @@ mls_status gr_infer_gemm(gr_graph *g, gr_node *nd, int64_t idx, gr_tensor *o, ml
 void gr_run_gemm(const gr_graph *g, const gr_node *nd, int64_t N, const float **x, float *y)
 {
     const gr_tensor *a = gr_in(g, nd, 0), *w = gr_in(g, nd, 1);
-    const int64_t K = w->dims[0], M = w->dims[1], rows = N * (a->size / K);
+    const int tb = (int)nd->ia[0];
+    const int64_t K = w->dims[tb], M = w->dims[1 - tb], rows = N * (a->size / K);
     const float *bias = nd->n_in == 3 ? x[2] : NULL;
     for (int64_t r = 0; r < rows; r++) {
         if (bias)
@@ -239,14 +242,19 @@ void gr_run_gemm(const gr_graph *g, const gr_node *nd, int64_t N, const float **
             memset(y + r * M, 0, (size_t)M * sizeof(float));
     }
     if (rows == 1) {
-        mls_cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)M, 1.0f, x[1], (int)M, x[0], 1,
-                        1.0f, y, 1);
+        if (tb)
+            mls_cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)M, (int)K, 1.0f, x[1], (int)K,
+                            x[0], 1, 1.0f, y, 1);
+        else
+            mls_cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)M, 1.0f, x[1], (int)M, x[0],
+                            1, 1.0f, y, 1);
     } else {
         /* rows may exceed an int: chunk */
         for (int64_t r0 = 0; r0 < rows; r0 += 1 << 30) {
             const int64_t nr = rows - r0 < (1 << 30) ? rows - r0 : (1 << 30);
-            mls_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)M, (int)K,
-                            1.0f, x[0] + r0 * K, (int)K, x[1], (int)M, 1.0f, y + r0 * M, (int)M);
+            mls_cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)nr,
+                            (int)M, (int)K, 1.0f, x[0] + r0 * K, (int)K, x[1],
+                            (int)(tb ? K : M), 1.0f, y + r0 * M, (int)M);
         }
     }
     gr_apply_act(nd, y, rows * M);

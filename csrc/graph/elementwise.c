@@ -164,7 +164,10 @@ static void run_unary(const gr_node *nd, const float *x, float *y, int64_t n)
         break;
     }
     case GR_CLIP:
-        for (int64_t i = 0; i < n; i++) y[i] = x[i] < a ? a : (x[i] > b ? b : x[i]);
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i] < a ? a : x[i];
+            y[i] = v > b ? b : v;
+        }
         break;
     case GR_NEG: for (int64_t i = 0; i < n; i++) y[i] = -x[i]; break;
     case GR_ABS: for (int64_t i = 0; i < n; i++) y[i] = fabsf(x[i]); break;

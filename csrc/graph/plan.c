@@ -461,7 +461,10 @@ void gr_apply_act(const gr_node *nd, float *y, int64_t n)
         break;
     case 2: {
         const float lo = nd->act_a, hi = nd->act_b;
-        for (int64_t i = 0; i < n; i++) y[i] = y[i] < lo ? lo : (y[i] > hi ? hi : y[i]);
+        for (int64_t i = 0; i < n; i++) {
+            const float v = y[i] < lo ? lo : y[i];
+            y[i] = v > hi ? hi : v; /* min > max gives max, as ONNX says */
+        }
         break;
     }
     case 3: {

@@ -101,19 +101,41 @@ static void pool2d(const pool_geo *p, int is_max, const float *x, float *y)
         float *yc = y + c * p->OH * p->OW;
         for (int64_t oh = 0; oh < p->OH; oh++) {
             const int64_t h0 = oh * p->sh - p->pt;
+            const int rows_in = h0 >= 0 && h0 + (p->kh - 1) * p->dh < p->H;
             for (int64_t ow = 0; ow < p->OW; ow++) {
                 const int64_t w0 = ow * p->sw - p->pl;
+                float *out = yc + oh * p->OW + ow;
+                if (rows_in && w0 >= 0 && w0 + (p->kw - 1) * p->dw < p->W) {
+                    /* the window lies inside the input: no checks */
+                    const float *base = xc + h0 * p->W + w0;
+                    if (is_max) {
+                        float best = base[0];
+                        for (int64_t ki = 0; ki < p->kh; ki++) {
+                            const float *r = base + ki * p->dh * p->W;
+                            for (int64_t kj = 0; kj < p->kw; kj++) {
+                                const float v = r[kj * p->dw];
+                                best = v > best ? v : best;
+                            }
+                        }
+                        *out = best;
+                    } else {
+                        float sum = 0;
+                        for (int64_t ki = 0; ki < p->kh; ki++) {
+                            const float *r = base + ki * p->dh * p->W;
+                            for (int64_t kj = 0; kj < p->kw; kj++) sum += r[kj * p->dw];
+                        }
+                        *out = sum / (float)(p->kh * p->kw);
+                    }
+                    continue;
+                }
                 float best = -FLT_MAX;
                 double sum = 0;
                 int64_t cnt = 0, cnt_pad = 0;
                 for (int64_t ki = 0; ki < p->kh; ki++) {
                     const int64_t ih = h0 + ki * p->dh;
-                    const int in_pad_h = ih < p->H + p->pb;
-                    if (ih < 0 || ih >= p->H) {
-                        if (in_pad_h) cnt_pad += 0; /* counted below with the columns */
-                    }
                     for (int64_t kj = 0; kj < p->kw; kj++) {
                         const int64_t iw = w0 + kj * p->dw;
+                        /* count_include_pad counts the window clipped to the padded input */
                         if (ih < p->H + p->pb && iw < p->W + p->pr) cnt_pad++;
                         if (ih < 0 || ih >= p->H || iw < 0 || iw >= p->W) continue;
                         const float v = xc[ih * p->W + iw];
@@ -122,11 +144,11 @@ static void pool2d(const pool_geo *p, int is_max, const float *x, float *y)
                         cnt++;
                     }
                 }
-                if (is_max)
-                    yc[oh * p->OW + ow] = best;
-                else {
+                if (is_max) {
+                    *out = best;
+                } else {
                     const int64_t div = p->include_pad ? cnt_pad : cnt;
-                    yc[oh * p->OW + ow] = div > 0 ? (float)(sum / (double)div) : 0.0f;
+                    *out = div > 0 ? (float)(sum / (double)div) : 0.0f;
                 }
             }
         }

@@ -21,7 +21,6 @@ not supported is a ConvertError naming the node's op type and name.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -46,6 +45,13 @@ AFFINE, SOFTMAX, LOGSOFTMAX = 60, 61, 62
 MAXPOOL, AVGPOOL, GAP, GMP = 70, 71, 72, 73
 CONCAT, TRANSPOSE, PAD, LRN, RMEAN, RSUM, RMAX, LAYERNORM, SLICE = range(80, 89)
 ACT_RELU, ACT_CLIP, ACT_LEAKY = 1, 2, 3
+# ONNX ops that run on a batched tensor (others are evaluated at load on constants only)
+SUPPORTED_OPS = frozenset(
+    [*(n for n in UNARY if n != "Reshape"), *BINARY, "Sum", "Conv", "Gemm", "MatMul",
+     "BatchNormalization", "Softmax", "LogSoftmax", "MaxPool", "AveragePool",
+     "GlobalAveragePool", "GlobalMaxPool", "LRN", "Flatten", "Reshape", "Squeeze", "Unsqueeze",
+     "Transpose", "Concat", "Pad", "ReduceMean", "ReduceSum", "ReduceMax",
+     "LayerNormalization", "Slice", "Dropout", "Cast", "Shape", "Constant"])
 _FUSE_TARGETS = {CONV, GEMM, AFFINE, *BINARY.values()}
 
 
@@ -220,7 +226,7 @@ def _fold(node, values: list, opset: int):
             outs = ReferenceEvaluator(one).run(None, feeds)
     except ConvertError:
         raise
-    except Exception as exc:  # the reference evaluator raises many kinds
+    except Exception as exc:  # noqa: BLE001 - the reference evaluator raises many kinds
         raise _unsupported(node, f"cannot evaluate it on its constant inputs: {exc}") from None
     for o in outs:
         if isinstance(o, np.ndarray) and o.size > _MAX_CONST:
@@ -402,6 +408,11 @@ def _from_onnx(src):
 
 def _convert_node(node, op, vals, b, const, dyn_id, fusable, opset, static_batch):
     x = vals[0]
+    if op == "Dropout" and len(vals) > 2 and vals[2] is not None:
+        training = const(node, 2, "training_mode")
+        ratio = float(np.asarray(const(node, 1, "ratio"))) if vals[1] is not None else 0.5
+        if bool(np.asarray(training)) and ratio != 0:
+            raise _unsupported(node, "training_mode=1 (random)")
     if op in ("Identity", "Dropout"):
         if op == "Dropout" and len(node.output) > 1 and node.output[1]:
             return [x]  # the mask output stays unsupported (checked by the caller)
@@ -453,22 +464,22 @@ def _convert_node(node, op, vals, b, const, dyn_id, fusable, opset, static_batch
         if isinstance(wv, _Dyn):
             raise _unsupported(node, "a product of two batched tensors")
         w = np.asarray(wv, dtype=np.float32)
+        trans_b = 0
         if op == "Gemm":
             if _attr(node, "transA", 0):
                 raise _unsupported(node, "transA=1 (the batch must stay first)")
             if len(x.shape) != 1 or w.ndim != 2:
                 raise _unsupported(node, "A must be (N, K) and B 2-D")
-            if _attr(node, "transB", 0):
-                w = np.ascontiguousarray(w.T)
+            trans_b = int(bool(_attr(node, "transB", 0)))
             alpha = float(_attr(node, "alpha", 1.0))
             if alpha != 1.0:
                 w = w.astype(np.float64) * alpha
         elif w.ndim != 2:
             raise _unsupported(node, f"B of rank {w.ndim} (a 2-D constant is supported)")
         K = x.shape[-1]
-        if w.shape[0] != K:
-            raise _unsupported(node, f"B takes {w.shape[0]} values, the input has {K}")
-        M = w.shape[1]
+        if w.shape[trans_b] != K:
+            raise _unsupported(node, f"B takes {w.shape[trans_b]} values, the input has {K}")
+        M = w.shape[1 - trans_b]
         bias = np.zeros(M)
         if op == "Gemm" and len(vals) > 2 and vals[2] is not None:
             c = vals[2]
@@ -478,7 +489,7 @@ def _convert_node(node, op, vals, b, const, dyn_id, fusable, opset, static_batch
             if c.size not in (1, M) or (c.ndim == 2 and c.shape[0] != 1):
                 raise _unsupported(node, f"C of shape {list(c.shape)} (a per-column bias only)")
             bias = bias + float(_attr(node, "beta", 1.0)) * np.broadcast_to(c.reshape(-1), (M,))
-        return b.node(GEMM, [x.id, b.const(w), b.const(bias)], [*x.shape[:-1], M])
+        return b.node(GEMM, [x.id, b.const(w), b.const(bias)], [*x.shape[:-1], M], [trans_b])
 
     if op == "BatchNormalization":
         if _attr(node, "training_mode", 0):
@@ -497,7 +508,7 @@ def _convert_node(node, op, vals, b, const, dyn_id, fusable, opset, static_batch
             if prod["op"] == CONV:
                 w = w * s.reshape(-1, *([1] * (w.ndim - 1)))
             elif len(x.shape) == 1:
-                w = w * s.reshape(1, -1)
+                w = w * (s.reshape(-1, 1) if prod["attrs"][0] else s.reshape(1, -1))
             else:
                 prod = None
             if prod is not None:
@@ -553,6 +564,11 @@ def _convert_node(node, op, vals, b, const, dyn_id, fusable, opset, static_batch
             return acc
         if op in ("Max", "Min") and len(vals) != 2:
             raise _unsupported(node, "Max/Min of other than 2 inputs")
+        if op == "PRelu" and not isinstance(vals[1], _Dyn) and isinstance(x, _Dyn) and \
+                np.ndim(vals[1]) == 1 and x.shape and np.size(vals[1]) == x.shape[0] and \
+                x.shape[-1] != x.shape[0]:
+            # a per-channel slope of the opsets before numpy broadcasting (pytorch exports)
+            vals = [x, np.asarray(vals[1]).reshape(-1, *([1] * (len(x.shape) - 1)))]
         return _binary(node, op, vals, b, dyn_id, fusable)
 
     if op in ("Softmax", "LogSoftmax"):
@@ -778,13 +794,9 @@ def _reshape_target(node, target, shape, static_batch, allowzero):
     if not full:
         raise _unsupported(node, "reshape to a scalar")
     first = full[0]
-    if first == BATCH or (first == 0 and not allowzero):
-        rest = full[1:]
-    elif first == -1 and -1 not in full[1:] and not (0 in full[1:] and allowzero) and \
+    if first == BATCH or (first == 0 and not allowzero) or first == -1 and -1 not in full[1:] and not (0 in full[1:] and allowzero) and \
             math.prod(v if v != 0 else (shape[i] if i < len(shape) else 0)
-                      for i, v in enumerate(full[1:])) == size:
-        rest = full[1:]
-    elif static_batch is not None and first == static_batch:
+                      for i, v in enumerate(full[1:])) == size or static_batch is not None and first == static_batch:
         rest = full[1:]
     else:
         raise _unsupported(node, f"reshape to {target} (the batch must stay first)")
@@ -842,9 +854,7 @@ def _binary(node, op, vals, b, dyn_id, fusable):
             per = None
             if c.size == 1:
                 per = np.full(M, float(c.reshape(-1)[0]))
-            elif prod["op"] == GEMM and c.shape[-1:] == (M,) and c.size == M:
-                per = c.reshape(-1)
-            elif prod["op"] == CONV and c.size == M and \
+            elif prod["op"] == GEMM and c.shape[-1:] == (M,) and c.size == M or prod["op"] == CONV and c.size == M and \
                     np.shape(c)[-len(xa.shape):][:1] in ((M,),) and \
                     all(d == 1 for d in np.shape(c)[-len(xa.shape) + 1:]):
                 per = c.reshape(-1)
