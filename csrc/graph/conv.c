@@ -76,6 +76,10 @@ mls_status gr_infer_conv(gr_graph *g, gr_node *nd, int64_t idx, gr_tensor *o, in
     const int pointwise = c.kh == 1 && c.kw == 1 && c.sh == 1 && c.sw == 1 && c.pt == 0 &&
                           c.pl == 0 && c.pb == 0 && c.pr == 0;
     const int depthwise = c.G == c.C && c.G == c.M;
+    nd->col_size = depthwise ? 0 : s;
+    nd->out_size = c.M * p;
+    if (!depthwise && (nd->col_size + nd->out_size > GR_MAX_SCRATCH))
+        return gr_node_error(err, nd, idx, "im2col buffer too large");
     *scratch = pointwise || depthwise ? 0 : s;
     o->ndim = x->ndim;
     o->dims[0] = c.M;
@@ -100,9 +104,26 @@ static inline void valid_range(int64_t off, int64_t s, int64_t W, int64_t OW, in
     *hi = b;
 }
 
-static void im2col(const conv_geo *c, const float *x, int64_t Cg, float *col)
+int64_t gr_conv_batch(const gr_node *nd, int64_t N)
 {
-    const int64_t P = c->OH * c->OW;
+    /* small outputs gain from one large SGEMM; large ones are efficient per sample */
+    if (N < 2 || nd->col_size == 0) return 1;
+    const int64_t per = nd->col_size + nd->out_size;
+    int64_t nb = GR_BATCH_SCRATCH / per;
+    if (nb > N) nb = N;
+    return nb < 2 ? 1 : nb;
+}
+
+int64_t gr_conv_scratch(const gr_node *nd, int64_t N)
+{
+    const int64_t nb = gr_conv_batch(nd, N);
+    return nb > 1 ? nb * (nd->col_size + nd->out_size) : nd->col_size;
+}
+
+/* im2col of one sample's group into rows of stride ld (ld >= P) */
+static void im2col(const conv_geo *c, const float *x, int64_t Cg, float *col, int64_t ld)
+{
+    const int64_t P = ld;
     for (int64_t ch = 0; ch < Cg; ch++) {
         const float *xc = x + ch * c->H * c->W;
         for (int64_t ki = 0; ki < c->kh; ki++)
@@ -156,6 +177,31 @@ static void depthwise(const conv_geo *c, const float *x, const float *w, float *
     }
 }
 
+static void conv_batched(const conv_geo *c, const gr_node *nd, int64_t N, int64_t nb,
+                         const float *x, const float *w, const float *bias, float *y,
+                         float *scratch)
+{
+    const int64_t P = c->OH * c->OW, Cg = c->C / c->G, Mg = c->M / c->G, K = Cg * c->kh * c->kw;
+    const int64_t in_size = c->C * c->H * c->W, out_size = c->M * P;
+    float *col = scratch, *tmp = scratch + nb * nd->col_size;
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        const int64_t cnt = N - n0 < nb ? N - n0 : nb, ld = cnt * P;
+        for (int64_t gi = 0; gi < c->G; gi++) {
+            for (int64_t s = 0; s < cnt; s++)
+                im2col(c, x + (n0 + s) * in_size + gi * Cg * c->H * c->W, Cg, col + s * P, ld);
+            mls_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)Mg, (int)ld, (int)K,
+                            1.0f, w + gi * Mg * K, (int)K, col, (int)ld, 0.0f, tmp, (int)ld);
+            for (int64_t s = 0; s < cnt; s++)
+                for (int64_t m = 0; m < Mg; m++) {
+                    const float b = bias ? bias[gi * Mg + m] : 0.0f;
+                    const float *src = tmp + m * ld + s * P;
+                    float *dst = y + (n0 + s) * out_size + (gi * Mg + m) * P;
+                    for (int64_t p = 0; p < P; p++) dst[p] = src[p] + b;
+                }
+        }
+    }
+}
+
 void gr_run_conv(const gr_graph *g, const gr_node *nd, int64_t N, const float **x, float *y,
                  float *scratch)
 {
@@ -167,6 +213,12 @@ void gr_run_conv(const gr_graph *g, const gr_node *nd, int64_t N, const float **
     const int pointwise = c.kh == 1 && c.kw == 1 && c.sh == 1 && c.sw == 1 && c.pt == 0 &&
                           c.pl == 0 && c.pb == 0 && c.pr == 0;
     const int dw = c.G == c.C && c.G == c.M;
+    const int64_t nb = gr_conv_batch(nd, N);
+    if (nb > 1) {
+        conv_batched(&c, nd, N, nb, x[0], w, bias, y, scratch);
+        gr_apply_act(nd, y, N * out_size);
+        return;
+    }
     for (int64_t n = 0; n < N; n++) {
         const float *xn = x[0] + n * in_size;
         float *yn = y + n * out_size;
@@ -182,7 +234,7 @@ void gr_run_conv(const gr_graph *g, const gr_node *nd, int64_t N, const float **
                 const float *xg = xn + gi * Cg * c.H * c.W;
                 const float *col = xg;
                 if (!pointwise) {
-                    im2col(&c, xg, Cg, scratch);
+                    im2col(&c, xg, Cg, scratch, P);
                     col = scratch;
                 }
                 if (P == 1)

@@ -21,7 +21,8 @@
  * Arena: every intermediate's size is N x (its per-sample size), so one
  * first-fit plan over per-sample sizes (from liveness: a tensor's slot is
  * free after its last reader) gives offsets that scale with N. A call needs
- * N x arena_per_sample + scratch floats (scratch: im2col of one sample).
+ * N x arena_per_sample + scratch floats (scratch: im2col of one sample, or of
+ * a bounded group of samples, see gr_conv_batch).
  * Arenas are pooled per model: predict takes one whose capacity fits (or
  * allocates one rounded up to a power-of-two batch bucket) and returns it,
  * so steady-state calls do not allocate. */
@@ -86,8 +87,16 @@ typedef struct gr_node {
     float act_a, act_b;
     int n_ia;
     int64_t ia[GR_MAX_ATTRS]; /* parsed integer attributes */
-    double fa[4];             /* parsed float attributes */
+    int64_t col_size;         /* Conv: im2col floats of one sample (K x P), else 0 */
+    int64_t out_size;         /* Conv: output floats of one sample */
 } gr_node;
+
+/* Conv over several samples at once: im2col of nb samples side by side, one SGEMM,
+ * then a scatter into NCHW. nb is bounded so the scratch stays under GR_BATCH_SCRATCH
+ * floats; gr_conv_batch gives nb for a node and N (1: one sample at a time). */
+#define GR_BATCH_SCRATCH ((int64_t)1 << 20)
+int64_t gr_conv_batch(const gr_node *nd, int64_t N);
+int64_t gr_conv_scratch(const gr_node *nd, int64_t N);
 
 typedef struct gr_arena {
     float *buf;

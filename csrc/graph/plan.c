@@ -397,24 +397,32 @@ mls_status mls_graph_dag_predict(gr_graph *g, const mls_tensor *X, float *out, m
 {
     const int64_t N = X->rows, in_size = g->t[g->input].size;
     int64_t bn = 1;
-    while (bn < N) bn *= 2;
+    while (bn < N && bn < ((int64_t)1 << 40)) bn *= 2;
+    int64_t sc = g->scratch, sc_bucket = g->scratch;
+    for (int64_t i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op == GR_CONV) {
+            const int64_t s1 = gr_conv_scratch(&g->nodes[i], N);
+            const int64_t s2 = gr_conv_scratch(&g->nodes[i], bn);
+            sc = s1 > sc ? s1 : sc;
+            sc_bucket = s2 > sc_bucket ? s2 : sc_bucket;
+        }
     int64_t a, a_bucket;
     const int packed = X->row_stride == in_size;
     const int64_t per = g->arena_per_sample + (packed ? 0 : in_size);
     if (!mls_size_mul(N, per, &a) || !mls_size_mul(bn, per, &a_bucket) ||
-        a_bucket > INT64_MAX / 8 - g->scratch || N > INT32_MAX)
+        a_bucket > INT64_MAX / 8 - sc_bucket || N > INT32_MAX)
         return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "batch of %lld rows is too large",
                              (long long)N);
     if (!mls_tensor_all_finite(X))
         return mls_error_set(err, MLS_STATUS_ERR_VALUE,
                              "input contains NaN or infinity; a graph model needs finite values");
     int64_t cap;
-    float *arena = arena_take(g, a + g->scratch, a_bucket + g->scratch, &cap);
+    float *arena = arena_take(g, a + sc, a_bucket + sc_bucket, &cap);
     if (arena == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory");
     float *scratch = arena + N * g->arena_per_sample;
     const float *xin = X->data;
     if (!packed) {
-        float *dst = scratch + g->scratch;
+        float *dst = scratch + sc;
         for (int64_t r = 0; r < N; r++)
             memcpy(dst + r * in_size, (const float *)X->data + r * X->row_stride,
                    (size_t)in_size * sizeof(float));

@@ -108,7 +108,19 @@ static void pool2d(const pool_geo *p, int is_max, const float *x, float *y)
                 if (rows_in && w0 >= 0 && w0 + (p->kw - 1) * p->dw < p->W) {
                     /* the window lies inside the input: no checks */
                     const float *base = xc + h0 * p->W + w0;
-                    if (is_max) {
+                    if (is_max && p->kh == 2 && p->kw == 2 && p->dh == 1 && p->dw == 1) {
+                        const float a = base[0] > base[1] ? base[0] : base[1];
+                        const float b = base[p->W] > base[p->W + 1] ? base[p->W] : base[p->W + 1];
+                        *out = a > b ? a : b;
+                    } else if (is_max && p->kh == 3 && p->kw == 3 && p->dh == 1 && p->dw == 1) {
+                        float best = base[0];
+                        for (int ki = 0; ki < 3; ki++)
+                            for (int kj = 0; kj < 3; kj++) {
+                                const float v = base[ki * p->W + kj];
+                                best = v > best ? v : best;
+                            }
+                        *out = best;
+                    } else if (is_max) {
                         float best = base[0];
                         for (int64_t ki = 0; ki < p->kh; ki++) {
                             const float *r = base + ki * p->dh * p->W;
