@@ -746,7 +746,18 @@ def _convert_node(node, op, vals, b, const, dyn_id, fusable, opset, static_batch
         eps = float(_attr(node, "epsilon", 1e-5))
         if not 0 < eps < 1:
             raise _unsupported(node, f"epsilon={eps}")
-        return b.node(LAYERNORM, ins, x.shape, [a, _f(eps)])
+        y = b.node(LAYERNORM, ins, x.shape, [a, _f(eps)])
+        if not any(node.output[1:]):
+            return y
+        # Mean and InvStdDev outputs, from the ops above (keepdims shapes)
+        R = len(x.shape)
+        kept = x.shape[:a] + [1] * (R - a)
+        mean = b.node(RMEAN, [x.id], kept, [1, a, R])
+        d = b.node(BINARY["Sub"], [x.id, mean.id], x.shape)
+        var = b.node(RMEAN, [b.node(BINARY["Mul"], [d.id, d.id], x.shape).id], kept, [1, a, R])
+        std = b.node(UNARY["Sqrt"], [b.node(BINARY["Add"], [var.id, b.const(np.float32(eps))],
+                                            kept).id], kept)
+        return [y, mean, b.node(UNARY["Reciprocal"], [std.id], kept)]
 
     if op == "Slice":
         if opset < 10:
