@@ -255,6 +255,8 @@ def _spatial(node, x: _Dyn, kernel: list):
     auto = auto.decode() if isinstance(auto, bytes) else str(auto)
     if len(strides) != k or len(dil) != k or len(pads) != 2 * k:
         raise _unsupported(node, "strides, dilations or pads of the wrong length")
+    if any(int(v) < 1 for v in [*strides, *dil, *kernel]):
+        raise _unsupported(node, "strides, dilations and kernel sizes must be positive")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = [0] * (2 * k)
         for i in range(k):
