@@ -196,7 +196,13 @@ static void conv_batched(const conv_geo *c, const gr_node *nd, int64_t N, int64_
                     const float b = bias ? bias[gi * Mg + m] : 0.0f;
                     const float *src = tmp + m * ld + s * P;
                     float *dst = y + (n0 + s) * out_size + (gi * Mg + m) * P;
-                    for (int64_t p = 0; p < P; p++) dst[p] = src[p] + b;
+                    if (nd->act == 1) /* Relu in the same pass */
+                        for (int64_t p = 0; p < P; p++) {
+                            const float v = src[p] + b;
+                            dst[p] = v > 0 ? v : 0.0f;
+                        }
+                    else
+                        for (int64_t p = 0; p < P; p++) dst[p] = src[p] + b;
                 }
         }
     }
@@ -216,7 +222,7 @@ void gr_run_conv(const gr_graph *g, const gr_node *nd, int64_t N, const float **
     const int64_t nb = gr_conv_batch(nd, N);
     if (nb > 1) {
         conv_batched(&c, nd, N, nb, x[0], w, bias, y, scratch);
-        gr_apply_act(nd, y, N * out_size);
+        if (nd->act != 1) gr_apply_act(nd, y, N * out_size);
         return;
     }
     for (int64_t n = 0; n < N; n++) {

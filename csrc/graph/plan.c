@@ -280,6 +280,17 @@ static mls_status plan_arena(gr_graph *g, mls_error *err)
     for (int j = 0; j < g->n_out; j++) g->t[g->outs[j]].last_use = g->n_nodes;
     for (int64_t i = 0; i < g->n_nodes; i++) {
         gr_tensor *t = &g->t[g->nodes[i].out];
+        const gr_node *nd = &g->nodes[i];
+        if (nd->op == GR_RESHAPE && g->t[nd->in[0]].kind == 2 && g->t[nd->in[0]].last_use == i) {
+            /* a Reshape of a tensor that dies here takes over its slot: no copy */
+            int64_t k = 0;
+            while (k < n_live && live[k].tensor != nd->in[0]) k++;
+            if (k < n_live) {
+                live[k].tensor = nd->out;
+                t->off = live[k].off;
+                continue;
+            }
+        }
         /* live is sorted by offset: take the first gap that fits */
         int64_t pos = 0, at = 0;
         for (; pos < n_live; pos++) {

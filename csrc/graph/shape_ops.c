@@ -122,7 +122,7 @@ void gr_run_shape_op(const gr_graph *g, const gr_node *nd, int64_t N, const floa
     const gr_tensor *xt = gr_in(g, nd, 0), *ot = &g->t[nd->out];
     const int R = xt->ndim;
     if (nd->op == GR_RESHAPE) {
-        memcpy(y, x[0], (size_t)(N * xt->size) * sizeof(float));
+        if (y != x[0]) memcpy(y, x[0], (size_t)(N * xt->size) * sizeof(float));
         return;
     }
     if (nd->op == GR_CONCAT) {
