@@ -43,9 +43,11 @@ mls_status gr_infer_shape_op(gr_graph *g, gr_node *nd, int64_t idx, gr_tensor *o
             if (!ok)
                 return gr_node_error(err, nd, idx, "input %d does not match input 0 outside "
                                      "axis %d", i, ax);
-            total += t->dims[ax];
+            total += t->dims[ax]; /* <= 4096 inputs x 2^31: no overflow */
         }
-        if (total * (x->size / x->dims[ax]) > GR_MAX_PER_SAMPLE)
+        int64_t out_size;
+        if (!mls_size_mul(total, x->size / x->dims[ax], &out_size) ||
+            out_size > GR_MAX_PER_SAMPLE)
             return gr_node_error(err, nd, idx, "output too large");
         o->dims[ax] = total;
         return MLS_STATUS_OK;
