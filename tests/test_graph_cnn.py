@@ -296,3 +296,21 @@ def test_fuzzed_cnn_bytes_and_attributes_are_convert_errors_or_run():
         assert got.shape[0] == 2
         if ref is not None and ref.shape == got.shape:
             assert _rel_err(got, ref) <= 1e-4
+
+
+def test_thousand_calls_of_mixed_batches_do_not_grow_memory():
+    from memory_support import steady_rss_growth
+
+    net = mlserve.from_onnx(small_cnn(np.random.default_rng(0)))
+    rng = np.random.default_rng(2)
+    xs = [rng.normal(size=(b, 1, 28, 28)).astype(np.float32) for b in (1, 3, 7, 16)]
+
+    def rounds():
+        for i in range(1000):
+            net.predict(xs[i % 4])
+
+    grown = steady_rss_growth(rounds)
+    assert grown < 2 * 1024 * 1024, f"RSS grew by {grown} bytes over 1000 calls in every round"
+    x = xs[2].copy()
+    net.predict(x)
+    assert np.array_equal(x, xs[2])  # the input is not modified
