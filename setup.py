@@ -73,8 +73,8 @@ if BLAS_SHARED:
 
 core = Extension(
     "mlserve._core",
-    sources=sorted(glob.glob("csrc/*.c")),
-    depends=sorted(glob.glob("csrc/*.h")),
+    sources=sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("csrc/graph/*.c")),
+    depends=sorted(glob.glob("csrc/*.h")) + sorted(glob.glob("csrc/graph/*.h")),
     include_dirs=["csrc", numpy.get_include()] + BLAS_INCLUDE,
     library_dirs=BLAS_LIBDIRS,
     libraries=BLAS_LIBS + ["m"],

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "mls_blas.h"
+#include "graph/graph_internal.h"
 
 typedef struct graph_layer {
     int op;
@@ -23,13 +24,21 @@ typedef struct graph_layer {
 } graph_layer;
 
 typedef struct graph_state {
+    int tag; /* 1: the chain of step 1; a DAG (graph/graph_internal.h) has tag 2 */
     int64_t n_layers;
     int64_t max_dim;
     graph_layer *layers;
 } graph_state;
 
+static int is_dag(const mls_model *m) { return m->state != NULL && *(const int *)m->state == 2; }
+
 static void graph_release(mls_model *m)
 {
+    if (is_dag(m)) {
+        mls_graph_dag_free(m->state);
+        m->state = NULL;
+        return;
+    }
     graph_state *st = m->state;
     if (st != NULL) free(st->layers);
     free(st);
@@ -73,8 +82,15 @@ static mls_status find_f32(const mls_model *m, const char *name, int ndim, const
 
 static mls_status graph_init(mls_model *m, mls_error *err)
 {
+    if (mls_model_find_section(m, "nodes") != NULL) {
+        gr_graph *g = NULL;
+        mls_status s = mls_graph_dag_init(m, &g, err);
+        m->state = g;
+        return s;
+    }
     graph_state *st = calloc(1, sizeof(*st));
     if (st == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "out of memory");
+    st->tag = 1;
     m->state = st;
     const mls_section *ls = mls_model_find_section(m, "layers");
     if (ls == NULL)
@@ -151,7 +167,8 @@ static mls_status graph_output_spec(const mls_model *m, mls_method method,
         return mls_error_set(err, MLS_STATUS_ERR_UNSUPPORTED,
                              "a graph model has predict only (its output tensor)");
     spec->ndim = 2;
-    spec->cols = st->layers[st->n_layers - 1].out_dim;
+    spec->cols = is_dag(m) ? ((const gr_graph *)m->state)->out_cols
+                           : st->layers[st->n_layers - 1].out_dim;
     spec->dtype = MLS_DTYPE_FLOAT32;
     return MLS_STATUS_OK;
 }
@@ -215,6 +232,7 @@ static mls_status graph_predict(const mls_model *m, mls_method method, const mls
                                 void *out, mls_error *err)
 {
     (void)method;
+    if (is_dag(m)) return mls_graph_dag_predict(m->state, X, out, err);
     const graph_state *st = m->state;
     const int64_t n = X->rows;
     int64_t cells;

@@ -75,6 +75,7 @@ class NeuralNetwork(_MLServeEstimator):
         self._task_type = "classifier" if meta.get("task") == "classification" else "regressor"
         if meta.get("classes") is not None:
             self.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+        self._output_shapes = [list(o) for o in g.get("output_shapes", [g["output_shape"]])]
         self._binary_ = bool(g.get("binary", False))
         self._ravel_ = bool(g.get("ravel", False))
 
@@ -97,19 +98,29 @@ class NeuralNetwork(_MLServeEstimator):
             raise ValueError(f"input {name!r} needs at least one sample, got shape {x.shape}")
         return np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=np.float32)
 
-    def _output(self, x, name: str) -> np.ndarray:
+    def _outputs(self, x, name: str) -> list:
         out = self._fitted_model().predict(self._flat(x, name))
-        if self._source_kind == "onnx":
-            return out.reshape(out.shape[0], *self.output_shape[1:])
-        return out
+        if self._source_kind != "onnx":
+            return [out]
+        res, at = [], 0
+        for shape in self._output_shapes:
+            size = math.prod(shape[1:])
+            res.append(out[:, at:at + size].reshape(out.shape[0], *shape[1:]))
+            at += size
+        if len(res) == 1:
+            return res
+        return [np.ascontiguousarray(r) for r in res]
+
+    def _output(self, x, name: str) -> np.ndarray:
+        return self._outputs(x, name)[0]
 
     def run(self, feeds: dict) -> dict:
         """Outputs by name for ``feeds`` ({input name: array}), as onnxruntime's run."""
         if not isinstance(feeds, dict) or set(feeds) != set(self.input_names):
             given = sorted(feeds) if isinstance(feeds, dict) else type(feeds).__name__
             raise ValueError(f"feeds must give exactly the inputs {self.input_names}, got {given}")
-        out = self._output(feeds[self.input_names[0]], self.input_names[0])
-        return {self.output_names[0]: out}
+        outs = self._outputs(feeds[self.input_names[0]], self.input_names[0])
+        return dict(zip(self.output_names, outs))
 
     # -- estimator API
     def predict(self, X):
@@ -151,6 +162,28 @@ def make_network(layers: list, graph_meta: dict, meta_extra: dict) -> NeuralNetw
 
         raise ConvertError("the network's weights contain NaN or infinity")
     net._install(_core.create(net._kind, arrays, json.dumps(meta)))
+    return net
+
+
+def make_graph_network(arrays: dict, n_features: int, n_outputs: int, graph_meta: dict,
+                       meta_extra: dict) -> NeuralNetwork:
+    """A NeuralNetwork over the C DAG of ``arrays`` (csrc/graph/graph_internal.h)."""
+    from ._errors import ConvertError
+
+    net = NeuralNetwork()
+    net.n_features_in_ = int(n_features)
+    meta = json.loads(net._build_metadata(int(n_outputs), graph_meta["output_shape"], {}))
+    meta.update(meta_extra)
+    meta["dtype"] = "float32"
+    meta["graph"] = graph_meta
+    for name, a in arrays.items():
+        if a.dtype == np.float32 and not np.isfinite(a).all():
+            raise ConvertError(f"the network's constant {name} contains NaN or infinity")
+    try:
+        model = _core.create(net._kind, arrays, json.dumps(meta))
+    except (ValueError, OSError, NotImplementedError) as exc:
+        raise ConvertError(f"the graph does not validate: {exc}") from None
+    net._install(model)
     return net
 
 
