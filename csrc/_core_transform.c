@@ -11,6 +11,10 @@
 #include <numpy/arrayobject.h>
 
 #include <stdlib.h>
+#include <string.h>
+
+#include "mls_model.h"
+#include "mls_pipeline.h"
 
 #include "mls_transform.h"
 
@@ -22,15 +26,16 @@ typedef struct op_keep {
 static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t i)
 {
     PyObject *cats = Py_None, *offs = Py_None;
-    long long in_col, out_col, indicator = -1, unknown_mode = 0;
+    long long in_col, out_col, indicator = -1, unknown_mode = 0, missing_category = -1;
     double fill = 0.0, mul = 1.0, add = 0.0, unknown_value = 0.0;
     int kind;
     if (!PyTuple_Check(t)) {
         PyErr_Format(PyExc_TypeError, "transform %zd: expected a tuple", i);
         return -1;
     }
-    if (!PyArg_ParseTuple(t, "iLLdddLOOLd:transform op", &kind, &in_col, &out_col, &fill, &mul,
-                          &add, &indicator, &cats, &offs, &unknown_mode, &unknown_value))
+    if (!PyArg_ParseTuple(t, "iLLdddLOOLd|L:transform op", &kind, &in_col, &out_col, &fill, &mul,
+                          &add, &indicator, &cats, &offs, &unknown_mode, &unknown_value,
+                          &missing_category))
         return -1;
     op->kind = kind;
     op->in_col = in_col;
@@ -41,6 +46,7 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
     op->indicator_col = indicator;
     op->unknown_mode = (int)unknown_mode;
     op->unknown_value = unknown_value;
+    op->missing_category = missing_category;
     op->n_categories = 0;
     op->cat_bytes = NULL;
     op->cat_offsets = NULL;
@@ -169,22 +175,100 @@ static int string_column(PyArrayObject *a, npy_intp n_rows, mls_str *outv, Py_ss
     return 0;
 }
 
+/* Columns taken from a list of 1-d arrays (float64 numeric, object strings):
+ * their arrays, numeric data and string views. Free with columns_free. */
+typedef struct columns {
+    Py_ssize_t n;
+    npy_intp n_rows;
+    PyArrayObject **arrays;
+    const double **num;
+    const mls_str **strs;
+} columns;
+
+static void columns_free(columns *c)
+{
+    if (c->arrays != NULL)
+        for (Py_ssize_t i = 0; i < c->n; i++) Py_XDECREF(c->arrays[i]);
+    if (c->strs != NULL)
+        for (Py_ssize_t i = 0; i < c->n; i++) free((void *)c->strs[i]);
+    free(c->arrays);
+    free(c->num);
+    free(c->strs);
+    memset(c, 0, sizeof(*c));
+}
+
+static int columns_take(PyObject *cols_obj, columns *cl)
+{
+    memset(cl, 0, sizeof(*cl));
+    if (!PyList_Check(cols_obj)) {
+        PyErr_SetString(PyExc_TypeError, "columns must be a list");
+        return -1;
+    }
+    Py_ssize_t n_cols = PyList_GET_SIZE(cols_obj);
+    cl->n = n_cols;
+    cl->arrays = calloc((size_t)n_cols + 1, sizeof(*cl->arrays));
+    cl->num = calloc((size_t)n_cols + 1, sizeof(*cl->num));
+    cl->strs = calloc((size_t)n_cols + 1, sizeof(*cl->strs));
+    PyArrayObject **arrays = cl->arrays;
+    const double **num = cl->num;
+    const mls_str **strs = cl->strs;
+    npy_intp n_rows = -1;
+    if (arrays == NULL || num == NULL || strs == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t c = 0; c < n_cols; c++) {
+        PyObject *col = PyList_GET_ITEM(cols_obj, c);
+        PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(col);
+        if (a == NULL) goto fail;
+        if (PyArray_NDIM(a) != 1) {
+            Py_DECREF(a);
+            PyErr_Format(PyExc_ValueError, "column %zd must be 1-d", c);
+            goto fail;
+        }
+        if (n_rows < 0) n_rows = PyArray_DIM(a, 0);
+        if (PyArray_DIM(a, 0) != n_rows) {
+            Py_DECREF(a);
+            PyErr_Format(PyExc_ValueError, "column %zd has %zd rows, column 0 has %zd", c,
+                         (Py_ssize_t)PyArray_DIM(a, 0), (Py_ssize_t)n_rows);
+            goto fail;
+        }
+        if (PyArray_TYPE(a) == NPY_OBJECT) {
+            arrays[c] = a;
+            mls_str *v = malloc(((size_t)n_rows + 1) * sizeof(mls_str));
+            if (v == NULL) {
+                PyErr_NoMemory();
+                goto fail;
+            }
+            strs[c] = v;
+            if (string_column(a, n_rows, v, c) < 0) goto fail;
+        } else {
+            arrays[c] = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)a, NPY_FLOAT64,
+                                                          NPY_ARRAY_IN_ARRAY);
+            Py_DECREF(a);
+            if (arrays[c] == NULL) goto fail;
+            num[c] = PyArray_DATA(arrays[c]);
+        }
+    }
+    cl->n_rows = n_rows < 0 ? 0 : n_rows;
+    return 0;
+fail:
+    columns_free(cl);
+    return -1;
+}
+
 PyDoc_STRVAR(transform_apply_doc,
              "transform_apply(ops, columns, n_out, /)\n--\n\n"
              "ops: a list of op tuples or a transform_plan(ops). "
              "Column transforms in one C call. columns: 1-d arrays of one length, float64 "
              "(numeric) or object (strings, None/NaN missing). ops: tuples (kind, in_col, "
              "out_col, fill, mul, add, indicator_col, categories_bytes, offsets, unknown_mode, "
-             "unknown_value). Returns a float64 (n_rows, n_out) array.\n");
+             "unknown_value[, missing_category]). Returns a float64 (n_rows, n_out) array.\n");
 static PyObject *transform_apply(PyObject *module, PyObject *args)
 {
     PyObject *ops_obj, *cols_obj;
     long long n_out;
     if (!PyArg_ParseTuple(args, "OOL:transform_apply", &ops_obj, &cols_obj, &n_out)) return NULL;
-    if (!PyList_Check(cols_obj)) {
-        PyErr_SetString(PyExc_TypeError, "columns must be a list");
-        return NULL;
-    }
     if (n_out < 0) {
         PyErr_SetString(PyExc_ValueError, "n_out must be >= 0");
         return NULL;
@@ -197,50 +281,17 @@ static PyObject *transform_apply(PyObject *module, PyObject *args)
         pl = owned = plan_parse(module, ops_obj, 0);
         if (pl == NULL) return NULL;
     }
-    Py_ssize_t n_ops = pl->n_ops, n_cols = PyList_GET_SIZE(cols_obj);
+    Py_ssize_t n_ops = pl->n_ops;
     PyObject *result = NULL;
-    PyArrayObject **arrays = calloc((size_t)n_cols + 1, sizeof(*arrays));
-    const double **num = calloc((size_t)n_cols + 1, sizeof(*num));
-    const mls_str **strs = calloc((size_t)n_cols + 1, sizeof(*strs));
-    npy_intp n_rows = -1;
-    if (arrays == NULL || num == NULL || strs == NULL) {
-        PyErr_NoMemory();
-        goto done;
+    columns cl;
+    if (columns_take(cols_obj, &cl) < 0) {
+        plan_free(owned);
+        return NULL;
     }
-    for (Py_ssize_t c = 0; c < n_cols; c++) {
-        PyObject *col = PyList_GET_ITEM(cols_obj, c);
-        PyArrayObject *a = (PyArrayObject *)PyArray_FROM_O(col);
-        if (a == NULL) goto done;
-        if (PyArray_NDIM(a) != 1) {
-            Py_DECREF(a);
-            PyErr_Format(PyExc_ValueError, "column %zd must be 1-d", c);
-            goto done;
-        }
-        if (n_rows < 0) n_rows = PyArray_DIM(a, 0);
-        if (PyArray_DIM(a, 0) != n_rows) {
-            Py_DECREF(a);
-            PyErr_Format(PyExc_ValueError, "column %zd has %zd rows, column 0 has %zd", c,
-                         (Py_ssize_t)PyArray_DIM(a, 0), (Py_ssize_t)n_rows);
-            goto done;
-        }
-        if (PyArray_TYPE(a) == NPY_OBJECT) {
-            arrays[c] = a;
-            mls_str *v = malloc(((size_t)n_rows + 1) * sizeof(mls_str));
-            if (v == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            strs[c] = v;
-            if (string_column(a, n_rows, v, c) < 0) goto done;
-        } else {
-            arrays[c] = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)a, NPY_FLOAT64,
-                                                          NPY_ARRAY_IN_ARRAY);
-            Py_DECREF(a);
-            if (arrays[c] == NULL) goto done;
-            num[c] = PyArray_DATA(arrays[c]);
-        }
-    }
-    if (n_rows < 0) n_rows = 0;
+    npy_intp n_rows = cl.n_rows;
+    Py_ssize_t n_cols = cl.n;
+    const double **num = cl.num;
+    const mls_str **strs = cl.strs;
     npy_intp dims[2] = {n_rows, (npy_intp)n_out};
     PyArrayObject *out = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_FLOAT64, 0);
     if (out == NULL) goto done;
@@ -258,17 +309,78 @@ static PyObject *transform_apply(PyObject *module, PyObject *args)
     result = (PyObject *)out;
 done:
     plan_free(owned);
-    if (arrays != NULL)
-        for (Py_ssize_t c = 0; c < n_cols; c++) Py_XDECREF(arrays[c]);
-    if (strs != NULL)
-        for (Py_ssize_t c = 0; c < n_cols; c++) free((void *)strs[c]);
-    free(arrays);
-    free(num);
-    free(strs);
+    columns_free(&cl);
     return result;
 }
 
+PyDoc_STRVAR(pipeline_predict_doc,
+             "pipeline_predict(model, method, columns, /)\n--\n\n"
+             "A pipeline model's transform and its final model's method (0 predict, 1 "
+             "predict_proba, 2 decision_function, 3 transform) in one C call. columns: one "
+             "1-d array per input column, in the model's order (float64 numeric, object "
+             "strings with None/NaN missing). method -1: the column transform's output.\n");
+static PyObject *pipeline_predict(PyObject *module, PyObject *args)
+{
+    PyObject *model_obj, *cols_obj;
+    int method;
+    if (!PyArg_ParseTuple(args, "OiO:pipeline_predict", &model_obj, &method, &cols_obj))
+        return NULL;
+    const mls_model *m = mls_model_of_object(module, model_obj);
+    if (m == NULL) return NULL;
+    if (mls_pipeline_n_inputs(m) < 0) {
+        PyErr_SetString(PyExc_TypeError, "pipeline_predict needs a pipeline model");
+        return NULL;
+    }
+    mls_error err = {0};
+    mls_output_spec spec = {2, mls_pipeline_n_transformed(m), MLS_DTYPE_FLOAT64};
+    if (method != -1 && mls_model_output_spec(m, (mls_method)method, &spec, &err) != MLS_STATUS_OK)
+        return mls_raise_from_error(module, &err);
+    columns cl;
+    if (columns_take(cols_obj, &cl) < 0) return NULL;
+    if (cl.n != mls_pipeline_n_inputs(m)) {
+        PyErr_Format(PyExc_ValueError, "expected %lld columns, got %zd",
+                     (long long)mls_pipeline_n_inputs(m), cl.n);
+        columns_free(&cl);
+        return NULL;
+    }
+    for (Py_ssize_t c = 0; c < cl.n; c++) {
+        int want = mls_pipeline_column_is_string(m, c);
+        if (want != (cl.strs[c] != NULL)) {
+            PyErr_Format(PyExc_TypeError, "column %zd must be %s", c,
+                         want ? "an object array of strings" : "numeric");
+            columns_free(&cl);
+            return NULL;
+        }
+    }
+    npy_intp dims[2] = {cl.n_rows, (npy_intp)spec.cols};
+    int typenum = spec.dtype == MLS_DTYPE_FLOAT32 ? NPY_FLOAT32
+                  : spec.dtype == MLS_DTYPE_INT64 ? NPY_INT64
+                  : spec.dtype == MLS_DTYPE_INT32 ? NPY_INT32
+                                                  : NPY_FLOAT64;
+    PyArrayObject *out = (PyArrayObject *)PyArray_ZEROS(spec.ndim, dims, typenum, 0);
+    if (out == NULL) {
+        columns_free(&cl);
+        return NULL;
+    }
+    mls_status st;
+    Py_BEGIN_ALLOW_THREADS
+    if (method == -1)
+        st = mls_pipeline_transform(m, cl.n_rows, cl.num, cl.strs, cl.n, PyArray_DATA(out),
+                                    &err);
+    else
+        st = mls_pipeline_predict_columns(m, (mls_method)method, cl.n_rows, cl.num, cl.strs,
+                                          cl.n, PyArray_DATA(out), &err);
+    Py_END_ALLOW_THREADS
+    columns_free(&cl);
+    if (st != MLS_STATUS_OK) {
+        Py_DECREF(out);
+        return mls_raise_from_error(module, &err);
+    }
+    return (PyObject *)out;
+}
+
 PyMethodDef mls_transform_methods[] = {
+    {"pipeline_predict", pipeline_predict, METH_VARARGS, pipeline_predict_doc},
     {"transform_apply", transform_apply, METH_VARARGS, transform_apply_doc},
     {"transform_plan", transform_plan, METH_O, transform_plan_doc},
     {NULL, NULL, 0, NULL},

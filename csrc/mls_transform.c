@@ -73,9 +73,9 @@ static mls_status check_categories(const mls_transform_op *op, int64_t i, mls_er
     return MLS_STATUS_OK;
 }
 
-static mls_status check_op(const mls_transform_op *op, int64_t i, const double *const *num_cols,
-                           const mls_str *const *str_cols, int64_t n_in_cols, int64_t n_out_cols,
-                           mls_error *err)
+/* kinds[c]: 0 numeric, 1 string, -1 neither (a NULL column pointer). */
+static mls_status check_op_kinds(const mls_transform_op *op, int64_t i, const int *kinds,
+                                 int64_t n_in_cols, int64_t n_out_cols, mls_error *err)
 {
     if (op->in_col < 0 || op->in_col >= n_in_cols)
         return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
@@ -83,7 +83,7 @@ static mls_status check_op(const mls_transform_op *op, int64_t i, const double *
                              (long long)op->in_col, (long long)n_in_cols - 1);
     int64_t width = 1;
     if (op->kind == MLS_TRANSFORM_NUMERIC) {
-        if (num_cols[op->in_col] == NULL)
+        if (kinds[op->in_col] != 0)
             return mls_error_set(err, MLS_STATUS_ERR_TYPE,
                                  "transform %lld: input column %lld is not numeric", (long long)i,
                                  (long long)op->in_col);
@@ -93,12 +93,21 @@ static mls_status check_op(const mls_transform_op *op, int64_t i, const double *
                                  (long long)i, (long long)op->indicator_col,
                                  (long long)n_out_cols - 1);
     } else if (op->kind == MLS_TRANSFORM_ONEHOT || op->kind == MLS_TRANSFORM_ORDINAL) {
-        if (str_cols[op->in_col] == NULL)
+        if (kinds[op->in_col] != 1)
             return mls_error_set(err, MLS_STATUS_ERR_TYPE,
                                  "transform %lld: input column %lld is not a string column",
                                  (long long)i, (long long)op->in_col);
         mls_status st = check_categories(op, i, err);
         if (st != MLS_STATUS_OK) return st;
+        if (op->missing_category < -1 || op->missing_category >= op->n_categories)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "transform %lld: missing category %lld outside -1..%lld",
+                                 (long long)i, (long long)op->missing_category,
+                                 (long long)op->n_categories - 1);
+        if (op->unknown_mode != MLS_UNKNOWN_IGNORE && op->unknown_mode != MLS_UNKNOWN_ERROR)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "transform %lld: unknown-category mode %d", (long long)i,
+                                 op->unknown_mode);
         if (op->kind == MLS_TRANSFORM_ONEHOT) width = op->n_categories;
     } else {
         return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: unknown kind %d",
@@ -109,6 +118,58 @@ static mls_status check_op(const mls_transform_op *op, int64_t i, const double *
                              "transform %lld: output columns %lld..+%lld past the %lld outputs",
                              (long long)i, (long long)op->out_col, (long long)width,
                              (long long)n_out_cols);
+    return MLS_STATUS_OK;
+}
+
+static mls_status check_op(const mls_transform_op *op, int64_t i, const double *const *num_cols,
+                           const mls_str *const *str_cols, int64_t n_in_cols, int64_t n_out_cols,
+                           mls_error *err)
+{
+    int kinds[3] = {-1, -1, -1}; /* only the op's own column is looked at */
+    if (op->in_col < 0 || op->in_col >= n_in_cols)
+        return check_op_kinds(op, i, kinds, n_in_cols, n_out_cols, err);
+    int k = num_cols[op->in_col] != NULL ? 0 : str_cols[op->in_col] != NULL ? 1 : -1;
+    kinds[0] = k;
+    mls_transform_op shifted = *op;
+    shifted.in_col = 0;
+    mls_status st = check_op_kinds(&shifted, i, kinds, 1, n_out_cols, err);
+    if (st == MLS_STATUS_ERR_TYPE) /* name the real column */
+        return mls_error_set(err, MLS_STATUS_ERR_TYPE, "transform %lld: input column %lld is %s",
+                             (long long)i, (long long)op->in_col,
+                             op->kind == MLS_TRANSFORM_NUMERIC ? "not numeric"
+                                                               : "not a string column");
+    return st;
+}
+
+mls_status mls_transform_check(const mls_transform_op *ops, int64_t n_ops,
+                               const int64_t *col_is_string, int64_t n_in_cols,
+                               int64_t n_out_cols, mls_error *err)
+{
+    if (n_ops < 0 || n_in_cols < 0 || n_out_cols < 0)
+        return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "negative size");
+    int kinds[1];
+    for (int64_t i = 0; i < n_ops; i++) {
+        const mls_transform_op *op = &ops[i];
+        kinds[0] = -1;
+        if (op->in_col >= 0 && op->in_col < n_in_cols) {
+            int64_t k = col_is_string[op->in_col];
+            kinds[0] = k == 0 ? 0 : k == 1 ? 1 : -1;
+        }
+        mls_transform_op shifted = *op;
+        int64_t n_in = n_in_cols;
+        if (op->in_col >= 0 && op->in_col < n_in_cols) {
+            shifted.in_col = 0;
+            n_in = 1;
+        }
+        mls_status st = check_op_kinds(&shifted, i, kinds, n_in, n_out_cols, err);
+        if (st == MLS_STATUS_ERR_TYPE)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "transform %lld: input column %lld is %s", (long long)i,
+                                 (long long)op->in_col,
+                                 op->kind == MLS_TRANSFORM_NUMERIC ? "not numeric"
+                                                                   : "not a string column");
+        if (st != MLS_STATUS_OK) return st;
+    }
     return MLS_STATUS_OK;
 }
 
@@ -212,7 +273,8 @@ mls_status mls_transform_apply_tables(const mls_transform_op *ops, int64_t n_ops
         const mls_str *x = str_cols[op->in_col];
         for (int64_t r = 0; r < n_rows; r++) {
             double *row = out + r * n_out_cols;
-            int64_t c = table_find(op, &t, x[r]);
+            int64_t c = x[r].ptr == NULL && op->missing_category >= 0 ? op->missing_category
+                                                                       : table_find(op, &t, x[r]);
             if (c < 0 && op->unknown_mode == MLS_UNKNOWN_ERROR) {
                 if (own) free(t.slots);
                 return mls_error_set(err, MLS_STATUS_ERR_VALUE,

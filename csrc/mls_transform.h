@@ -12,6 +12,9 @@
  *       (MLS_UNKNOWN_IGNORE) or an error (MLS_UNKNOWN_ERROR).
  *   MLS_TRANSFORM_ORDINAL: string column; out[out_col] = index of the
  *       category, unknown/missing: unknown_value or an error.
+ *   A missing string (NULL) takes category missing_category when that is
+ *   >= 0 (SimpleImputer(strategy="constant"/"most_frequent") before the
+ *   encoder), else it is unknown.
  * Categories are looked up in an open-addressing hash table, built per call
  * by mls_transform_apply or once per model by mls_transform_tables_build
  * (then given to mls_transform_apply_tables with the same ops).
@@ -44,6 +47,8 @@ typedef struct mls_transform_op {
     int64_t cat_bytes_len;
     int unknown_mode;
     double unknown_value; /* ORDINAL with MLS_UNKNOWN_IGNORE */
+    int64_t missing_category; /* ONEHOT / ORDINAL: the category a missing value takes
+                               * (a string imputer's fill), -1: missing is unknown */
 } mls_transform_op;
 
 /* num_cols[c] (float64, n_rows) is used when column c is numeric, str_cols[c]
@@ -52,6 +57,13 @@ mls_status mls_transform_apply(const mls_transform_op *ops, int64_t n_ops, int64
                                const double *const *num_cols, const mls_str *const *str_cols,
                                int64_t n_in_cols, double *out, int64_t n_out_cols,
                                mls_error *err);
+
+/* Checks every op against the columns' kinds (col_is_string[c]: 0 numeric,
+ * 1 string; n_in_cols of them) and the n_out_cols outputs, categories included,
+ * without any data: what a loader runs once. */
+mls_status mls_transform_check(const mls_transform_op *ops, int64_t n_ops,
+                               const int64_t *col_is_string, int64_t n_in_cols,
+                               int64_t n_out_cols, mls_error *err);
 
 /* The category hash tables of ops, built once (categories checked first).
  * The ops' category bytes and offsets must outlive the tables. */

@@ -23,6 +23,7 @@ from ._estimators import LinearRegression, LogisticRegression, Ridge
 from ._graph import NeuralNetwork
 from ._io import load, save
 from ._kmeans import KMeans
+from ._pipeline import PipelineModel
 from ._recommender import Recommender
 from ._trees import TreeEnsembleModel
 from .convert import convert
@@ -143,6 +144,7 @@ __all__ = [
     "ModelStore",
     "NeuralNetwork",
     "NotFittedError",
+    "PipelineModel",
     "Recommender",
     "Ridge",
     "TreeEnsembleModel",

@@ -21,9 +21,13 @@ IGNORE, ERROR = 0, 1
 
 
 def _op(kind, in_col, out_col, fill=0.0, mul=1.0, add=0.0, indicator=-1, cats=None,
-        offsets=None, unknown_mode=IGNORE, unknown_value=0.0):
+        offsets=None, unknown_mode=IGNORE, unknown_value=0.0, missing=-1):
     return (kind, in_col, out_col, float(fill), float(mul), float(add), indicator, cats,
-            offsets, unknown_mode, float(unknown_value))
+            offsets, unknown_mode, float(unknown_value), int(missing))
+
+
+def _is_nan(v):
+    return isinstance(v, float) and v != v
 
 
 def _categories(step, name, cats):
@@ -67,10 +71,11 @@ def _steps(transformer, name):
 class ColumnTransform:
     """A converted ColumnTransformer: transform(X) -> float64 (n, n_out)."""
 
-    _save_unsupported = "a converted ColumnTransformer cannot be saved to one .mls yet"
-
-    def __init__(self, feature_names, ops, n_out, string_columns):
+    def __init__(self, feature_names, ops, n_out, string_columns, described=(),
+                 categories=None):
         self.feature_names = list(feature_names)
+        self.described = list(described)
+        self._categories = dict(categories or {})
         used = sorted({op[1] for op in ops})  # dropped columns are not read
         remap = {c: k for k, c in enumerate(used)}
         self._used = [self.feature_names[c] for c in used]
@@ -78,6 +83,41 @@ class ColumnTransform:
         self.n_out = n_out
         self._string = {remap[c] for c in string_columns}
         self._plan = _core.transform_plan(self._ops)  # category hash tables built once
+        self.input_schema = [
+            {"name": str(self.feature_names[c]),
+             "kind": "string" if remap[c] in self._string else "numeric",
+             "categories": ([str(v) for v in self._categories.get(c, [])]
+                            if remap[c] in self._string else None)}
+            for c in used]
+
+    def sections(self) -> dict:
+        """The pipe.* sections of kind 7 (csrc/mls_pipeline.h), final model excluded."""
+        n_ops = len(self._ops)
+        ops = np.zeros((n_ops, 8), dtype=np.int64)
+        params = np.zeros((n_ops, 4), dtype=np.float64)
+        missing = np.full(n_ops, -1, dtype=np.int64)
+        offsets, blobs, n_offs, n_bytes = [], [], 0, 0
+        for k, op in enumerate(self._ops):
+            kind, in_col, out_col, fill, mul, add, ind, cats, offs, mode, unknown = op[:11]
+            ops[k, :5] = (kind, in_col, out_col, ind, mode)
+            params[k] = (fill, mul, add, unknown)
+            if kind != NUMERIC:
+                missing[k] = op[11]
+                ops[k, 5:] = (len(offs) - 1, n_offs, n_bytes)
+                offsets.append(np.asarray(offs, dtype=np.int64))
+                blobs.append(cats)
+                n_offs += len(offs)
+                n_bytes += len(cats)
+        kinds = np.array([1 if c in self._string else 0 for c in range(len(self._used))],
+                         dtype=np.int64)
+        return {
+            "pipe.columns": kinds,
+            "pipe.ops": ops,
+            "pipe.params": params,
+            "pipe.missing": missing,
+            "pipe.cat_offsets": np.concatenate(offsets + [np.zeros(1, np.int64)]),
+            "pipe.cat_bytes": np.frombuffer(b"".join(blobs) + b"\0", dtype=np.uint8).copy(),
+        }
 
     def _columns(self, X):
         names = self._used
@@ -119,6 +159,7 @@ def convert_column_transformer(ct):
     names = list(getattr(ct, "feature_names_in_", range(ct.n_features_in_)))
     index = {n: i for i, n in enumerate(names)}
     ops, out, strings = [], 0, set()
+    described, categories = [], {}
     for tname, transformer, cols in ct.transformers_:
         if transformer == "drop":
             continue
@@ -130,26 +171,53 @@ def convert_column_transformer(ct):
         identity = (type(transformer).__name__ == "FunctionTransformer"
                     and transformer.func is None)  # remainder="passthrough" in sklearn >= 1.4
         if identity or transformer == "passthrough":
+            described.append({"name": tname, "steps": ["passthrough"],
+                              "columns": [str(names[i]) for i in idx]})
             for i in idx:
                 ops.append(_op(NUMERIC, i, out, fill=np.nan))
                 out += 1
             continue
         steps = _steps(transformer, tname)
         kinds = [type(s).__name__ for _, s in steps]
+        described.append({"name": tname, "steps": kinds,
+                          "columns": [str(names[i]) for i in idx]})
         if kinds and kinds[-1] in ("OneHotEncoder", "OrdinalEncoder"):
-            if len(steps) != 1:
-                raise ConvertError(f"transformer {tname!r}: an encoder must stand alone yet")
-            sname, enc = steps[0]
+            imputer = None
+            if len(steps) == 2 and kinds[0] == "SimpleImputer":
+                imputer = steps[0]
+            elif len(steps) != 1:
+                raise ConvertError(f"transformer {tname!r}: an encoder may follow only one "
+                                   "SimpleImputer yet, got " + ", ".join(kinds))
+            sname, enc = steps[-1]
+            if imputer is not None:
+                iname, imp = imputer
+                if imp.indicator_ is not None:
+                    raise ConvertError(f"step {iname!r} (SimpleImputer): add_indicator before "
+                                       "an encoder is not supported yet")
+                if not (imp.missing_values is None or _is_nan(imp.missing_values)):
+                    raise ConvertError(f"step {iname!r} (SimpleImputer): missing_values must "
+                                       "be NaN or None for a string column")
             for j, i in enumerate(idx):
                 cats, offsets = _categories(enc, sname, enc.categories_[j])
+                missing = -1
+                if imputer is not None:
+                    fill = imputer[1].statistics_[j]
+                    if not isinstance(fill, str):
+                        raise ConvertError(f"step {imputer[0]!r} (SimpleImputer): the fill "
+                                           f"value of a string column must be a string, got "
+                                           f"{fill!r}")
+                    known = list(enc.categories_[j])
+                    missing = known.index(fill) if fill in known else -1
                 strings.add(i)
+                categories.setdefault(i, [])
+                categories[i].extend(c for c in enc.categories_[j] if c not in categories[i])
                 if kinds[-1] == "OneHotEncoder":
                     if enc.drop is not None or getattr(enc, "_infrequent_enabled", False):
                         raise ConvertError(f"step {sname!r} (OneHotEncoder): drop and "
                                            "infrequent categories are not supported yet")
                     mode = IGNORE if enc.handle_unknown == "ignore" else ERROR
                     ops.append(_op(ONEHOT, i, out, cats=cats, offsets=offsets,
-                                   unknown_mode=mode))
+                                   unknown_mode=mode, missing=missing))
                     out += len(offsets) - 1
                 else:
                     if enc.handle_unknown == "use_encoded_value":
@@ -157,7 +225,7 @@ def convert_column_transformer(ct):
                     else:
                         mode, value = ERROR, 0.0
                     ops.append(_op(ORDINAL, i, out, cats=cats, offsets=offsets,
-                                   unknown_mode=mode, unknown_value=value))
+                                   unknown_mode=mode, unknown_value=value, missing=missing))
                     out += 1
             continue
         # numeric: [SimpleImputer] then affine scalers
@@ -188,7 +256,7 @@ def convert_column_transformer(ct):
             ops.append(_op(NUMERIC, i, out + j, fill=fill[j], mul=mul[j], add=add[j],
                            indicator=ind))
         out += n_main + (len(indicator) if indicator is not None else 0)
-    return ColumnTransform(names, ops, out, strings)
+    return ColumnTransform(names, ops, out, strings, described, categories)
 
 
 # Final estimators a converted Pipeline may end with (their existing converters run).
@@ -205,44 +273,54 @@ FINAL_ESTIMATORS = (
 )
 
 
-class PipelineModel:
-    """A converted Pipeline([ColumnTransformer, final estimator]).
+_KIND_NUMBERS = {"linear_regressor": 1, "logistic_regression": 2, "tree_ensemble": 3,
+                 "kmeans": 4, "graph": 6}
 
-    predict / predict_proba / decision_function run the C column transform,
-    whose output is the final estimator's input, then the converted final
-    estimator (one of mlserve's own). Not yet storable in one .mls
-    (MLS_KIND_PIPELINE = 7 is reserved for that).
-    """
 
-    _save_unsupported = ("a converted Pipeline cannot be saved to one .mls yet; keep the "
-                         "scikit-learn pipeline and convert it when loading")
+def build_pipeline_model(transform, final, steps):
+    """One kind-7 model: the transform's sections and the final model's (None: a bare
+    ColumnTransformer), with the input schema and the steps in the metadata."""
+    import datetime
+    import json
 
-    def __init__(self, transform, final, step_names):
-        self.transform_ = transform
-        self.final_estimator_ = final
-        self.steps = step_names
-        self.feature_names_in_ = np.asarray(transform.feature_names, dtype=object)
-        self.n_features_in_ = len(transform.feature_names)
-        if hasattr(final, "classes_"):
-            self.classes_ = final.classes_
+    from .._estimators import FORMAT_VERSION, _library_version
+    from .._pipeline import PipelineModel
 
-    def transform(self, X):
-        return self.transform_.transform(X)
+    arrays = transform.sections()
+    final_kind, final_meta = 0, None
+    meta = {"task": "transform", "n_outputs": transform.n_out,
+            "output_shape": [transform.n_out], "classes": None, "classes_dtype": None}
+    if final is not None:
+        core = final._fitted_model()
+        final_kind = _KIND_NUMBERS[core.kind]
+        final_meta = json.loads(core.metadata)
+        for name, value in core.arrays().items():
+            arrays["final." + name] = value
+        meta = {k: final_meta.get(k) for k in ("task", "n_outputs", "output_shape", "classes",
+                                                 "classes_dtype")}
+    arrays["pipe.header"] = np.array([len(transform._used), transform.n_out, final_kind,
+                                      len(transform._ops), 1], dtype=np.int64)
+    meta.update({
+        "kind": "pipeline",
+        "estimator": "PipelineModel",
+        "params": {},
+        "n_features": len(transform._used),
+        "feature_names": [str(n) for n in transform._used],
+        "dtype": "float64",
+        "input_schema": transform.input_schema,
+        "steps": steps,
+        "final": final_meta,
+        "mlserve_version": _library_version(),
+        "format_version": FORMAT_VERSION,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    })
+    model = PipelineModel()
+    model._install(_core.create("pipeline", arrays, json.dumps(meta)))
+    return model
 
-    def _final(self, method):
-        fn = getattr(self.final_estimator_, method, None)
-        if fn is None:
-            raise AttributeError(f"{type(self.final_estimator_).__name__} has no {method}")
-        return fn
 
-    def predict(self, X):
-        return self._final("predict")(self.transform(X))
-
-    def predict_proba(self, X):
-        return self._final("predict_proba")(self.transform(X))
-
-    def decision_function(self, X):
-        return self._final("decision_function")(self.transform(X))
+def _ct_step(name, ct, transform):
+    return {"name": name, "class": type(ct).__name__, "transformers": transform.described}
 
 
 def convert_pipeline(pipe, dtype, converters):
@@ -269,10 +347,16 @@ def convert_pipeline(pipe, dtype, converters):
     if n_in != transform.n_out:
         raise ConvertError(f"step {fname!r} expects {n_in} features, the ColumnTransformer "
                            f"{tname!r} gives {transform.n_out}")
-    return PipelineModel(transform, converted, [tname, fname])
+    return build_pipeline_model(transform, converted, [
+        _ct_step(tname, ct, transform), {"name": fname, "class": type(final).__name__}])
+
+
+def _convert_bare_column_transformer(ct, dtype):
+    transform = convert_column_transformer(ct)
+    return build_pipeline_model(transform, None, [_ct_step("columns", ct, transform)])
 
 
 CONVERTERS = {
     "sklearn.compose._column_transformer.ColumnTransformer":
-        lambda ct, dtype: convert_column_transformer(ct),
+        _convert_bare_column_transformer,
 }

@@ -1,0 +1,337 @@
+/* mls_pipeline.c: see mls_pipeline.h. */
+#include "mls_pipeline.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FINAL_PREFIX "final."
+#define PIPE_PREFIX "pipe."
+
+typedef struct pipeline_state {
+    int64_t n_in, n_out, n_ops;
+    const int64_t *col_is_string; /* n_in, in the mapping */
+    int has_strings;
+    mls_transform_op *ops;        /* n_ops, pointing into the mapping */
+    mls_transform_tables *tables; /* category hash tables, built once */
+    mls_model *final;             /* NULL: a bare column transform */
+} pipeline_state;
+
+static void pipeline_release(mls_model *m)
+{
+    pipeline_state *s = m->state;
+    if (s == NULL) return;
+    mls_transform_tables_free(s->tables);
+    mls_model_free(s->final);
+    free(s->ops);
+    free(s);
+    m->state = NULL;
+}
+
+/* The section `name`, which must be of dtype, ndim and (when >= 0) shape. */
+static mls_status need(const mls_model *m, const char *name, mls_dtype dtype, int ndim,
+                       int64_t d0, int64_t d1, const mls_section **out, mls_error *err)
+{
+    const mls_section *s = mls_model_find_section(m, name);
+    *out = s;
+    if (s == NULL)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "pipeline: section '%s' is missing",
+                             name);
+    if (s->dtype != dtype || s->ndim != ndim || (d0 >= 0 && s->shape[0] != d0) ||
+        (ndim == 2 && d1 >= 0 && s->shape[1] != d1))
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "pipeline: section '%s' has the wrong dtype or shape "
+                             "(expected %s, %d-d, %lld x %lld)",
+                             name, mls_dtype_name(dtype), ndim, (long long)d0, (long long)d1);
+    if (mls_section_size(s) < (ndim == 1 ? 1 : 0))
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "pipeline: section '%s' is empty",
+                             name);
+    return MLS_STATUS_OK;
+}
+
+/* The final model over the final.* sections (borrowed data; the descriptors
+ * are its own). */
+static mls_status final_init(mls_model *m, int64_t kind, int64_t n_out, mls_model **out,
+                             mls_error *err)
+{
+    *out = NULL;
+    size_t n_final = 0, plen = strlen(FINAL_PREFIX);
+    for (size_t i = 0; i < m->n_sections; i++) {
+        const char *name = m->sections[i].name;
+        if (strncmp(name, FINAL_PREFIX, plen) == 0)
+            n_final++;
+        else if (strncmp(name, PIPE_PREFIX, strlen(PIPE_PREFIX)) != 0)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "pipeline: unexpected section '%.63s'", name);
+    }
+    if (kind == 0) {
+        if (n_final != 0)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "pipeline without a final model has %zu final sections",
+                                 n_final);
+        return MLS_STATUS_OK;
+    }
+    const mls_model_vtable *vt = kind > 0 && kind < 256 && kind != MLS_KIND_PIPELINE
+                                     ? mls_model_vtable_for((uint32_t)kind)
+                                     : NULL;
+    if (vt == NULL)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "pipeline: final model kind %lld is unknown or not allowed",
+                             (long long)kind);
+    mls_model *f = calloc(1, sizeof(*f));
+    mls_section *descs = calloc(n_final ? n_final : 1, sizeof(*descs));
+    if (f == NULL || descs == NULL) {
+        free(f);
+        free(descs);
+        return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline: final model");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_sections; i++) {
+        const mls_section *s = &m->sections[i];
+        if (strncmp(s->name, FINAL_PREFIX, plen) != 0) continue;
+        descs[k] = *s;
+        memset(descs[k].name, 0, MLS_SECTION_NAME_MAX);
+        memcpy(descs[k].name, s->name + plen, strnlen(s->name + plen, MLS_SECTION_NAME_MAX - 1 - plen));
+        k++;
+    }
+    f->vt = vt;
+    f->sections = descs;
+    f->n_sections = n_final;
+    mls_status st = vt->init(f, err);
+    if (st == MLS_STATUS_OK && f->n_features != n_out)
+        st = mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                           "pipeline: the final model takes %lld features, the transform "
+                           "gives %lld",
+                           (long long)f->n_features, (long long)n_out);
+    if (st != MLS_STATUS_OK) {
+        mls_model_free(f);
+        return st;
+    }
+    *out = f;
+    return MLS_STATUS_OK;
+}
+
+static mls_status pipeline_init(mls_model *m, mls_error *err)
+{
+    const mls_section *hdr, *cols, *ops, *params, *missing, *offs, *bytes;
+    mls_status st = need(m, "pipe.header", MLS_DTYPE_INT64, 1, 5, 0, &hdr, err);
+    if (st != MLS_STATUS_OK) return st;
+    const int64_t *h = hdr->data;
+    int64_t n_in = h[0], n_out = h[1], final_kind = h[2], n_ops = h[3];
+    if (h[4] != MLS_PIPELINE_FORMAT)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "pipeline: layout version %lld, this build reads %d",
+                             (long long)h[4], MLS_PIPELINE_FORMAT);
+    if (n_in < 1 || n_out < 1 || n_ops < 1)
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "pipeline: %lld inputs, %lld outputs, %lld ops (each >= 1)",
+                             (long long)n_in, (long long)n_out, (long long)n_ops);
+    /* the shapes below must match these counts, so no count exceeds the file */
+    if ((st = need(m, "pipe.columns", MLS_DTYPE_INT64, 1, n_in, 0, &cols, err)) ||
+        (st = need(m, "pipe.ops", MLS_DTYPE_INT64, 2, n_ops, MLS_PIPELINE_OP_FIELDS, &ops,
+                   err)) ||
+        (st = need(m, "pipe.params", MLS_DTYPE_FLOAT64, 2, n_ops, MLS_PIPELINE_PARAM_FIELDS,
+                   &params, err)) ||
+        (st = need(m, "pipe.missing", MLS_DTYPE_INT64, 1, n_ops, 0, &missing, err)) ||
+        (st = need(m, "pipe.cat_offsets", MLS_DTYPE_INT64, 1, -1, 0, &offs, err)) ||
+        (st = need(m, "pipe.cat_bytes", MLS_DTYPE_UINT8, 1, -1, 0, &bytes, err)))
+        return st;
+    const int64_t *colv = cols->data;
+    int has_strings = 0;
+    for (int64_t c = 0; c < n_in; c++) {
+        if (colv[c] != 0 && colv[c] != 1)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "pipeline: column %lld has kind %lld (0 or 1)", (long long)c,
+                                 (long long)colv[c]);
+        has_strings |= colv[c] == 1;
+    }
+    int64_t n_offs = offs->shape[0], n_bytes = bytes->shape[0];
+    pipeline_state *s = calloc(1, sizeof(*s));
+    if (s == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline state");
+    m->state = s;
+    s->ops = calloc((size_t)n_ops, sizeof(*s->ops));
+    if (s->ops == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline ops");
+    s->n_in = n_in;
+    s->n_out = n_out;
+    s->n_ops = n_ops;
+    s->col_is_string = colv;
+    s->has_strings = has_strings;
+    const int64_t *ov = ops->data, *mv = missing->data;
+    const double *pv = params->data;
+    const int64_t *offv = offs->data;
+    for (int64_t i = 0; i < n_ops; i++) {
+        const int64_t *o = ov + i * MLS_PIPELINE_OP_FIELDS;
+        const double *p = pv + i * MLS_PIPELINE_PARAM_FIELDS;
+        mls_transform_op *op = &s->ops[i];
+        if (o[0] < 0 || o[0] > MLS_TRANSFORM_ORDINAL || o[4] < 0 || o[4] > MLS_UNKNOWN_ERROR)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "pipeline: op %lld has kind %lld, unknown mode %lld",
+                                 (long long)i, (long long)o[0], (long long)o[4]);
+        op->kind = (int)o[0];
+        op->in_col = o[1];
+        op->out_col = o[2];
+        op->indicator_col = o[3];
+        op->unknown_mode = (int)o[4];
+        op->fill = p[0];
+        op->mul = p[1];
+        op->add = p[2];
+        op->unknown_value = p[3];
+        op->missing_category = mv[i];
+        if (op->kind == MLS_TRANSFORM_NUMERIC) {
+            op->missing_category = -1;
+            continue;
+        }
+        int64_t n_cat = o[5], off0 = o[6], b0 = o[7];
+        /* offsets_start + n_cat + 1 <= n_offs without overflow; b0 within the bytes */
+        if (n_cat < 0 || off0 < 0 || off0 >= n_offs || n_cat > n_offs - off0 - 1 || b0 < 0 ||
+            b0 > n_bytes)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "pipeline: op %lld: %lld categories from offset %lld, bytes "
+                                 "from %lld, past the %lld offsets / %lld bytes",
+                                 (long long)i, (long long)n_cat, (long long)off0, (long long)b0,
+                                 (long long)n_offs, (long long)n_bytes);
+        op->n_categories = n_cat;
+        op->cat_offsets = offv + off0;
+        op->cat_bytes = (const char *)bytes->data + b0;
+        op->cat_bytes_len = n_bytes - b0;
+    }
+    /* kinds, columns, outputs and every category offset (mls_transform_check) */
+    st = mls_transform_check(s->ops, n_ops, colv, n_in, n_out, err);
+    if (st != MLS_STATUS_OK) return st;
+    st = mls_transform_tables_build(s->ops, n_ops, &s->tables, err);
+    if (st != MLS_STATUS_OK) return st;
+    st = final_init(m, final_kind, n_out, &s->final, err);
+    if (st != MLS_STATUS_OK) return st;
+    m->dtype = MLS_DTYPE_FLOAT64;
+    m->n_features = n_in;
+    return MLS_STATUS_OK;
+}
+
+static mls_status pipeline_output_spec(const mls_model *m, mls_method method,
+                                       mls_output_spec *spec, mls_error *err)
+{
+    const pipeline_state *s = m->state;
+    if (s->final != NULL) return mls_model_output_spec(s->final, method, spec, err);
+    if (method != MLS_METHOD_TRANSFORM)
+        return mls_error_set(err, MLS_STATUS_ERR_UNSUPPORTED,
+                             "a column transform has only transform");
+    spec->ndim = 2;
+    spec->cols = s->n_out;
+    spec->dtype = MLS_DTYPE_FLOAT64;
+    return MLS_STATUS_OK;
+}
+
+int64_t mls_pipeline_n_inputs(const mls_model *m)
+{
+    return m->vt->kind == MLS_KIND_PIPELINE ? ((const pipeline_state *)m->state)->n_in : -1;
+}
+
+int64_t mls_pipeline_n_transformed(const mls_model *m)
+{
+    return m->vt->kind == MLS_KIND_PIPELINE ? ((const pipeline_state *)m->state)->n_out : -1;
+}
+
+int mls_pipeline_column_is_string(const mls_model *m, int64_t c)
+{
+    if (m->vt->kind != MLS_KIND_PIPELINE) return 0;
+    const pipeline_state *s = m->state;
+    return c >= 0 && c < s->n_in && s->col_is_string[c] == 1;
+}
+
+static mls_status check_pipeline(const mls_model *m, int64_t n_rows, int64_t n_in_cols,
+                                 mls_error *err)
+{
+    if (m == NULL || m->vt->kind != MLS_KIND_PIPELINE)
+        return mls_error_set(err, MLS_STATUS_ERR_ARGUMENT, "not a pipeline model");
+    const pipeline_state *s = m->state;
+    if (n_rows < 0) return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "negative row count");
+    if (n_in_cols != s->n_in)
+        return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "expected %lld columns, got %lld",
+                             (long long)s->n_in, (long long)n_in_cols);
+    if (s->n_out > 0 && n_rows > INT64_MAX / 8 / s->n_out)
+        return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "too many rows");
+    return MLS_STATUS_OK;
+}
+
+mls_status mls_pipeline_transform(const mls_model *m, int64_t n_rows,
+                                  const double *const *num_cols, const mls_str *const *str_cols,
+                                  int64_t n_in_cols, double *out, mls_error *err)
+{
+    mls_status st = check_pipeline(m, n_rows, n_in_cols, err);
+    if (st != MLS_STATUS_OK) return st;
+    const pipeline_state *s = m->state;
+    return mls_transform_apply_tables(s->ops, s->n_ops, s->tables, n_rows, num_cols, str_cols,
+                                      n_in_cols, out, s->n_out, err);
+}
+
+mls_status mls_pipeline_predict_columns(const mls_model *m, mls_method method, int64_t n_rows,
+                                        const double *const *num_cols,
+                                        const mls_str *const *str_cols, int64_t n_in_cols,
+                                        void *out, mls_error *err)
+{
+    mls_status st = check_pipeline(m, n_rows, n_in_cols, err);
+    if (st != MLS_STATUS_OK) return st;
+    const pipeline_state *s = m->state;
+    mls_output_spec spec;
+    st = pipeline_output_spec(m, method, &spec, err);
+    if (st != MLS_STATUS_OK) return st;
+    if (n_rows == 0) return MLS_STATUS_OK;
+    if (s->final == NULL) /* TRANSFORM of a bare column transform */
+        return mls_pipeline_transform(m, n_rows, num_cols, str_cols, n_in_cols, out, err);
+    size_t cells = (size_t)n_rows * (size_t)s->n_out;
+    double *buf = malloc(cells * sizeof(double));
+    if (buf == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline rows");
+    st = mls_transform_apply_tables(s->ops, s->n_ops, s->tables, n_rows, num_cols, str_cols,
+                                    n_in_cols, buf, s->n_out, err);
+    if (st == MLS_STATUS_OK) {
+        mls_tensor X = {buf, MLS_DTYPE_FLOAT64, n_rows, s->n_out, s->n_out};
+        if (s->final->dtype == MLS_DTYPE_FLOAT32) { /* in place: float32 fits in the doubles */
+            float *f = (float *)buf;
+            for (size_t i = 0; i < cells; i++) f[i] = (float)buf[i];
+            X.dtype = MLS_DTYPE_FLOAT32;
+        }
+        st = mls_model_predict(s->final, method, &X, out, err);
+    }
+    free(buf);
+    return st;
+}
+
+/* A float64 tensor of the inputs: only for pipelines without string columns. */
+static mls_status pipeline_predict(const mls_model *m, mls_method method, const mls_tensor *X,
+                                   void *out, mls_error *err)
+{
+    const pipeline_state *s = m->state;
+    if (s->has_strings)
+        return mls_error_set(err, MLS_STATUS_ERR_TYPE,
+                             "this pipeline has string columns: give it columns, records or "
+                             "a DataFrame, not a numeric matrix");
+    if ((uint64_t)X->rows > SIZE_MAX / sizeof(double) / (uint64_t)s->n_in)
+        return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "too many rows");
+    double *cols = malloc((size_t)X->rows * (size_t)s->n_in * sizeof(double));
+    const double **num = calloc((size_t)s->n_in, sizeof(*num));
+    const mls_str **strs = calloc((size_t)s->n_in, sizeof(*strs));
+    mls_status st;
+    if (cols == NULL || num == NULL || strs == NULL) {
+        st = mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline columns");
+    } else {
+        const double *x = X->data;
+        for (int64_t c = 0; c < s->n_in; c++) {
+            double *col = cols + c * X->rows;
+            for (int64_t r = 0; r < X->rows; r++) col[r] = x[r * X->row_stride + c];
+            num[c] = col;
+        }
+        st = mls_pipeline_predict_columns(m, method, X->rows, num, strs, s->n_in, out, err);
+    }
+    free(cols);
+    free(num);
+    free(strs);
+    return st;
+}
+
+const mls_model_vtable mls_pipeline_vtable = {
+    .kind = MLS_KIND_PIPELINE,
+    .name = "pipeline",
+    .init = pipeline_init,
+    .output_spec = pipeline_output_spec,
+    .predict = pipeline_predict,
+    .release_state = pipeline_release,
+};
