@@ -5,7 +5,17 @@
 #include <string.h>
 
 #define FINAL_PREFIX "final."
-#define PIPE_PREFIX "pipe."
+
+static const char *const pipe_sections[] = {"pipe.header", "pipe.columns", "pipe.ops",
+                                             "pipe.params", "pipe.missing", "pipe.cat_offsets",
+                                             "pipe.cat_bytes"};
+
+static int is_pipe_section(const char *name)
+{
+    for (size_t i = 0; i < sizeof(pipe_sections) / sizeof(pipe_sections[0]); i++)
+        if (strncmp(name, pipe_sections[i], MLS_SECTION_NAME_MAX) == 0) return 1;
+    return 0;
+}
 
 typedef struct pipeline_state {
     int64_t n_in, n_out, n_ops;
@@ -59,7 +69,7 @@ static mls_status final_init(mls_model *m, int64_t kind, int64_t n_out, mls_mode
         const char *name = m->sections[i].name;
         if (strncmp(name, FINAL_PREFIX, plen) == 0)
             n_final++;
-        else if (strncmp(name, PIPE_PREFIX, strlen(PIPE_PREFIX)) != 0)
+        else if (!is_pipe_section(name))
             return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                                  "pipeline: unexpected section '%.63s'", name);
     }

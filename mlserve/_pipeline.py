@@ -13,6 +13,8 @@ by name. ``input_schema`` lists each input column: its name, kind
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _core
@@ -23,7 +25,7 @@ PREDICT, PREDICT_PROBA, DECISION_FUNCTION, TRANSFORM = 0, 1, 2, -1
 
 
 def _is_missing(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def numeric_column(name: str, values) -> np.ndarray:
@@ -40,8 +42,9 @@ def numeric_column(name: str, values) -> np.ndarray:
         if _is_missing(v):
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-            raise ValueError(f"column {name!r}, row {row}: expected a number, got "
-                             f"{type(v).__name__} {str(v)[:40]!r}") from None
+            raise ValueError(  # noqa: TRY004 (a wrong value in the data, as scikit-learn)
+                f"column {name!r}, row {row}: expected a number, got "
+                f"{type(v).__name__} {str(v)[:40]!r}") from None
     raise ValueError(f"column {name!r}: expected numbers")
 
 
@@ -122,7 +125,7 @@ class PipelineModel(_MLServeEstimator):
         pass
 
     @classmethod
-    def _from_core_model(cls, model) -> "PipelineModel":
+    def _from_core_model(cls, model) -> PipelineModel:
         est = cls()
         est._install(model)
         return est

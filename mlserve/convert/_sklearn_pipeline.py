@@ -27,7 +27,7 @@ def _op(kind, in_col, out_col, fill=0.0, mul=1.0, add=0.0, indicator=-1, cats=No
 
 
 def _is_nan(v):
-    return isinstance(v, float) and v != v
+    return isinstance(v, float) and np.isnan(v)
 
 
 def _categories(step, name, cats):

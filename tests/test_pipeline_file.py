@@ -1,0 +1,288 @@
+"""Pipelines as one .mls file (issue 14, step 2; MLS_KIND_PIPELINE = 7): save/load
+round trip, the input schema in the file, `mlserve info`, the store, and corrupt
+or truncated sections refused with a reason (csrc/mls_pipeline.c)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from trees_support import patch_section
+
+import mlserve
+from mlserve import _core
+from mlserve.cli import main as cli_main
+
+
+def frame(n=300, seed=3):
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 12, n)
+    age[rng.random(n) < 0.15] = np.nan
+    income = rng.lognormal(10, 1, n)
+    city = rng.choice(["paris", "lyon", "nîmes", "brest"], n).astype(object)
+    city[rng.random(n) < 0.1] = None
+    plan = rng.choice([f"p{i}" for i in range(40)], n).astype(object)
+    X = pd.DataFrame({"age": age, "income": income, "city": city, "plan": plan})
+    score = np.nan_to_num(age, nan=40) / 10 + (city == "paris") + rng.normal(0, 0.5, n)
+    return X, (score > np.median(score)).astype(int), score
+
+
+def prep():
+    return ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+         ["age", "income"]),
+        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
+                              OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+         ["city", "plan"]),
+    ])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y, _ = frame()
+    pipe = Pipeline([("prep", prep()), ("clf", LogisticRegression(max_iter=2000))]).fit(X, y)
+    return X, pipe, mlserve.convert(pipe)
+
+
+def unseen(X):
+    Y = X.head(20).copy()
+    Y.loc[Y.index[:5], "city"] = "atlantis"
+    Y.loc[Y.index[5:8], "plan"] = None
+    return Y
+
+
+def test_imputed_string_columns_match_sklearn(fitted):
+    X, pipe, model = fitted
+    for data in (X, unseen(X)):
+        np.testing.assert_allclose(model.predict_proba(data), pipe.predict_proba(data),
+                                   rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(model.predict(data), pipe.predict(data))
+        np.testing.assert_allclose(model.transform(data), pipe[0].transform(data),
+                                   rtol=1e-6, atol=1e-9)
+
+
+def test_save_load_round_trip_is_identical(fitted, tmp_path):
+    X, pipe, model = fitted
+    path = tmp_path / "churn.mls"
+    mlserve.save(model, path)
+    loaded = mlserve.load(path)
+    assert isinstance(loaded, mlserve.PipelineModel)
+    assert loaded.model_.mapping is not None  # arrays used in place from the file
+    for method in ("predict", "predict_proba", "decision_function", "transform"):
+        for data in (X, unseen(X)):
+            np.testing.assert_array_equal(getattr(loaded, method)(data),
+                                          getattr(model, method)(data))
+    assert loaded.input_schema == model.input_schema
+    assert loaded.steps == model.steps
+    np.testing.assert_array_equal(loaded.classes_, pipe.classes_)
+    np.testing.assert_array_equal(list(loaded.feature_names_in_), ["age", "income", "city",
+                                                                   "plan"])
+
+
+def test_input_schema_names_kinds_and_categories(fitted):
+    _, pipe, model = fitted
+    schema = {c["name"]: c for c in model.input_schema}
+    assert [c["name"] for c in model.input_schema] == ["age", "income", "city", "plan"]
+    assert schema["age"] == {"name": "age", "kind": "numeric", "categories": None}
+    enc = pipe[0].named_transformers_["cat"][-1]
+    assert schema["city"]["kind"] == "string"
+    assert schema["city"]["categories"] == list(enc.categories_[0])
+    assert "missing" in schema["city"]["categories"]  # the imputer's fill is a category
+    assert schema["plan"]["categories"] == list(enc.categories_[1])
+    assert model.metadata["input_schema"] == model.input_schema
+
+
+def test_records_one_record_and_dict_of_columns(fitted):
+    X, pipe, model = fitted
+    want = pipe.predict_proba(X.head(5))
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in X.head(5).to_dict("records")]
+    np.testing.assert_allclose(model.predict_proba(records), want, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(model.predict_proba(records[0]), want[:1], rtol=1e-6,
+                               atol=1e-9)
+    cols = {k: X.head(5)[k].tolist() for k in reversed(X.columns)}
+    np.testing.assert_allclose(model.predict_proba(cols), want, rtol=1e-6, atol=1e-9)
+
+
+def test_wrong_types_name_column_and_row(fitted):
+    _, _, model = fitted
+    records = [{"age": 30.0, "income": 1.0, "city": "paris", "plan": "p1"},
+               {"age": "old", "income": 1.0, "city": "paris", "plan": "p1"}]
+    with pytest.raises(ValueError, match=r"column 'age', row 1: expected a number, got str"):
+        model.predict(records)
+    records[1] = {"age": 3.0, "income": 1.0, "city": 7, "plan": "p1"}
+    with pytest.raises(ValueError, match=r"column 'city', row 1: expected a string, got int"):
+        model.predict(records)
+    with pytest.raises(ValueError, match="row 0 is missing column 'plan'"):
+        model.predict([{"age": 1.0, "income": 1.0, "city": "x"}])
+
+
+def test_bare_column_transformer_round_trip(tmp_path):
+    X, _, _ = frame()
+    ct = prep().fit(X)
+    model = mlserve.convert(ct)
+    mlserve.save(model, tmp_path / "ct.mls")
+    loaded = mlserve.load(tmp_path / "ct.mls")
+    np.testing.assert_allclose(loaded.transform(X), ct.transform(X), rtol=1e-6, atol=1e-9)
+    with pytest.raises(AttributeError, match="has no predict"):
+        loaded.predict(X)
+
+
+def test_regressor_and_tree_finals_round_trip(tmp_path):
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y, score = frame()
+    for final, target, methods in (
+            (LinearRegression(), score, ["predict"]),
+            (RandomForestClassifier(n_estimators=8, random_state=0), y,
+             ["predict", "predict_proba"])):
+        pipe = Pipeline([("prep", prep()), ("final", final)]).fit(X, target)
+        mlserve.save(mlserve.convert(pipe), tmp_path / "m.mls")
+        loaded = mlserve.load(tmp_path / "m.mls")
+        for m in methods:
+            np.testing.assert_allclose(getattr(loaded, m)(X), getattr(pipe, m)(X), rtol=1e-6,
+                                       atol=1e-9)
+
+
+def test_info_shows_steps_and_schema(fitted, tmp_path):
+    _, _, model = fitted
+    mlserve.save(model, tmp_path / "p.mls")
+    result = CliRunner().invoke(cli_main, ["info", str(tmp_path / "p.mls")])
+    assert result.exit_code == 0, result.output
+    assert "prep (ColumnTransformer)" in result.output
+    assert "num: SimpleImputer -> StandardScaler on age, income" in result.output
+    assert "cat: SimpleImputer -> OneHotEncoder on city, plan" in result.output
+    assert "clf (LogisticRegression)" in result.output
+    assert "input schema:" in result.output
+    assert "brest, lyon, missing, nîmes, paris" in result.output
+    as_json = CliRunner().invoke(cli_main, ["info", "--json", str(tmp_path / "p.mls")])
+    assert json.loads(as_json.output)["input_schema"] == model.input_schema
+
+
+def test_store_publishes_and_compares_the_input_schema(fitted, tmp_path):
+    X, pipe, model = fitted
+    store = mlserve.ModelStore(tmp_path / "store")
+    mlserve.save(model, tmp_path / "v1.mls")
+    store.publish("churn", tmp_path / "v1.mls", alias="production")
+    served = store.get("churn", alias="production")
+    np.testing.assert_allclose(served.predict_proba(X), pipe.predict_proba(X), rtol=1e-6,
+                               atol=1e-9)
+    # the same columns, but 'paris' and others are unknown to the candidate
+    Y = X.copy()
+    Y["city"] = Y["city"].replace({"paris": "lyon"})
+    y = (np.nan_to_num(Y["age"], nan=40) > 40).astype(int)
+    other = Pipeline([("prep", prep()), ("clf", LogisticRegression(max_iter=2000))]).fit(Y, y)
+    mlserve.save(mlserve.convert(other), tmp_path / "v2.mls")
+    with pytest.raises(mlserve.store.IncompatibleModelError,
+                       match="does not know categories \\['paris'\\] of column 'city'"):
+        store.publish("churn", tmp_path / "v2.mls", alias="production")
+    # a column that changed kind
+    Z = X.copy()
+    Z["plan"] = np.arange(len(Z), dtype=float)
+    third = Pipeline([("prep", ColumnTransformer([
+        ("num", SimpleImputer(), ["age", "income", "plan"]),
+        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["city"])])),
+        ("clf", LogisticRegression(max_iter=2000))]).fit(Z.fillna({"city": "x"}), y)
+    mlserve.save(mlserve.convert(third), tmp_path / "v3.mls")
+    with pytest.raises(mlserve.store.IncompatibleModelError,
+                       match="takes column 'plan' as numeric, production as string"):
+        store.publish("churn", tmp_path / "v3.mls", alias="production")
+
+
+# ---------------------------------------------------------------- corrupt sections
+
+def sections(model):
+    return {k: np.array(v) for k, v in model.model_.arrays().items()}
+
+
+def ops_with(model, row, col, value):
+    a = sections(model)["pipe.ops"]
+    a[row, col] = value
+    return a
+
+
+def header_with(model, i, value):
+    a = sections(model)["pipe.header"]
+    a[i] = value
+    return a
+
+
+CORRUPT = [
+    ("pipe.header", lambda m: None, "section 'pipe.header' is missing"),
+    ("pipe.header", lambda m: header_with(m, 4, 2), "layout version 2"),
+    ("pipe.header", lambda m: header_with(m, 0, 99), "section 'pipe.columns' has the wrong"),
+    ("pipe.header", lambda m: header_with(m, 1, 3), "past the 3 outputs"),
+    ("pipe.header", lambda m: header_with(m, 2, 7), "final model kind 7"),
+    ("pipe.header", lambda m: header_with(m, 2, 99), "final model kind 99"),
+    ("pipe.header", lambda m: header_with(m, 3, 1 << 40), "section 'pipe.ops' has the wrong"),
+    ("pipe.header", lambda m: header_with(m, 0, -1), "-1 inputs"),
+    ("pipe.columns", lambda m: np.array([0, 0, 2, 1]), "column 2 has kind 2"),
+    ("pipe.columns", lambda m: np.array([0, 0, 0, 1]), "input column 2 is not a string"),
+    ("pipe.columns", lambda m: np.array([1, 0, 1, 1]), "input column 0 is not numeric"),
+    ("pipe.ops", lambda m: ops_with(m, 0, 0, 9), "op 0 has kind 9"),
+    ("pipe.ops", lambda m: ops_with(m, 0, 1, 4), "input column 4 outside 0..3"),
+    ("pipe.ops", lambda m: ops_with(m, 0, 1, -5), "input column -5"),
+    ("pipe.ops", lambda m: ops_with(m, 0, 3, 10**6), "indicator column 1000000"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 2, 10**6), "output columns 1000000"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 5, 10**9), "1000000000 categories"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 5, -1), "-1 categories"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 6, 1 << 62), "past the"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 7, 1 << 62), "past the"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 7, 10**6), "past the"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 4, 5), "unknown mode 5"),
+    ("pipe.missing", lambda m: np.array([-1, -1, 10**6, -1]), "missing category 1000000"),
+    ("pipe.cat_offsets", lambda m: sections(m)["pipe.cat_offsets"][:3],
+     "past the 3 offsets"),
+    ("pipe.cat_offsets", lambda m: sections(m)["pipe.cat_offsets"][::-1].copy(),
+     "start at 0|out of order"),
+    ("pipe.cat_bytes", lambda m: sections(m)["pipe.cat_bytes"][:4], "past the"),
+    ("pipe.params", lambda m: np.zeros((4, 3)), "section 'pipe.params' has the wrong"),
+    ("final.coef", lambda m: None, "coef"),
+    ("final.coef", lambda m: np.zeros((1, 3)), "features"),
+    ("pipe.extra", lambda m: np.zeros(2), "unexpected section 'pipe.extra'"),
+    ("other", lambda m: np.zeros(2), "unexpected section 'other'"),
+]
+
+
+@pytest.mark.parametrize("name, make, message", CORRUPT, ids=[c[2][:30] for c in CORRUPT])
+def test_corrupt_sections_are_refused_with_the_reason(fitted, name, make, message):
+    _, _, model = fitted
+    arrays = sections(model)
+    value = make(model)
+    if value is None:
+        arrays.pop(name)
+    else:
+        arrays[name] = value
+    with pytest.raises((ValueError, TypeError, mlserve.ModelFormatError), match=message):
+        _core.create("pipeline", arrays, model.model_.metadata)
+
+
+def test_corrupt_file_sections_are_format_errors(fitted, tmp_path):
+    _, _, model = fitted
+    path = tmp_path / "p.mls"
+    mlserve.save(model, path)
+    ops = sections(model)["pipe.ops"]
+    ops[3, 6] = 1 << 62  # offsets far past the section
+    patch_section(path, "pipe.ops", ops.tobytes())
+    with pytest.raises(mlserve.ModelFormatError, match="past the"):
+        mlserve.load(path)
+    mlserve.save(model, path)
+    patch_section(path, "pipe.ops", ops.tobytes(), fix_checksums=False)
+    with pytest.raises(mlserve.ModelFormatError):
+        mlserve.load(path)
+    data = path.read_bytes()
+    for cut in (10, 200, len(data) // 2, len(data) - 1):
+        (tmp_path / "cut.mls").write_bytes(data[:cut])
+        with pytest.raises(mlserve.ModelFormatError):
+            mlserve.load(tmp_path / "cut.mls")
+
+
+def test_numeric_matrix_refused_for_string_columns(fitted):
+    _, _, model = fitted
+    with pytest.raises(TypeError, match="string columns"):
+        model.model_.predict(np.zeros((2, 4)))
