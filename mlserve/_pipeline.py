@@ -28,24 +28,24 @@ def _is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def _not_a_number(name: str, row: int, v) -> ValueError:
+    return ValueError(f"column {name!r}, row {row}: expected a number, got "
+                      f"{type(v).__name__} {str(v)[:40]!r}")
+
+
 def numeric_column(name: str, values) -> np.ndarray:
     """values as float64 (None/NaN missing); a ValueError naming the column and the
-    first row that is not a number."""
-    try:
-        arr = np.asarray(values)
-        if arr.dtype.kind in "fiub":
-            return arr.astype(np.float64, copy=False)
-        return np.array([np.nan if v is None else v for v in arr.tolist()], dtype=np.float64)
-    except (TypeError, ValueError):
-        pass
-    for row, v in enumerate(list(values)):
-        if _is_missing(v):
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-            raise ValueError(  # noqa: TRY004 (a wrong value in the data, as scikit-learn)
-                f"column {name!r}, row {row}: expected a number, got "
-                f"{type(v).__name__} {str(v)[:40]!r}") from None
-    raise ValueError(f"column {name!r}: expected numbers")
+    first row that is not a number (a string, even "3.5", is not one)."""
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64, copy=False)
+    if arr.ndim != 1:
+        raise ValueError(f"column {name!r}: expected one value per row")
+    items = arr.tolist()
+    for row, v in enumerate(items):
+        if type(v) is str or not (v is None or isinstance(v, (int, float, np.number))):
+            raise _not_a_number(name, row, v)
+    return np.array([np.nan if v is None else v for v in items], dtype=np.float64)
 
 
 def string_column(name: str, values) -> np.ndarray:
@@ -68,6 +68,11 @@ def input_columns(schema: list, X) -> list:
     """The columns of X (DataFrame, dict of columns, records, one record) in schema
     order, as pipeline_predict takes them."""
     names = [c["name"] for c in schema]
+    if isinstance(X, np.ndarray) and X.ndim == 2:  # positional, in the schema's order
+        if X.shape[1] != len(names):
+            raise ValueError(f"expected {len(names)} columns ({', '.join(names)}), got "
+                             f"{X.shape[1]}")
+        X = {n: X[:, i] for i, n in enumerate(names)}
     if isinstance(X, dict) and X and not any(
             isinstance(v, (list, tuple, np.ndarray)) or hasattr(v, "to_numpy")
             for v in X.values()):
