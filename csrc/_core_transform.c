@@ -379,7 +379,153 @@ static PyObject *pipeline_predict(PyObject *module, PyObject *args)
     return (PyObject *)out;
 }
 
+/* Value of a record as a number: 1 ok, 0 not a number (the caller falls back). */
+static int record_number(PyObject *v, double *out)
+{
+    if (PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return 1;
+    }
+    if (v == Py_None) {
+        *out = Py_NAN;
+        return 1;
+    }
+    if (PyLong_CheckExact(v)) {
+        double d = PyLong_AsDouble(v);
+        if (d == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        *out = d;
+        return 1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(pipeline_predict_records_doc,
+             "pipeline_predict_records(model, method, names, records, /)\n--\n\n"
+             "pipeline_predict for a list of dicts: names (a tuple of the input columns' "
+             "names, in the model's order) are looked up in each record and decoded in C "
+             "(float/int/None for numeric columns, str/None for string ones; no Python "
+             "object per value is made). Returns None, with nothing computed, when a record "
+             "is not a dict, lacks a name or holds a value of another type: the caller's "
+             "slower path then says which.\n");
+static PyObject *pipeline_predict_records(PyObject *module, PyObject *args)
+{
+    PyObject *model_obj, *names, *records;
+    int method;
+    if (!PyArg_ParseTuple(args, "OiO!O!:pipeline_predict_records", &model_obj, &method,
+                          &PyTuple_Type, &names, &PyList_Type, &records))
+        return NULL;
+    const mls_model *m = mls_model_of_object(module, model_obj);
+    if (m == NULL) return NULL;
+    int64_t n_in = mls_pipeline_n_inputs(m);
+    if (n_in < 0) {
+        PyErr_SetString(PyExc_TypeError, "pipeline_predict_records needs a pipeline model");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(names) != n_in) {
+        PyErr_Format(PyExc_ValueError, "expected %lld names, got %zd", (long long)n_in,
+                     PyTuple_GET_SIZE(names));
+        return NULL;
+    }
+    mls_error err = {0};
+    mls_output_spec spec = {2, mls_pipeline_n_transformed(m), MLS_DTYPE_FLOAT64};
+    if (method != -1 && mls_model_output_spec(m, (mls_method)method, &spec, &err) != MLS_STATUS_OK)
+        return mls_raise_from_error(module, &err);
+    Py_ssize_t n_rows = PyList_GET_SIZE(records);
+    size_t cells = (size_t)n_in * (size_t)(n_rows + 1);
+    double *numbers = malloc(cells * sizeof(double));
+    mls_str *strings = malloc(cells * sizeof(mls_str));
+    const double **num = calloc((size_t)n_in, sizeof(*num));
+    const mls_str **strs = calloc((size_t)n_in, sizeof(*strs));
+    /* the string values, held while the GIL is released (another thread may change
+     * a record meanwhile; its old value must stay alive) */
+    PyObject **held = calloc(cells, sizeof(PyObject *));
+    size_t n_held = 0;
+    PyObject *result = NULL;
+    if (numbers == NULL || strings == NULL || num == NULL || strs == NULL || held == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int64_t c = 0; c < n_in; c++) {
+        if (mls_pipeline_column_is_string(m, c))
+            strs[c] = strings + c * (n_rows + 1);
+        else
+            num[c] = numbers + c * (n_rows + 1);
+    }
+    for (Py_ssize_t r = 0; r < n_rows; r++) {
+        PyObject *rec = PyList_GET_ITEM(records, r);
+        if (!PyDict_Check(rec)) goto fallback;
+        for (int64_t c = 0; c < n_in; c++) {
+            PyObject *v = PyDict_GetItemWithError(rec, PyTuple_GET_ITEM(names, c));
+            if (v == NULL) {
+                if (PyErr_Occurred()) goto done;
+                goto fallback;
+            }
+            if (strs[c] != NULL) {
+                mls_str *sv = (mls_str *)&strs[c][r];
+                if (v == Py_None || (PyFloat_Check(v) && Py_IS_NAN(PyFloat_AS_DOUBLE(v)))) {
+                    sv->ptr = NULL;
+                    sv->len = 0;
+                } else if (PyUnicode_Check(v)) {
+                    Py_ssize_t len;
+                    const char *p = PyUnicode_AsUTF8AndSize(v, &len); /* lives with v */
+                    if (p == NULL) goto done;
+                    held[n_held++] = Py_NewRef(v);
+                    sv->ptr = p;
+                    sv->len = len;
+                } else {
+                    goto fallback;
+                }
+            } else if (!record_number(v, (double *)&num[c][r])) {
+                goto fallback;
+            }
+        }
+    }
+    npy_intp dims[2] = {n_rows, (npy_intp)spec.cols};
+    int typenum = spec.dtype == MLS_DTYPE_FLOAT32 ? NPY_FLOAT32
+                  : spec.dtype == MLS_DTYPE_INT64 ? NPY_INT64
+                  : spec.dtype == MLS_DTYPE_INT32 ? NPY_INT32
+                                                  : NPY_FLOAT64;
+    PyArrayObject *out = (PyArrayObject *)PyArray_ZEROS(spec.ndim, dims, typenum, 0);
+    if (out == NULL) goto done;
+    mls_status st;
+    if (n_rows <= 16) { /* one small call: releasing the GIL would cost more than it */
+        st = method == -1 ? mls_pipeline_transform(m, n_rows, num, strs, n_in,
+                                                   PyArray_DATA(out), &err)
+                          : mls_pipeline_predict_columns(m, (mls_method)method, n_rows, num,
+                                                         strs, n_in, PyArray_DATA(out), &err);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        st = method == -1 ? mls_pipeline_transform(m, n_rows, num, strs, n_in,
+                                                   PyArray_DATA(out), &err)
+                          : mls_pipeline_predict_columns(m, (mls_method)method, n_rows, num,
+                                                         strs, n_in, PyArray_DATA(out), &err);
+        Py_END_ALLOW_THREADS
+    }
+    if (st != MLS_STATUS_OK) {
+        Py_DECREF(out);
+        mls_raise_from_error(module, &err);
+        goto done;
+    }
+    result = (PyObject *)out;
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    for (size_t i = 0; i < n_held; i++) Py_DECREF(held[i]);
+    free(held);
+    free(numbers);
+    free(strings);
+    free(num);
+    free(strs);
+    return result;
+}
+
 PyMethodDef mls_transform_methods[] = {
+    {"pipeline_predict_records", pipeline_predict_records, METH_VARARGS,
+     pipeline_predict_records_doc},
     {"pipeline_predict", pipeline_predict, METH_VARARGS, pipeline_predict_doc},
     {"transform_apply", transform_apply, METH_VARARGS, transform_apply_doc},
     {"transform_plan", transform_plan, METH_O, transform_plan_doc},

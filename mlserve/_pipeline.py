@@ -49,19 +49,30 @@ def numeric_column(name: str, values) -> np.ndarray:
 
 
 def string_column(name: str, values) -> np.ndarray:
-    """values as an object array of str / None; a ValueError naming the column and
-    the first row that is neither a string nor missing."""
+    """values as an object array of str / None (NaN too: missing); the C transform
+    refuses any other value, and check_string_columns then names it."""
     if hasattr(values, "to_numpy"):
         arr = values.astype(object).to_numpy(dtype=object, na_value=None)
     else:
         arr = np.asarray(values, dtype=object)
         if arr.ndim != 1:
             raise ValueError(f"column {name!r}: expected one value per row")
-    for row, v in enumerate(arr.tolist()):
+    return arr
+
+
+def check_string_column(name: str, values) -> None:
+    """A ValueError naming the column and the first row that is neither a string
+    nor missing."""
+    for row, v in enumerate(np.asarray(values, dtype=object).tolist()):
         if not (isinstance(v, str) or _is_missing(v)):
             raise ValueError(f"column {name!r}, row {row}: expected a string, got "
                              f"{type(v).__name__} {str(v)[:40]!r}")
-    return arr
+
+
+def check_string_columns(schema: list, columns: list) -> None:
+    for col, values in zip(schema, columns):
+        if col["kind"] != "numeric":
+            check_string_column(col["name"], values)
 
 
 def input_columns(schema: list, X) -> list:
@@ -143,6 +154,7 @@ class PipelineModel(_MLServeEstimator):
 
     def _install_arrays(self, arrays: dict, meta: dict) -> None:
         self.input_schema = meta["input_schema"]
+        self._names_ = tuple(c["name"] for c in self.input_schema)
         self.steps = meta["steps"]
         self.final_metadata_ = meta.get("final")
         self._task_ = meta.get("task")
@@ -159,8 +171,21 @@ class PipelineModel(_MLServeEstimator):
             f"{s['name']!r}: {s['class']}" for s in self.steps) + "])"
 
     def _run(self, method: int, X):
-        return _core.pipeline_predict(self._fitted_model(), method,
-                                      input_columns(self.input_schema, X))
+        core = self._fitted_model()
+        if type(X) is dict:  # one record: decoded in C (None: not a plain record)
+            out = _core.pipeline_predict_records(core, method, self._names_, [X])
+            if out is not None:
+                return out
+        elif type(X) is list and X and type(X[0]) is dict:  # records
+            out = _core.pipeline_predict_records(core, method, self._names_, X)
+            if out is not None:
+                return out
+        columns = input_columns(self.input_schema, X)
+        try:
+            return _core.pipeline_predict(core, method, columns)
+        except ValueError:
+            check_string_columns(self.input_schema, columns)  # names the column and row
+            raise
 
     def _require(self, method: str):
         if self.final_metadata_ is None:

@@ -498,7 +498,8 @@ def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2
     for position, tensor in enumerate(inputs):
         if not isinstance(tensor, dict):
             raise BadRequest(f"input {position} must be an object with name, shape, datatype")
-        array, used = _decode_v2_tensor(tensor, position, binary, offset)
+        array, used = _decode_v2_tensor(tensor, position, binary, offset,
+                                        allow_bytes=is_pipeline(loaded))
         offset += used
         arrays.append((str(tensor.get("name")), array))
         dtypes.append(tensor["datatype"])
@@ -516,8 +517,9 @@ def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2
 
 
 def _decode_v2_tensor(
-    tensor: Mapping[str, Any], position: int, binary: Any, offset: int
-) -> tuple[np.ndarray, int]:
+    tensor: Mapping[str, Any], position: int, binary: Any, offset: int,
+    allow_bytes: bool = False,
+) -> tuple[np.ndarray, int]:  # fmt: skip
     name = tensor.get("name")
     if not isinstance(name, str):
         raise BadRequest(f"input {position} has no 'name'")
@@ -532,6 +534,8 @@ def _decode_v2_tensor(
             f"input {name!r} has no 'datatype'; expected one of {', '.join(_V2_INPUT_DATATYPES)}"
         )
     if datatype == "BYTES":  # strings, for a pipeline's string columns (JSON data only)
+        if not allow_bytes:
+            raise BadRequest(f"input {name!r}: datatype BYTES is not supported; send numbers")
         return _decode_v2_bytes(tensor, name, shape), 0
     dtype = V2_DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
@@ -707,9 +711,6 @@ def _v2_inputs_to_rows(arrays: list[tuple[str, np.ndarray]], loaded: LoadedModel
     """One input holds whole rows; several inputs are one feature column each, by name."""
     if is_pipeline(loaded):  # one input per column, BYTES for strings
         return v2_columns(arrays, loaded)
-    for name, array in arrays:
-        if array.dtype.kind == "O":
-            raise BadRequest(f"input {name!r}: datatype BYTES is not supported; send numbers")
     if len(arrays) == 1:
         name, array = arrays[0]
         # one column named after one of several features: the others are missing

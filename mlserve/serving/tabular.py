@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mlserve._mixins import feature_mismatch
-from mlserve._pipeline import numeric_column, string_column
+from mlserve._pipeline import check_string_column, numeric_column, string_column
 from mlserve.serving.errors import BadRequest
 
 
@@ -75,6 +75,7 @@ def _converted(columns: Mapping[str, Any], loaded: Any, what: str) -> ColumnRows
             else:
                 values = string_column(name, values.tolist() if isinstance(values, np.ndarray)
                                        and values.dtype.kind != "O" else values)
+                check_string_column(name, values)  # a 400 naming the row, before the model
         except ValueError as exc:
             raise BadRequest(f"{what}: {exc}") from None
         if values.ndim != 1:
