@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bytes of transformed rows per chunk of mls_pipeline_predict_columns (L2-sized). */
+#define PIPELINE_CHUNK_BYTES (256u * 1024u)
+
 #define FINAL_PREFIX "final."
 
 static const char *const pipe_sections[] = {"pipe.header", "pipe.columns", "pipe.ops",
@@ -287,19 +290,27 @@ mls_status mls_pipeline_predict_columns(const mls_model *m, mls_method method, i
     if (n_rows == 0) return MLS_STATUS_OK;
     if (s->final == NULL) /* TRANSFORM of a bare column transform */
         return mls_pipeline_transform(m, n_rows, num_cols, str_cols, n_in_cols, out, err);
-    size_t cells = (size_t)n_rows * (size_t)s->n_out;
-    double *buf = malloc(cells * sizeof(double));
+    /* Rows go through in chunks whose transformed block stays in cache (a one-hot
+     * of many categories is wide): transform a chunk, predict it, next. */
+    size_t out_row = mls_dtype_size(spec.dtype) * (size_t)(spec.ndim == 2 ? spec.cols : 1);
+    int64_t chunk = (int64_t)(PIPELINE_CHUNK_BYTES / ((size_t)s->n_out * sizeof(double)));
+    if (chunk < 1) chunk = 1;
+    if (chunk > n_rows) chunk = n_rows;
+    double *buf = malloc((size_t)chunk * (size_t)s->n_out * sizeof(double));
     if (buf == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline rows");
-    st = mls_transform_apply_tables(s->ops, s->n_ops, s->tables, n_rows, num_cols, str_cols,
-                                    n_in_cols, buf, s->n_out, err);
-    if (st == MLS_STATUS_OK) {
-        mls_tensor X = {buf, MLS_DTYPE_FLOAT64, n_rows, s->n_out, s->n_out};
+    for (int64_t r0 = 0; r0 < n_rows && st == MLS_STATUS_OK; r0 += chunk) {
+        int64_t n = n_rows - r0 < chunk ? n_rows - r0 : chunk;
+        st = mls_transform_apply_rows(s->ops, s->n_ops, s->tables, r0, n, num_cols, str_cols,
+                                      n_in_cols, buf, s->n_out, err);
+        if (st != MLS_STATUS_OK) break;
+        mls_tensor X = {buf, MLS_DTYPE_FLOAT64, n, s->n_out, s->n_out};
         if (s->final->dtype == MLS_DTYPE_FLOAT32) { /* in place: float32 fits in the doubles */
             float *f = (float *)buf;
+            size_t cells = (size_t)n * (size_t)s->n_out;
             for (size_t i = 0; i < cells; i++) f[i] = (float)buf[i];
             X.dtype = MLS_DTYPE_FLOAT32;
         }
-        st = mls_model_predict(s->final, method, &X, out, err);
+        st = mls_model_predict(s->final, method, &X, (char *)out + (size_t)r0 * out_row, err);
     }
     free(buf);
     return st;

@@ -235,6 +235,17 @@ mls_status mls_transform_apply_tables(const mls_transform_op *ops, int64_t n_ops
                                       const mls_str *const *str_cols, int64_t n_in_cols,
                                       double *out, int64_t n_out_cols, mls_error *err)
 {
+    return mls_transform_apply_rows(ops, n_ops, tables, 0, n_rows, num_cols, str_cols,
+                                    n_in_cols, out, n_out_cols, err);
+}
+
+mls_status mls_transform_apply_rows(const mls_transform_op *ops, int64_t n_ops,
+                                    const mls_transform_tables *tables, int64_t row0,
+                                    int64_t n_rows, const double *const *num_cols,
+                                    const mls_str *const *str_cols, int64_t n_in_cols,
+                                    double *out, int64_t n_out_cols, mls_error *err)
+{
+    if (row0 < 0) return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "negative first row");
     if (n_ops < 0 || n_rows < 0 || n_in_cols < 0 || n_out_cols < 0)
         return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "negative size");
     if (tables != NULL && tables->n_ops != n_ops)
@@ -248,7 +259,7 @@ mls_status mls_transform_apply_tables(const mls_transform_op *ops, int64_t n_ops
     for (int64_t i = 0; i < n_ops; i++) {
         const mls_transform_op *op = &ops[i];
         if (op->kind == MLS_TRANSFORM_NUMERIC) {
-            const double *x = num_cols[op->in_col];
+            const double *x = num_cols[op->in_col] + row0;
             for (int64_t r = 0; r < n_rows; r++) {
                 double v = x[r];
                 int missing = isnan(v);
@@ -270,7 +281,7 @@ mls_status mls_transform_apply_tables(const mls_transform_op *ops, int64_t n_ops
                                      (long long)i);
             t = tables->tables[i];
         }
-        const mls_str *x = str_cols[op->in_col];
+        const mls_str *x = str_cols[op->in_col] + row0;
         for (int64_t r = 0; r < n_rows; r++) {
             double *row = out + r * n_out_cols;
             int64_t c = x[r].ptr == NULL && op->missing_category >= 0 ? op->missing_category
@@ -278,7 +289,8 @@ mls_status mls_transform_apply_tables(const mls_transform_op *ops, int64_t n_ops
             if (c < 0 && op->unknown_mode == MLS_UNKNOWN_ERROR) {
                 if (own) free(t.slots);
                 return mls_error_set(err, MLS_STATUS_ERR_VALUE,
-                                     "row %lld, input column %lld: %s category", (long long)r,
+                                     "row %lld, input column %lld: %s category",
+                                     (long long)(row0 + r),
                                      (long long)op->in_col,
                                      x[r].ptr == NULL ? "missing" : "unknown");
             }

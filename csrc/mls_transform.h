@@ -79,4 +79,12 @@ mls_status mls_transform_apply_tables(const mls_transform_op *ops, int64_t n_ops
                                       const mls_str *const *str_cols, int64_t n_in_cols,
                                       double *out, int64_t n_out_cols, mls_error *err);
 
+/* mls_transform_apply_tables for rows row0 .. row0 + n_rows - 1 of the columns,
+ * written from the first row of out; rows in messages count from 0 of the columns. */
+mls_status mls_transform_apply_rows(const mls_transform_op *ops, int64_t n_ops,
+                                    const mls_transform_tables *tables, int64_t row0,
+                                    int64_t n_rows, const double *const *num_cols,
+                                    const mls_str *const *str_cols, int64_t n_in_cols,
+                                    double *out, int64_t n_out_cols, mls_error *err);
+
 #endif /* MLS_TRANSFORM_H */

@@ -52,7 +52,11 @@ def string_column(name: str, values) -> np.ndarray:
     """values as an object array of str / None (NaN too: missing); the C transform
     refuses any other value, and check_string_columns then names it."""
     if hasattr(values, "to_numpy"):
-        arr = values.astype(object).to_numpy(dtype=object, na_value=None)
+        na = getattr(values.dtype, "na_value", None)
+        if isinstance(na, float) and math.isnan(na):  # pandas' str dtype: NaN is missing
+            arr = np.asarray(values, dtype=object)  # half the cost of astype(object)
+        else:
+            arr = values.astype(object).to_numpy(dtype=object, na_value=None)
     else:
         arr = np.asarray(values, dtype=object)
         if arr.ndim != 1:

@@ -286,3 +286,35 @@ def test_numeric_matrix_refused_for_string_columns(fitted):
     _, _, model = fitted
     with pytest.raises(TypeError, match="string columns"):
         model.model_.predict(np.zeros((2, 4)))
+
+
+def test_many_rows_go_through_in_chunks_like_sklearn():
+    """Rows pass in cache-sized chunks (csrc/mls_pipeline.c): parity across chunk edges,
+    and an error's row counts from the first row of the batch."""
+    X, y, _ = frame(n=3000, seed=8)
+    pipe = Pipeline([("prep", ColumnTransformer([
+        ("num", SimpleImputer(), ["age", "income"]),
+        ("cat", OneHotEncoder(sparse_output=False), ["plan"])])),
+        ("clf", LogisticRegression(max_iter=2000))]).fit(X.fillna({"city": "x"}), y)
+    model = mlserve.convert(pipe)
+    big = pd.concat([X] * 4, ignore_index=True)  # 12 000 rows, 42 outputs: 780 per chunk
+    np.testing.assert_allclose(model.predict_proba(big), pipe.predict_proba(big), rtol=1e-6,
+                               atol=1e-9)
+    big.loc[9000, "plan"] = "never-seen"
+    with pytest.raises(ValueError, match="row 9000, input column 2: unknown category"):
+        model.predict_proba(big)
+
+
+def test_a_thousand_calls_do_not_leak(fitted):
+    from memory_support import steady_rss_growth
+
+    X, _, model = fitted
+    record = {"age": 30.0, "income": 1.0, "city": "paris", "plan": "p1"}
+    head = X.head(3)
+
+    def calls():
+        for _ in range(1000):
+            model.predict_proba(record)  # records decoded in C
+            model.predict(head)  # columns
+
+    assert steady_rss_growth(calls) < 2 << 20
