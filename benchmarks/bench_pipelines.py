@@ -270,8 +270,8 @@ def main() -> None:
     rows = [["1 record (dict with strings)", fmt_time(one["mlserve"].median_ns),
              fmt_time(one["sklearn"].median_ns), fmt_time(one["onnxruntime"].median_ns),
              fmt_ratio(r_sk), fmt_ratio(r_ort),
-             f"50x sklearn {'met' if r_sk >= 50 else 'MISSED'}, "
-             f"5x onnxruntime {'met' if r_ort >= 5 else 'MISSED'}"]]
+             (f"50x sklearn {'met' if r_sk >= 50 else 'MISSED'}, "
+              f"5x onnxruntime {'met' if r_ort >= 5 else 'MISSED'}")]]
     big, _ = frame(100_000, seed=7)
     np.testing.assert_allclose(model.predict_proba(big), pipe.predict_proba(big), rtol=1e-6,
                                atol=1e-12)
