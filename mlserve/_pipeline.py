@@ -22,6 +22,7 @@ from ._estimators import ESTIMATORS, _MLServeEstimator
 from ._mixins import ClassifierMixin, RegressorMixin
 
 PREDICT, PREDICT_PROBA, DECISION_FUNCTION, TRANSFORM = 0, 1, 2, -1
+FINAL_TRANSFORM = 3  # a k-means final step: distances to the centers
 
 
 def _is_missing(v) -> bool:
@@ -153,8 +154,8 @@ class PipelineModel(_MLServeEstimator):
     @property
     def _estimator_type(self):
         task = getattr(self, "_task_", None)
-        return {"classification": "classifier", "regression": "regressor"}.get(
-            task, "transformer")
+        return {"classification": "classifier", "regression": "regressor",
+                "clustering": "clusterer"}.get(task, "transformer")
 
     def _install_arrays(self, arrays: dict, meta: dict) -> None:
         self.input_schema = meta["input_schema"]
@@ -163,10 +164,14 @@ class PipelineModel(_MLServeEstimator):
         self.final_metadata_ = meta.get("final")
         self._task_ = meta.get("task")
         self.n_transformed_ = int(arrays["pipe.header"][1])
+        final_arrays = {k[len("final."):]: v for k, v in arrays.items()
+                        if k.startswith("final.")}
+        graph = (self.final_metadata_ or {}).get("graph")
+        self._graph_ = graph  # an MLP final step: its raw output is post-processed here
         if self._task_ == "classification":
-            final_arrays = {k[len("final."):]: v for k, v in arrays.items()
-                            if k.startswith("final.")}
             ClassifierMixin._install_classes(self, final_arrays, meta)
+        if self._task_ == "clustering":
+            self.cluster_centers_ = final_arrays["cluster_centers"]
 
     def __repr__(self) -> str:
         if not hasattr(self, "_model_"):
@@ -196,12 +201,22 @@ class PipelineModel(_MLServeEstimator):
             raise AttributeError(f"a converted ColumnTransformer has no {method}; use transform")
 
     def transform(self, X):
-        """The column transform's output, float64 (n_samples, n_transformed)."""
+        """The column transform's output, float64 (n_samples, n_transformed); for a
+        k-means final step, as scikit-learn's Pipeline.transform, the distances to its
+        centers."""
+        if self._task_ == "clustering":
+            return self._run(FINAL_TRANSFORM, X)
         return self._run(TRANSFORM, X)
 
     def predict(self, X):
         self._require("predict")
         out = self._run(PREDICT, X)
+        if self._graph_ is not None:  # an MLP: probabilities or targets, as NeuralNetwork
+            if self._task_ == "classification":
+                if self._graph_.get("binary"):
+                    return self.classes_.take((out[:, 0] > 0.5).astype(np.int64))
+                return self.classes_.take(np.argmax(out, axis=1))
+            return out.ravel() if self._graph_.get("ravel") else out
         if self._task_ == "classification" and not self._labels_from_core_:
             return self.classes_.take(out)
         return out
@@ -209,8 +224,11 @@ class PipelineModel(_MLServeEstimator):
     def predict_proba(self, X):
         self._require("predict_proba")
         if self._task_ != "classification":
-            raise AttributeError("this pipeline's final estimator is a regressor and has no "
-                                 "predict_proba")
+            raise AttributeError("this pipeline's final estimator is not a classifier and has "
+                                 "no predict_proba")
+        if self._graph_ is not None:
+            out = self._run(PREDICT, X)
+            return np.hstack([1.0 - out, out]) if self._graph_.get("binary") else out
         return self._run(PREDICT_PROBA, X)
 
     predict_log_proba = ClassifierMixin.predict_log_proba

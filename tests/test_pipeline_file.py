@@ -318,3 +318,88 @@ def test_a_thousand_calls_do_not_leak(fitted):
             model.predict(head)  # columns
 
     assert steady_rss_growth(calls) < 2 << 20
+
+
+# ---------------------------------------------------------------- more steps (step 4)
+
+def test_none_as_a_onehot_category_matches_sklearn(tmp_path):
+    """A missing value in the training column is a category of OneHotEncoder (scikit-learn
+    stores it as NaN): NaN takes its column, other unseen values are all zeros. mlserve
+    reads None as missing too (JSON's null), so a record with None gets NaN's answer."""
+    X, y, _ = frame()
+    ct = ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore",
+                                                  sparse_output=False), ["city"])])
+    pipe = Pipeline([("prep", ct), ("clf", LogisticRegression(max_iter=2000))]).fit(X, y)
+    assert any(not isinstance(c, str) for c in pipe[0].named_transformers_["cat"]
+               .categories_[0])
+    model = mlserve.convert(pipe)
+    Y = X.head(8).copy()
+    Y["city"] = Y["city"].astype(object)
+    Y.loc[Y.index[0], "city"] = np.nan
+    Y.loc[Y.index[2], "city"] = "atlantis"
+    for data in (X, Y):
+        np.testing.assert_array_equal(model.transform(data), pipe[0].transform(data))
+        np.testing.assert_allclose(model.predict_proba(data), pipe.predict_proba(data),
+                                   rtol=1e-6, atol=1e-9)
+    record = {"age": 1.0, "income": 1.0, "city": None, "plan": "p1"}
+    np.testing.assert_allclose(model.predict_proba(record), pipe.predict_proba(Y.head(1)),
+                               rtol=1e-6, atol=1e-9)
+    mlserve.save(model, tmp_path / "m.mls")
+    np.testing.assert_array_equal(mlserve.load(tmp_path / "m.mls").transform(Y),
+                                  pipe[0].transform(Y))
+    assert None not in model.input_schema[0]["categories"]
+
+
+def test_none_as_an_ordinal_category_is_a_convert_error():
+    from sklearn.preprocessing import OrdinalEncoder
+
+    X, _, _ = frame()
+    ct = ColumnTransformer([("cat", OrdinalEncoder(), ["city"])]).fit(X)
+    with pytest.raises(mlserve.ConvertError, match="OrdinalEncoder.*OneHotEncoder only"):
+        mlserve.convert(ct)
+
+
+def test_kmeans_final_step_matches_sklearn(tmp_path):
+    from sklearn.cluster import KMeans
+
+    X, _, _ = frame()
+    pipe = Pipeline([("prep", prep()), ("km", KMeans(n_clusters=4, n_init=3,
+                                                     random_state=0))]).fit(X)
+    model = mlserve.convert(pipe)
+    mlserve.save(model, tmp_path / "km.mls")
+    for m in (model, mlserve.load(tmp_path / "km.mls")):
+        for data in (X, unseen(X)):
+            np.testing.assert_array_equal(m.predict(data), pipe.predict(data))
+            np.testing.assert_allclose(m.transform(data), pipe.transform(data), rtol=1e-6,
+                                       atol=1e-9)
+        assert m.cluster_centers_.shape[0] == 4
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_mlp_final_step_matches_sklearn(task, tmp_path):
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    X, y, score = frame()
+    if task == "regression":
+        final, target = MLPRegressor(hidden_layer_sizes=(8,), max_iter=300, random_state=0), score
+    else:
+        target = y if task == "binary" else np.digitize(score, [3.5, 4.5])
+        final = MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, random_state=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: the fit is not the point
+        pipe = Pipeline([("prep", prep()), ("mlp", final)]).fit(X, target)
+    model = mlserve.convert(pipe)
+    mlserve.save(model, tmp_path / "mlp.mls")
+    loaded = mlserve.load(tmp_path / "mlp.mls")
+    for m in (model, loaded):
+        for data in (X, unseen(X)):
+            # the C graph computes in float32, as mlserve's converted MLPs do
+            np.testing.assert_allclose(m.predict(data) if task == "regression"
+                                       else m.predict_proba(data),
+                                       pipe.predict(data) if task == "regression"
+                                       else pipe.predict_proba(data), rtol=1e-4, atol=1e-5)
+            if task != "regression":
+                agree = (m.predict(data) == pipe.predict(data)).mean()
+                assert agree >= 0.99

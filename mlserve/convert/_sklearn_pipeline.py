@@ -30,15 +30,28 @@ def _is_nan(v):
     return isinstance(v, float) and np.isnan(v)
 
 
-def _categories(step, name, cats):
+#: Stands for the missing-value category (None / NaN seen in training) in the category
+#: bytes: not UTF-8, so no string value ever matches it; missing values reach it through
+#: the op's missing_category.
+_MISSING_PLACEHOLDER = b"\xff"
+
+
+def _categories(step, name, cats, allow_missing=False):
+    """(bytes, offsets, index of the missing category or -1) of an encoder's categories."""
     values = list(cats)
-    if not all(isinstance(v, str) for v in values):
+    missing = [i for i, v in enumerate(values) if v is None or (isinstance(v, float)
+                                                                 and np.isnan(v))]
+    if missing and not allow_missing:
+        raise ConvertError(f"step {name!r} ({type(step).__name__}): a missing value (None/NaN) "
+                           "as a category is supported for OneHotEncoder only yet")
+    if not all(isinstance(v, str) for i, v in enumerate(values) if i not in missing):
         raise ConvertError(f"step {name!r} ({type(step).__name__}): only string categories "
                            f"are supported yet, got {values[:5]!r}")
-    encoded = [v.encode("utf-8") for v in values]
+    encoded = [_MISSING_PLACEHOLDER if i in missing else v.encode("utf-8")
+               for i, v in enumerate(values)]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(b) for b in encoded])
-    return b"".join(encoded), offsets
+    return b"".join(encoded), offsets, (missing[0] if missing else -1)
 
 
 def _affine(step, name, j):
@@ -198,8 +211,8 @@ def convert_column_transformer(ct):
                     raise ConvertError(f"step {iname!r} (SimpleImputer): missing_values must "
                                        "be NaN or None for a string column")
             for j, i in enumerate(idx):
-                cats, offsets = _categories(enc, sname, enc.categories_[j])
-                missing = -1
+                cats, offsets, missing = _categories(enc, sname, enc.categories_[j],
+                                                     kinds[-1] == "OneHotEncoder")
                 if imputer is not None:
                     fill = imputer[1].statistics_[j]
                     if not isinstance(fill, str):
@@ -210,7 +223,8 @@ def convert_column_transformer(ct):
                     missing = known.index(fill) if fill in known else -1
                 strings.add(i)
                 categories.setdefault(i, [])
-                categories[i].extend(c for c in enc.categories_[j] if c not in categories[i])
+                categories[i].extend(c for c in enc.categories_[j]
+                                     if isinstance(c, str) and c not in categories[i])
                 if kinds[-1] == "OneHotEncoder":
                     if enc.drop is not None or getattr(enc, "_infrequent_enabled", False):
                         raise ConvertError(f"step {sname!r} (OneHotEncoder): drop and "
@@ -270,6 +284,10 @@ FINAL_ESTIMATORS = (
     "sklearn.ensemble._forest.RandomForestRegressor",
     "sklearn.ensemble._gb.GradientBoostingClassifier",
     "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.cluster._kmeans.KMeans",
+    "sklearn.cluster._kmeans.MiniBatchKMeans",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
 )
 
 
