@@ -21,21 +21,24 @@
 typedef struct op_keep {
     PyObject *cat_bytes;  /* bytes */
     PyArrayObject *offsets; /* int64 */
+    PyArrayObject *cat_out; /* int64, or NULL */
 } op_keep;
 
 static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t i)
 {
     PyObject *cats = Py_None, *offs = Py_None;
     long long in_col, out_col, indicator = -1, unknown_mode = 0, missing_category = -1;
+    long long width = -1, unknown_out = -1;
+    PyObject *cat_out = Py_None;
     double fill = 0.0, mul = 1.0, add = 0.0, unknown_value = 0.0;
     int kind;
     if (!PyTuple_Check(t)) {
         PyErr_Format(PyExc_TypeError, "transform %zd: expected a tuple", i);
         return -1;
     }
-    if (!PyArg_ParseTuple(t, "iLLdddLOOLd|L:transform op", &kind, &in_col, &out_col, &fill, &mul,
-                          &add, &indicator, &cats, &offs, &unknown_mode, &unknown_value,
-                          &missing_category))
+    if (!PyArg_ParseTuple(t, "iLLdddLOOLd|LOLL:transform op", &kind, &in_col, &out_col, &fill,
+                          &mul, &add, &indicator, &cats, &offs, &unknown_mode, &unknown_value,
+                          &missing_category, &cat_out, &width, &unknown_out))
         return -1;
     op->kind = kind;
     op->in_col = in_col;
@@ -47,6 +50,9 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
     op->unknown_mode = (int)unknown_mode;
     op->unknown_value = unknown_value;
     op->missing_category = missing_category;
+    op->cat_out = NULL;
+    op->width = width;
+    op->unknown_out = unknown_out;
     op->n_categories = 0;
     op->cat_bytes = NULL;
     op->cat_offsets = NULL;
@@ -68,6 +74,17 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
     op->cat_offsets = PyArray_DATA(keep->offsets);
     op->cat_bytes = PyBytes_AS_STRING(cats);
     op->cat_bytes_len = PyBytes_GET_SIZE(cats);
+    if (cat_out != Py_None) {
+        keep->cat_out = (PyArrayObject *)PyArray_FROM_OTF(cat_out, NPY_INT64, NPY_ARRAY_IN_ARRAY);
+        if (keep->cat_out == NULL) return -1;
+        if (PyArray_NDIM(keep->cat_out) != 1 ||
+            PyArray_DIM(keep->cat_out, 0) != op->n_categories) {
+            PyErr_Format(PyExc_ValueError, "transform %zd: cat_out must have one entry per "
+                         "category", i);
+            return -1;
+        }
+        op->cat_out = PyArray_DATA(keep->cat_out);
+    }
     return 0;
 }
 
@@ -89,6 +106,7 @@ static void plan_free(plan *p)
         for (Py_ssize_t i = 0; i < p->n_ops; i++) {
             Py_XDECREF(p->keep[i].cat_bytes);
             Py_XDECREF(p->keep[i].offsets);
+            Py_XDECREF(p->keep[i].cat_out);
         }
     mls_transform_tables_free(p->tables);
     free(p->ops);
@@ -263,7 +281,7 @@ PyDoc_STRVAR(transform_apply_doc,
              "Column transforms in one C call. columns: 1-d arrays of one length, float64 "
              "(numeric) or object (strings, None/NaN missing). ops: tuples (kind, in_col, "
              "out_col, fill, mul, add, indicator_col, categories_bytes, offsets, unknown_mode, "
-             "unknown_value[, missing_category]). Returns a float64 (n_rows, n_out) array.\n");
+             "unknown_value[, missing_category, cat_out, width, unknown_out]). Returns a float64 (n_rows, n_out) array.\n");
 static PyObject *transform_apply(PyObject *module, PyObject *args)
 {
     PyObject *ops_obj, *cols_obj;

@@ -11,7 +11,7 @@
 
 static const char *const pipe_sections[] = {"pipe.header", "pipe.columns", "pipe.ops",
                                              "pipe.params", "pipe.missing", "pipe.cat_offsets",
-                                             "pipe.cat_bytes"};
+                                             "pipe.cat_bytes", "pipe.cat_out"};
 
 static int is_pipe_section(const char *name)
 {
@@ -125,7 +125,7 @@ static mls_status final_init(mls_model *m, int64_t kind, int64_t n_out, mls_mode
 
 static mls_status pipeline_init(mls_model *m, mls_error *err)
 {
-    const mls_section *hdr, *cols, *ops, *params, *missing, *offs, *bytes;
+    const mls_section *hdr, *cols, *ops, *params, *missing, *offs, *bytes, *cat_out;
     mls_status st = need(m, "pipe.header", MLS_DTYPE_INT64, 1, 5, 0, &hdr, err);
     if (st != MLS_STATUS_OK) return st;
     const int64_t *h = hdr->data;
@@ -146,7 +146,8 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
                    &params, err)) ||
         (st = need(m, "pipe.missing", MLS_DTYPE_INT64, 1, n_ops, 0, &missing, err)) ||
         (st = need(m, "pipe.cat_offsets", MLS_DTYPE_INT64, 1, -1, 0, &offs, err)) ||
-        (st = need(m, "pipe.cat_bytes", MLS_DTYPE_UINT8, 1, -1, 0, &bytes, err)))
+        (st = need(m, "pipe.cat_bytes", MLS_DTYPE_UINT8, 1, -1, 0, &bytes, err)) ||
+        (st = need(m, "pipe.cat_out", MLS_DTYPE_INT64, 1, -1, 0, &cat_out, err)))
         return st;
     const int64_t *colv = cols->data;
     int has_strings = 0;
@@ -189,6 +190,9 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
         op->add = p[2];
         op->unknown_value = p[3];
         op->missing_category = mv[i];
+        op->cat_out = NULL;
+        op->width = -1;
+        op->unknown_out = -1;
         if (op->kind == MLS_TRANSFORM_NUMERIC) {
             op->missing_category = -1;
             continue;
@@ -206,6 +210,21 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
         op->cat_offsets = offv + off0;
         op->cat_bytes = (const char *)bytes->data + b0;
         op->cat_bytes_len = n_bytes - b0;
+        int64_t co = o[8], n_co = cat_out->shape[0];
+        if (co != -1) { /* a category -> column map: within pipe.cat_out */
+            if (op->kind != MLS_TRANSFORM_ONEHOT || co < 0 || co > n_co || n_cat > n_co - co)
+                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                     "pipeline: op %lld: category map from %lld past the %lld "
+                                     "entries of pipe.cat_out",
+                                     (long long)i, (long long)co, (long long)n_co);
+            op->cat_out = (const int64_t *)cat_out->data + co;
+            op->width = o[9];
+            op->unknown_out = o[10];
+        } else if (o[10] != -1) {
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                 "pipeline: op %lld: an unknown column without a category map",
+                                 (long long)i);
+        }
     }
     /* kinds, columns, outputs and every category offset (mls_transform_check) */
     st = mls_transform_check(s->ops, n_ops, colv, n_in, n_out, err);

@@ -7,14 +7,18 @@
  *   pipe.header      int64 [5]: n_in_cols, n_out_cols, final_kind (0: none, the
  *                    pipeline is a bare ColumnTransformer), n_ops, version (1)
  *   pipe.columns     int64 [n_in_cols]: 0 numeric, 1 string
- *   pipe.ops         int64 [n_ops, 8]: kind, in_col, out_col, indicator_col,
- *                    unknown_mode, n_categories, offsets_start, bytes_start
+ *   pipe.ops         int64 [n_ops, 11]: kind, in_col, out_col, indicator_col,
+ *                    unknown_mode, n_categories, offsets_start, bytes_start,
+ *                    cat_out_start (-1: category c is column c), width, unknown_out
+ *                    (one-hot: see mls_transform.h)
  *   pipe.params      float64 [n_ops, 4]: fill, mul, add, unknown_value
  *   pipe.missing     int64 [n_ops]: missing_category (see mls_transform.h)
  *   pipe.cat_offsets int64 [k >= 1]: each categorical op's n_categories + 1
  *                    offsets from offsets_start, starting at 0, relative to
  *                    bytes_start in pipe.cat_bytes
  *   pipe.cat_bytes   uint8 [b >= 1]: the categories' UTF-8, concatenated
+ *   pipe.cat_out     int64 [k >= 1]: one-hot output column of each category of the
+ *                    ops whose cat_out_start >= 0 (drop, infrequent categories)
  *   final.<name>     the final model's sections, its own names prefixed
  * Any other section is an error. The final model is validated by its own
  * family's init over the same (mapped) arrays.
@@ -27,7 +31,7 @@
 #include "mls_model.h"
 #include "mls_transform.h"
 
-#define MLS_PIPELINE_OP_FIELDS 8
+#define MLS_PIPELINE_OP_FIELDS 11
 #define MLS_PIPELINE_PARAM_FIELDS 4
 #define MLS_PIPELINE_FORMAT 1
 

@@ -108,7 +108,23 @@ static mls_status check_op_kinds(const mls_transform_op *op, int64_t i, const in
             return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                                  "transform %lld: unknown-category mode %d", (long long)i,
                                  op->unknown_mode);
-        if (op->kind == MLS_TRANSFORM_ONEHOT) width = op->n_categories;
+        if (op->kind == MLS_TRANSFORM_ONEHOT) {
+            width = op->cat_out != NULL ? op->width : op->n_categories;
+            if (width < 0 || op->unknown_out < -1 ||
+                op->unknown_out >= width)
+                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                     "transform %lld: one-hot width %lld or unknown column "
+                                     "%lld out of range",
+                                     (long long)i, (long long)width, (long long)op->unknown_out);
+            if (op->cat_out != NULL)
+                for (int64_t c = 0; c < op->n_categories; c++)
+                    if (op->cat_out[c] < -1 || op->cat_out[c] >= width)
+                        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                             "transform %lld: category %lld goes to column "
+                                             "%lld, outside -1..%lld",
+                                             (long long)i, (long long)c,
+                                             (long long)op->cat_out[c], (long long)width - 1);
+        }
     } else {
         return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: unknown kind %d",
                              (long long)i, op->kind);
@@ -295,8 +311,14 @@ mls_status mls_transform_apply_rows(const mls_transform_op *ops, int64_t n_ops,
                                      x[r].ptr == NULL ? "missing" : "unknown");
             }
             if (op->kind == MLS_TRANSFORM_ONEHOT) {
-                memset(row + op->out_col, 0, (size_t)op->n_categories * sizeof(double));
-                if (c >= 0) row[op->out_col + c] = 1.0;
+                if (op->cat_out == NULL) {
+                    memset(row + op->out_col, 0, (size_t)op->n_categories * sizeof(double));
+                    if (c >= 0) row[op->out_col + c] = 1.0;
+                } else {
+                    memset(row + op->out_col, 0, (size_t)op->width * sizeof(double));
+                    int64_t col = c >= 0 ? op->cat_out[c] : op->unknown_out;
+                    if (col >= 0) row[op->out_col + col] = 1.0;
+                }
             } else {
                 row[op->out_col] = c >= 0 ? (double)c : op->unknown_value;
             }

@@ -49,6 +49,13 @@ typedef struct mls_transform_op {
     double unknown_value; /* ORDINAL with MLS_UNKNOWN_IGNORE */
     int64_t missing_category; /* ONEHOT / ORDINAL: the category a missing value takes
                                * (a string imputer's fill), -1: missing is unknown */
+    /* ONEHOT only: cat_out[c] is category c's output column (0..width-1) or -1 for
+     * none (a dropped category); several categories may share one (infrequent ones).
+     * NULL: category c writes column c and width is n_categories. unknown_out: the
+     * column an unknown value sets (infrequent_if_exist), -1 none. */
+    const int64_t *cat_out;
+    int64_t width;
+    int64_t unknown_out;
 } mls_transform_op;
 
 /* num_cols[c] (float64, n_rows) is used when column c is numeric, str_cols[c]

@@ -236,6 +236,10 @@ CORRUPT = [
     ("pipe.ops", lambda m: ops_with(m, 3, 7, 10**6), "past the"),
     ("pipe.ops", lambda m: ops_with(m, 3, 4, 5), "unknown mode 5"),
     ("pipe.missing", lambda m: np.array([-1, -1, 10**6, -1]), "missing category 1000000"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 8, 10**6), "category map from 1000000 past"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 8, -7), "category map from -7 past"),
+    ("pipe.ops", lambda m: ops_with(m, 3, 10, 2), "unknown column without a category map"),
+    ("pipe.cat_out", lambda m: None, "section 'pipe.cat_out' is missing"),
     ("pipe.cat_offsets", lambda m: sections(m)["pipe.cat_offsets"][:3],
      "past the 3 offsets"),
     ("pipe.cat_offsets", lambda m: sections(m)["pipe.cat_offsets"][::-1].copy(),
@@ -403,3 +407,62 @@ def test_mlp_final_step_matches_sklearn(task, tmp_path):
             if task != "regression":
                 agree = (m.predict(data) == pipe.predict(data)).mean()
                 assert agree >= 0.99
+
+
+ONEHOTS = {
+    "drop_first": dict(drop="first"),
+    "drop_if_binary": dict(drop="if_binary"),
+    "drop_first_ignore": dict(drop="first", handle_unknown="ignore"),
+    "min_frequency": dict(min_frequency=12, handle_unknown="infrequent_if_exist"),
+    "min_frequency_ignore": dict(min_frequency=0.05, handle_unknown="ignore"),
+    "max_categories": dict(max_categories=6, handle_unknown="infrequent_if_exist"),
+    "max_categories_drop": dict(max_categories=6, drop="first"),
+    "infrequent_none": dict(handle_unknown="infrequent_if_exist"),
+}
+
+
+@pytest.mark.parametrize("options", list(ONEHOTS))
+def test_onehot_drop_and_infrequent_match_sklearn(options, tmp_path):
+    import warnings
+
+    X, y, _ = frame()
+    X = X.fillna({"city": "none"})
+    X["binary"] = np.where(X["age"].fillna(0) > 40, "old", "young").astype(object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # drop + ignore warns that unknowns look like dropped
+        enc = OneHotEncoder(sparse_output=False, **ONEHOTS[options])
+        pipe = Pipeline([("prep", ColumnTransformer([
+            ("num", SimpleImputer(), ["age"]),
+            ("cat", enc, ["city", "plan", "binary"])])),
+            ("clf", LogisticRegression(max_iter=3000))]).fit(X, y)
+    model = mlserve.convert(pipe)
+    mlserve.save(model, tmp_path / "m.mls")
+    loaded = mlserve.load(tmp_path / "m.mls")
+    Y = X.head(30).copy()
+    if enc.handle_unknown != "error":
+        Y.loc[Y.index[:4], "city"] = "atlantis"
+        Y.loc[Y.index[4:6], "plan"] = "p-unseen"
+    for m in (model, loaded):
+        for data in (X, Y):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scikit-learn: unknown categories warning
+                want_t, want_p = pipe[0].transform(data), pipe.predict_proba(data)
+            np.testing.assert_array_equal(m.transform(data), want_t)
+            np.testing.assert_allclose(m.predict_proba(data), want_p, rtol=1e-6, atol=1e-9)
+
+
+def test_corrupt_category_map_is_refused():
+    X, y, _ = frame()
+    pipe = Pipeline([("prep", ColumnTransformer([
+        ("cat", OneHotEncoder(drop="first", sparse_output=False), ["plan"])])),
+        ("clf", LogisticRegression(max_iter=2000))]).fit(X, y)
+    model = mlserve.convert(pipe)
+    for index, value, message in ((0, 999, "goes to column 999"), (1, -2, "goes to column -2")):
+        arrays = sections(model)
+        arrays["pipe.cat_out"][index] = value
+        with pytest.raises(ValueError, match=message):
+            _core.create("pipeline", arrays, model.model_.metadata)
+    arrays = sections(model)
+    arrays["pipe.ops"][0, 10] = 10**6  # the unknown value's column
+    with pytest.raises(ValueError, match="unknown column 1000000 out of range"):
+        _core.create("pipeline", arrays, model.model_.metadata)

@@ -21,9 +21,54 @@ IGNORE, ERROR = 0, 1
 
 
 def _op(kind, in_col, out_col, fill=0.0, mul=1.0, add=0.0, indicator=-1, cats=None,
-        offsets=None, unknown_mode=IGNORE, unknown_value=0.0, missing=-1):
+        offsets=None, unknown_mode=IGNORE, unknown_value=0.0, missing=-1, cat_out=None,
+        width=-1, unknown_out=-1):
     return (kind, in_col, out_col, float(fill), float(mul), float(add), indicator, cats,
-            offsets, unknown_mode, float(unknown_value), int(missing))
+            offsets, unknown_mode, float(unknown_value), int(missing), cat_out, int(width),
+            int(unknown_out))
+
+
+#: A value no training category can be (asked of scikit-learn to find where unknowns go).
+_PROBE_UNKNOWN = "\x00mlserve: an unseen category\x00"
+
+
+def _onehot_map(enc, name, j):
+    """(cat_out or None, width, unknown_out) of a fitted OneHotEncoder's feature j.
+
+    With drop, min_frequency, max_categories or infrequent_if_exist, where each training
+    category and an unknown value land is asked of the encoder itself: one transform of
+    a row per category (the other features at their first category)."""
+    cats = list(enc.categories_[j])
+    plain = enc.drop is None and not getattr(enc, "_infrequent_enabled", False)
+    if plain:
+        return None, len(cats), -1
+    widths = getattr(enc, "_n_features_outs", None)
+    if widths is None:
+        raise ConvertError(f"step {name!r} (OneHotEncoder): drop and infrequent categories "
+                           "need scikit-learn >= 1.1")
+    start, width = int(sum(widths[:j])), int(widths[j])
+    probes = cats + ([_PROBE_UNKNOWN] if enc.handle_unknown != "error" else [])
+    rows = np.empty((len(probes), len(enc.categories_)), dtype=object)
+    for k, c in enumerate(enc.categories_):
+        rows[:, k] = c[0]
+    rows[:, j] = probes
+    names = getattr(enc, "feature_names_in_", None)
+    if names is not None:
+        import pandas as pd
+
+        rows = pd.DataFrame(rows, columns=list(names))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "unknown categories ... encoded as zeros/infrequent"
+        block = np.asarray(_dense(enc.transform(rows)))[:, start:start + width]
+    where = [int(np.argmax(r)) if r.any() else -1 for r in block]
+    unknown_out = where.pop() if enc.handle_unknown != "error" else -1
+    return np.asarray(where, dtype=np.int64), width, unknown_out
+
+
+def _dense(m):
+    return m.toarray() if hasattr(m, "toarray") else m
 
 
 def _is_nan(v):
@@ -106,17 +151,24 @@ class ColumnTransform:
     def sections(self) -> dict:
         """The pipe.* sections of kind 7 (csrc/mls_pipeline.h), final model excluded."""
         n_ops = len(self._ops)
-        ops = np.zeros((n_ops, 8), dtype=np.int64)
+        ops = np.zeros((n_ops, 11), dtype=np.int64)
+        ops[:, 8:] = -1
+        cat_outs, n_cat_out = [], 0
         params = np.zeros((n_ops, 4), dtype=np.float64)
         missing = np.full(n_ops, -1, dtype=np.int64)
         offsets, blobs, n_offs, n_bytes = [], [], 0, 0
         for k, op in enumerate(self._ops):
             kind, in_col, out_col, fill, mul, add, ind, cats, offs, mode, unknown = op[:11]
+            cat_out, width, unknown_out = op[12:15]
             ops[k, :5] = (kind, in_col, out_col, ind, mode)
             params[k] = (fill, mul, add, unknown)
             if kind != NUMERIC:
                 missing[k] = op[11]
-                ops[k, 5:] = (len(offs) - 1, n_offs, n_bytes)
+                ops[k, 5:8] = (len(offs) - 1, n_offs, n_bytes)
+                if cat_out is not None:
+                    ops[k, 8:] = (n_cat_out, width, unknown_out)
+                    cat_outs.append(np.asarray(cat_out, dtype=np.int64))
+                    n_cat_out += len(cat_out)
                 offsets.append(np.asarray(offs, dtype=np.int64))
                 blobs.append(cats)
                 n_offs += len(offs)
@@ -130,6 +182,7 @@ class ColumnTransform:
             "pipe.missing": missing,
             "pipe.cat_offsets": np.concatenate(offsets + [np.zeros(1, np.int64)]),
             "pipe.cat_bytes": np.frombuffer(b"".join(blobs) + b"\0", dtype=np.uint8).copy(),
+            "pipe.cat_out": np.concatenate(cat_outs + [np.full(1, -1, np.int64)]),
         }
 
     def _columns(self, X):
@@ -226,13 +279,12 @@ def convert_column_transformer(ct):
                 categories[i].extend(c for c in enc.categories_[j]
                                      if isinstance(c, str) and c not in categories[i])
                 if kinds[-1] == "OneHotEncoder":
-                    if enc.drop is not None or getattr(enc, "_infrequent_enabled", False):
-                        raise ConvertError(f"step {sname!r} (OneHotEncoder): drop and "
-                                           "infrequent categories are not supported yet")
-                    mode = IGNORE if enc.handle_unknown == "ignore" else ERROR
+                    mode = ERROR if enc.handle_unknown == "error" else IGNORE
+                    cat_out, width, unknown_out = _onehot_map(enc, sname, j)
                     ops.append(_op(ONEHOT, i, out, cats=cats, offsets=offsets,
-                                   unknown_mode=mode, missing=missing))
-                    out += len(offsets) - 1
+                                   unknown_mode=mode, missing=missing, cat_out=cat_out,
+                                   width=width, unknown_out=unknown_out))
+                    out += width
                 else:
                     if enc.handle_unknown == "use_encoded_value":
                         mode, value = IGNORE, enc.unknown_value
