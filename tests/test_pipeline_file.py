@@ -410,14 +410,14 @@ def test_mlp_final_step_matches_sklearn(task, tmp_path):
 
 
 ONEHOTS = {
-    "drop_first": dict(drop="first"),
-    "drop_if_binary": dict(drop="if_binary"),
-    "drop_first_ignore": dict(drop="first", handle_unknown="ignore"),
-    "min_frequency": dict(min_frequency=12, handle_unknown="infrequent_if_exist"),
-    "min_frequency_ignore": dict(min_frequency=0.05, handle_unknown="ignore"),
-    "max_categories": dict(max_categories=6, handle_unknown="infrequent_if_exist"),
-    "max_categories_drop": dict(max_categories=6, drop="first"),
-    "infrequent_none": dict(handle_unknown="infrequent_if_exist"),
+    "drop_first": {"drop": "first"},
+    "drop_if_binary": {"drop": "if_binary"},
+    "drop_first_ignore": {"drop": "first", "handle_unknown": "ignore"},
+    "min_frequency": {"min_frequency": 12, "handle_unknown": "infrequent_if_exist"},
+    "min_frequency_ignore": {"min_frequency": 0.05, "handle_unknown": "ignore"},
+    "max_categories": {"max_categories": 6, "handle_unknown": "infrequent_if_exist"},
+    "max_categories_drop": {"max_categories": 6, "drop": "first"},
+    "infrequent_none": {"handle_unknown": "infrequent_if_exist"},
 }
 
 
