@@ -11,7 +11,8 @@
 
 static const char *const pipe_sections[] = {"pipe.header", "pipe.columns", "pipe.ops",
                                              "pipe.params", "pipe.missing", "pipe.cat_offsets",
-                                             "pipe.cat_bytes", "pipe.cat_out"};
+                                             "pipe.cat_bytes", "pipe.cat_out",
+                                             "pipe.proj_mean", "pipe.proj_weights"};
 
 static int is_pipe_section(const char *name)
 {
@@ -22,6 +23,9 @@ static int is_pipe_section(const char *name)
 
 typedef struct pipeline_state {
     int64_t n_in, n_out, n_ops;
+    int64_t n_final;           /* the final model's input width: n_out, or the projection's */
+    const double *proj_mean;   /* n_out, or NULL: no projection (PCA, TruncatedSVD) */
+    const double *proj_w;      /* n_final x n_out */
     const int64_t *col_is_string; /* n_in, in the mapping */
     int has_strings;
     mls_transform_op *ops;        /* n_ops, pointing into the mapping */
@@ -231,7 +235,23 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
     if (st != MLS_STATUS_OK) return st;
     st = mls_transform_tables_build(s->ops, n_ops, &s->tables, err);
     if (st != MLS_STATUS_OK) return st;
-    st = final_init(m, final_kind, n_out, &s->final, err);
+    s->n_final = n_out;
+    const mls_section *pm = mls_model_find_section(m, "pipe.proj_mean");
+    const mls_section *pw = mls_model_find_section(m, "pipe.proj_weights");
+    if ((pm == NULL) != (pw == NULL))
+        return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                             "pipeline: pipe.proj_mean and pipe.proj_weights come together");
+    if (pm != NULL) {
+        if ((st = need(m, "pipe.proj_mean", MLS_DTYPE_FLOAT64, 1, n_out, 0, &pm, err)) ||
+            (st = need(m, "pipe.proj_weights", MLS_DTYPE_FLOAT64, 2, -1, n_out, &pw, err)))
+            return st;
+        if (pw->shape[0] < 1)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "pipeline: empty projection");
+        s->n_final = pw->shape[0];
+        s->proj_mean = pm->data;
+        s->proj_w = pw->data;
+    }
+    st = final_init(m, final_kind, s->n_final, &s->final, err);
     if (st != MLS_STATUS_OK) return st;
     m->dtype = MLS_DTYPE_FLOAT64;
     m->n_features = n_in;
@@ -247,7 +267,7 @@ static mls_status pipeline_output_spec(const mls_model *m, mls_method method,
         return mls_error_set(err, MLS_STATUS_ERR_UNSUPPORTED,
                              "a column transform has only transform");
     spec->ndim = 2;
-    spec->cols = s->n_out;
+    spec->cols = s->n_final;
     spec->dtype = MLS_DTYPE_FLOAT64;
     return MLS_STATUS_OK;
 }
@@ -259,7 +279,7 @@ int64_t mls_pipeline_n_inputs(const mls_model *m)
 
 int64_t mls_pipeline_n_transformed(const mls_model *m)
 {
-    return m->vt->kind == MLS_KIND_PIPELINE ? ((const pipeline_state *)m->state)->n_out : -1;
+    return m->vt->kind == MLS_KIND_PIPELINE ? ((const pipeline_state *)m->state)->n_final : -1;
 }
 
 int mls_pipeline_column_is_string(const mls_model *m, int64_t c)
@@ -279,9 +299,43 @@ static mls_status check_pipeline(const mls_model *m, int64_t n_rows, int64_t n_i
     if (n_in_cols != s->n_in)
         return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "expected %lld columns, got %lld",
                              (long long)s->n_in, (long long)n_in_cols);
-    if (s->n_out > 0 && n_rows > INT64_MAX / 8 / s->n_out)
+    int64_t wide = s->n_out > s->n_final ? s->n_out : s->n_final;
+    if (n_rows > INT64_MAX / 8 / wide)
         return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "too many rows");
     return MLS_STATUS_OK;
+}
+
+/* Rows r0 .. r0+n-1 transformed into dst (n x n_final); scratch (n x n_out) holds the
+ * column transform's output when a projection follows. */
+static mls_status transform_rows(const pipeline_state *s, int64_t r0, int64_t n,
+                                 const double *const *num_cols, const mls_str *const *str_cols,
+                                 int64_t n_in_cols, double *dst, double *scratch,
+                                 mls_error *err)
+{
+    double *t = s->proj_w != NULL ? scratch : dst;
+    mls_status st = mls_transform_apply_rows(s->ops, s->n_ops, s->tables, r0, n, num_cols,
+                                             str_cols, n_in_cols, t, s->n_out, err);
+    if (st != MLS_STATUS_OK || s->proj_w == NULL) return st;
+    for (int64_t r = 0; r < n; r++) {
+        const double *x = t + r * s->n_out;
+        double *y = dst + r * s->n_final;
+        for (int64_t k = 0; k < s->n_final; k++) {
+            const double *w = s->proj_w + k * s->n_out;
+            double acc = 0.0;
+            for (int64_t j = 0; j < s->n_out; j++) acc += (x[j] - s->proj_mean[j]) * w[j];
+            y[k] = acc;
+        }
+    }
+    return MLS_STATUS_OK;
+}
+
+/* Rows per chunk, so a chunk's transformed block stays in cache. */
+static int64_t chunk_rows(const pipeline_state *s, int64_t n_rows)
+{
+    int64_t wide = s->n_out + (s->proj_w != NULL ? s->n_final : 0);
+    int64_t chunk = (int64_t)(PIPELINE_CHUNK_BYTES / ((size_t)wide * sizeof(double)));
+    if (chunk < 1) chunk = 1;
+    return chunk > n_rows ? n_rows : chunk;
 }
 
 mls_status mls_pipeline_transform(const mls_model *m, int64_t n_rows,
@@ -291,8 +345,20 @@ mls_status mls_pipeline_transform(const mls_model *m, int64_t n_rows,
     mls_status st = check_pipeline(m, n_rows, n_in_cols, err);
     if (st != MLS_STATUS_OK) return st;
     const pipeline_state *s = m->state;
-    return mls_transform_apply_tables(s->ops, s->n_ops, s->tables, n_rows, num_cols, str_cols,
-                                      n_in_cols, out, s->n_out, err);
+    if (s->proj_w == NULL)
+        return mls_transform_apply_tables(s->ops, s->n_ops, s->tables, n_rows, num_cols,
+                                          str_cols, n_in_cols, out, s->n_out, err);
+    if (n_rows == 0) return MLS_STATUS_OK;
+    int64_t chunk = chunk_rows(s, n_rows);
+    double *scratch = malloc((size_t)chunk * (size_t)s->n_out * sizeof(double));
+    if (scratch == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline rows");
+    for (int64_t r0 = 0; r0 < n_rows && st == MLS_STATUS_OK; r0 += chunk) {
+        int64_t n = n_rows - r0 < chunk ? n_rows - r0 : chunk;
+        st = transform_rows(s, r0, n, num_cols, str_cols, n_in_cols, out + r0 * s->n_final,
+                            scratch, err);
+    }
+    free(scratch);
+    return st;
 }
 
 mls_status mls_pipeline_predict_columns(const mls_model *m, mls_method method, int64_t n_rows,
@@ -312,26 +378,31 @@ mls_status mls_pipeline_predict_columns(const mls_model *m, mls_method method, i
     /* Rows go through in chunks whose transformed block stays in cache (a one-hot
      * of many categories is wide): transform a chunk, predict it, next. */
     size_t out_row = mls_dtype_size(spec.dtype) * (size_t)(spec.ndim == 2 ? spec.cols : 1);
-    int64_t chunk = (int64_t)(PIPELINE_CHUNK_BYTES / ((size_t)s->n_out * sizeof(double)));
-    if (chunk < 1) chunk = 1;
-    if (chunk > n_rows) chunk = n_rows;
-    double *buf = malloc((size_t)chunk * (size_t)s->n_out * sizeof(double));
-    if (buf == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline rows");
+    int64_t chunk = chunk_rows(s, n_rows);
+    double *buf = malloc((size_t)chunk * (size_t)s->n_final * sizeof(double));
+    double *scratch = s->proj_w != NULL
+                          ? malloc((size_t)chunk * (size_t)s->n_out * sizeof(double))
+                          : NULL;
+    if (buf == NULL || (s->proj_w != NULL && scratch == NULL)) {
+        free(buf);
+        free(scratch);
+        return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline rows");
+    }
     for (int64_t r0 = 0; r0 < n_rows && st == MLS_STATUS_OK; r0 += chunk) {
         int64_t n = n_rows - r0 < chunk ? n_rows - r0 : chunk;
-        st = mls_transform_apply_rows(s->ops, s->n_ops, s->tables, r0, n, num_cols, str_cols,
-                                      n_in_cols, buf, s->n_out, err);
+        st = transform_rows(s, r0, n, num_cols, str_cols, n_in_cols, buf, scratch, err);
         if (st != MLS_STATUS_OK) break;
-        mls_tensor X = {buf, MLS_DTYPE_FLOAT64, n, s->n_out, s->n_out};
+        mls_tensor X = {buf, MLS_DTYPE_FLOAT64, n, s->n_final, s->n_final};
         if (s->final->dtype == MLS_DTYPE_FLOAT32) { /* in place: float32 fits in the doubles */
             float *f = (float *)buf;
-            size_t cells = (size_t)n * (size_t)s->n_out;
+            size_t cells = (size_t)n * (size_t)s->n_final;
             for (size_t i = 0; i < cells; i++) f[i] = (float)buf[i];
             X.dtype = MLS_DTYPE_FLOAT32;
         }
         st = mls_model_predict(s->final, method, &X, (char *)out + (size_t)r0 * out_row, err);
     }
     free(buf);
+    free(scratch);
     return st;
 }
 

@@ -19,6 +19,9 @@
  *   pipe.cat_bytes   uint8 [b >= 1]: the categories' UTF-8, concatenated
  *   pipe.cat_out     int64 [k >= 1]: one-hot output column of each category of the
  *                    ops whose cat_out_start >= 0 (drop, infrequent categories)
+ *   pipe.proj_mean, pipe.proj_weights   optional, together: float64 [n_out] and
+ *                    [n_final, n_out]; the transformed row x becomes
+ *                    (x - mean) @ weights.T (PCA, TruncatedSVD) before the final model
  *   final.<name>     the final model's sections, its own names prefixed
  * Any other section is an error. The final model is validated by its own
  * family's init over the same (mapped) arrays.
@@ -38,7 +41,8 @@
 extern const mls_model_vtable mls_pipeline_vtable;
 
 /* Input columns of a pipeline model m and whether column c is a string
- * column (0/1); n_out: the transform's output width. */
+ * column (0/1); n_transformed: the width of the transform's output (after a
+ * projection, if any): the final model's input. */
 int64_t mls_pipeline_n_inputs(const mls_model *m);
 int64_t mls_pipeline_n_transformed(const mls_model *m);
 int mls_pipeline_column_is_string(const mls_model *m, int64_t c);

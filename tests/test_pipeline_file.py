@@ -466,3 +466,35 @@ def test_corrupt_category_map_is_refused():
     arrays["pipe.ops"][0, 10] = 10**6  # the unknown value's column
     with pytest.raises(ValueError, match="unknown column 1000000 out of range"):
         _core.create("pipeline", arrays, model.model_.metadata)
+
+
+@pytest.mark.parametrize("projection", ["pca", "pca_whiten", "svd"])
+def test_pca_and_truncated_svd_steps_match_sklearn(projection, tmp_path):
+    from sklearn.decomposition import PCA, TruncatedSVD
+
+    X, y, _ = frame()
+    step = {"pca": PCA(n_components=5), "pca_whiten": PCA(n_components=4, whiten=True),
+            "svd": TruncatedSVD(n_components=6, random_state=0)}[projection]
+    pipe = Pipeline([("prep", prep()), ("proj", step),
+                     ("clf", LogisticRegression(max_iter=2000))]).fit(X, y)
+    model = mlserve.convert(pipe)
+    mlserve.save(model, tmp_path / "p.mls")
+    for m in (model, mlserve.load(tmp_path / "p.mls")):
+        for data in (X, unseen(X)):
+            np.testing.assert_allclose(m.transform(data), pipe[:-1].transform(data), rtol=1e-6,
+                                       atol=1e-9)
+            np.testing.assert_allclose(m.predict_proba(data), pipe.predict_proba(data),
+                                       rtol=1e-6, atol=1e-9)
+    assert [s["class"] for s in model.steps] == ["ColumnTransformer", type(step).__name__,
+                                                 "LogisticRegression"]
+    bare = mlserve.convert(Pipeline([("prep", prep()), ("proj", step)]).fit(X))
+    np.testing.assert_allclose(bare.transform(X), pipe[:-1].transform(X), rtol=1e-6,
+                               atol=1e-9)
+    arrays = sections(model)
+    arrays["pipe.proj_weights"] = arrays["pipe.proj_weights"][:, :3]
+    with pytest.raises(ValueError, match="pipe.proj_weights' has the wrong"):
+        _core.create("pipeline", arrays, model.model_.metadata)
+    arrays = sections(model)
+    del arrays["pipe.proj_mean"]
+    with pytest.raises(ValueError, match="come together"):
+        _core.create("pipeline", arrays, model.model_.metadata)

@@ -141,6 +141,7 @@ class ColumnTransform:
         self.n_out = n_out
         self._string = {remap[c] for c in string_columns}
         self._plan = _core.transform_plan(self._ops)  # category hash tables built once
+        self.projection = None  # (mean, weights) of a PCA / TruncatedSVD step after it
         self.input_schema = [
             {"name": str(self.feature_names[c]),
              "kind": "string" if remap[c] in self._string else "numeric",
@@ -183,6 +184,8 @@ class ColumnTransform:
             "pipe.cat_offsets": np.concatenate(offsets + [np.zeros(1, np.int64)]),
             "pipe.cat_bytes": np.frombuffer(b"".join(blobs) + b"\0", dtype=np.uint8).copy(),
             "pipe.cat_out": np.concatenate(cat_outs + [np.full(1, -1, np.int64)]),
+            **({"pipe.proj_mean": self.projection[0], "pipe.proj_weights": self.projection[1]}
+               if self.projection is not None else {}),
         }
 
     def _columns(self, X):
@@ -358,8 +361,9 @@ def build_pipeline_model(transform, final, steps):
 
     arrays = transform.sections()
     final_kind, final_meta = 0, None
-    meta = {"task": "transform", "n_outputs": transform.n_out,
-            "output_shape": [transform.n_out], "classes": None, "classes_dtype": None}
+    width = transform.n_out if transform.projection is None else len(transform.projection[1])
+    meta = {"task": "transform", "n_outputs": width,
+            "output_shape": [width], "classes": None, "classes_dtype": None}
     if final is not None:
         core = final._fitted_model()
         final_kind = _KIND_NUMBERS[core.kind]
@@ -393,32 +397,72 @@ def _ct_step(name, ct, transform):
     return {"name": name, "class": type(ct).__name__, "transformers": transform.described}
 
 
+#: Steps that may stand between the ColumnTransformer and the final estimator: linear
+#: projections, run in C after the column transform (pipe.proj_mean / pipe.proj_weights).
+PROJECTIONS = ("PCA", "TruncatedSVD")
+
+
+def _projection(step, name):
+    """(mean, weights) with transformed = (x - mean) @ weights.T, as step.transform."""
+    cls = type(step).__name__
+    components = np.asarray(step.components_, dtype=np.float64)
+    if cls == "PCA":
+        weights = components
+        if step.whiten:
+            weights = components / np.sqrt(np.asarray(step.explained_variance_))[:, None]
+        return np.asarray(step.mean_, dtype=np.float64), np.ascontiguousarray(weights)
+    if cls == "TruncatedSVD":
+        return np.zeros(components.shape[1]), np.ascontiguousarray(components)
+    raise ConvertError(f"step {name!r}: {cls} is not supported")
+
+
 def convert_pipeline(pipe, dtype, converters):
-    """Pipeline([(name, ColumnTransformer), (name, final estimator)]) -> PipelineModel."""
+    """Pipeline([ColumnTransformer, (PCA | TruncatedSVD), final estimator]) -> PipelineModel
+    (the projection and the final estimator optional)."""
     from ._common import qualified_name
 
     steps = [(n, s) for n, s in getattr(pipe, "steps", []) if s not in (None, "passthrough")]
-    if len(steps) != 2:
-        raise ConvertError("a Pipeline must be (ColumnTransformer, final estimator) yet; got "
-                           + (", ".join(f"{n!r} ({type(s).__name__})" for n, s in steps)
-                              or "no steps"))
-    (tname, ct), (fname, final) = steps
+    shape = ("a Pipeline must be (ColumnTransformer, [PCA | TruncatedSVD], final estimator) "
+             "yet; got " + (", ".join(f"{n!r} ({type(s).__name__})" for n, s in steps)
+                            or "no steps"))
+    if not steps:
+        raise ConvertError(shape)
+    (tname, ct), rest = steps[0], steps[1:]
     if type(ct).__name__ != "ColumnTransformer":
         raise ConvertError(f"step {tname!r} ({type(ct).__name__}): the first step of a "
                            "Pipeline must be a ColumnTransformer yet")
+    proj = rest.pop(0) if rest and type(rest[0][1]).__name__ in PROJECTIONS else None
+    if len(rest) > 1:
+        raise ConvertError(shape)
+    transform = convert_column_transformer(ct)
+    described = [_ct_step(tname, ct, transform)]
+    width = transform.n_out
+    if proj is not None:
+        pname, pstep = proj
+        if not hasattr(pstep, "components_"):
+            raise ConvertError(f"step {pname!r} ({type(pstep).__name__}) is not fitted")
+        mean, weights = _projection(pstep, pname)
+        if weights.shape[1] != transform.n_out:
+            raise ConvertError(f"step {pname!r} takes {weights.shape[1]} features, the "
+                               f"ColumnTransformer {tname!r} gives {transform.n_out}")
+        transform.projection = (mean, weights)
+        width = weights.shape[0]
+        described.append({"name": pname, "class": type(pstep).__name__})
+    if not rest:
+        return build_pipeline_model(transform, None, described)
+    fname, final = rest[0]
     fqn = qualified_name(type(final))
     if fqn not in FINAL_ESTIMATORS:
         raise ConvertError(f"step {fname!r} ({type(final).__name__}): unsupported final "
                            "estimator; supported: " + ", ".join(
                                n.rsplit(".", 1)[1] for n in FINAL_ESTIMATORS))
-    transform = convert_column_transformer(ct)
     converted = converters[fqn](final, dtype)
-    n_in = getattr(converted, "n_features_in_", transform.n_out)
-    if n_in != transform.n_out:
-        raise ConvertError(f"step {fname!r} expects {n_in} features, the ColumnTransformer "
-                           f"{tname!r} gives {transform.n_out}")
-    return build_pipeline_model(transform, converted, [
-        _ct_step(tname, ct, transform), {"name": fname, "class": type(final).__name__}])
+    n_in = getattr(converted, "n_features_in_", width)
+    if n_in != width:
+        raise ConvertError(f"step {fname!r} expects {n_in} features, the steps before it "
+                           f"give {width}")
+    described.append({"name": fname, "class": type(final).__name__})
+    return build_pipeline_model(transform, converted, described)
 
 
 def _convert_bare_column_transformer(ct, dtype):
