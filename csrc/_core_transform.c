@@ -29,6 +29,8 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
     PyObject *cats = Py_None, *offs = Py_None;
     long long in_col, out_col, indicator = -1, unknown_mode = 0, missing_category = -1;
     long long width = -1, unknown_out = -1;
+    int func = 0;
+    double mul2 = 1.0, add2 = 0.0;
     PyObject *cat_out = Py_None;
     double fill = 0.0, mul = 1.0, add = 0.0, unknown_value = 0.0;
     int kind;
@@ -36,9 +38,10 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
         PyErr_Format(PyExc_TypeError, "transform %zd: expected a tuple", i);
         return -1;
     }
-    if (!PyArg_ParseTuple(t, "iLLdddLOOLd|LOLL:transform op", &kind, &in_col, &out_col, &fill,
+    if (!PyArg_ParseTuple(t, "iLLdddLOOLd|LOLLidd:transform op", &kind, &in_col, &out_col, &fill,
                           &mul, &add, &indicator, &cats, &offs, &unknown_mode, &unknown_value,
-                          &missing_category, &cat_out, &width, &unknown_out))
+                          &missing_category, &cat_out, &width, &unknown_out, &func, &mul2,
+                          &add2))
         return -1;
     op->kind = kind;
     op->in_col = in_col;
@@ -53,6 +56,9 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
     op->cat_out = NULL;
     op->width = width;
     op->unknown_out = unknown_out;
+    op->func = func;
+    op->mul2 = mul2;
+    op->add2 = add2;
     op->n_categories = 0;
     op->cat_bytes = NULL;
     op->cat_offsets = NULL;
@@ -281,7 +287,7 @@ PyDoc_STRVAR(transform_apply_doc,
              "Column transforms in one C call. columns: 1-d arrays of one length, float64 "
              "(numeric) or object (strings, None/NaN missing). ops: tuples (kind, in_col, "
              "out_col, fill, mul, add, indicator_col, categories_bytes, offsets, unknown_mode, "
-             "unknown_value[, missing_category, cat_out, width, unknown_out]). Returns a float64 (n_rows, n_out) array.\n");
+             "unknown_value[, missing_category, cat_out, width, unknown_out, func, mul2, add2]). Returns a float64 (n_rows, n_out) array.\n");
 static PyObject *transform_apply(PyObject *module, PyObject *args)
 {
     PyObject *ops_obj, *cols_obj;

@@ -197,7 +197,17 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
         op->cat_out = NULL;
         op->width = -1;
         op->unknown_out = -1;
+        op->func = 0;
+        op->mul2 = 1.0;
+        op->add2 = 0.0;
         if (op->kind == MLS_TRANSFORM_NUMERIC) {
+            if (o[11] < 0 || o[11] >= MLS_FUNC_COUNT_)
+                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                     "pipeline: op %lld has function %lld", (long long)i,
+                                     (long long)o[11]);
+            op->func = (int)o[11];
+            op->mul2 = p[4];
+            op->add2 = p[5];
             op->missing_category = -1;
             continue;
         }

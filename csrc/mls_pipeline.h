@@ -7,11 +7,11 @@
  *   pipe.header      int64 [5]: n_in_cols, n_out_cols, final_kind (0: none, the
  *                    pipeline is a bare ColumnTransformer), n_ops, version (1)
  *   pipe.columns     int64 [n_in_cols]: 0 numeric, 1 string
- *   pipe.ops         int64 [n_ops, 11]: kind, in_col, out_col, indicator_col,
+ *   pipe.ops         int64 [n_ops, 12]: kind, in_col, out_col, indicator_col,
  *                    unknown_mode, n_categories, offsets_start, bytes_start,
  *                    cat_out_start (-1: category c is column c), width, unknown_out
- *                    (one-hot: see mls_transform.h)
- *   pipe.params      float64 [n_ops, 4]: fill, mul, add, unknown_value
+ *                    (one-hot: see mls_transform.h), func (numeric: MLS_FUNC_*)
+ *   pipe.params      float64 [n_ops, 6]: fill, mul, add, unknown_value, mul2, add2
  *   pipe.missing     int64 [n_ops]: missing_category (see mls_transform.h)
  *   pipe.cat_offsets int64 [k >= 1]: each categorical op's n_categories + 1
  *                    offsets from offsets_start, starting at 0, relative to
@@ -34,8 +34,8 @@
 #include "mls_model.h"
 #include "mls_transform.h"
 
-#define MLS_PIPELINE_OP_FIELDS 11
-#define MLS_PIPELINE_PARAM_FIELDS 4
+#define MLS_PIPELINE_OP_FIELDS 12
+#define MLS_PIPELINE_PARAM_FIELDS 6
 #define MLS_PIPELINE_FORMAT 1
 
 extern const mls_model_vtable mls_pipeline_vtable;

@@ -16,6 +16,23 @@ static uint64_t hash_bytes(const char *p, int64_t n)
     return h;
 }
 
+static double apply_func(int func, double x)
+{
+    switch (func) {
+    case MLS_FUNC_LOG1P: return log1p(x);
+    case MLS_FUNC_LOG: return log(x);
+    case MLS_FUNC_EXP: return exp(x);
+    case MLS_FUNC_EXPM1: return expm1(x);
+    case MLS_FUNC_SQRT: return sqrt(x);
+    case MLS_FUNC_ABS: return fabs(x);
+    case MLS_FUNC_LOG2: return log2(x);
+    case MLS_FUNC_LOG10: return log10(x);
+    case MLS_FUNC_SQUARE: return x * x;
+    case MLS_FUNC_TANH: return tanh(x);
+    default: return x;
+    }
+}
+
 typedef struct cat_table {
     int64_t *slots; /* category index or -1 */
     uint64_t mask;
@@ -87,6 +104,9 @@ static mls_status check_op_kinds(const mls_transform_op *op, int64_t i, const in
             return mls_error_set(err, MLS_STATUS_ERR_TYPE,
                                  "transform %lld: input column %lld is not numeric", (long long)i,
                                  (long long)op->in_col);
+        if (op->func < 0 || op->func >= MLS_FUNC_COUNT_)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: unknown function %d",
+                                 (long long)i, op->func);
         if (op->indicator_col < -1 || op->indicator_col >= n_out_cols)
             return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                                  "transform %lld: indicator column %lld outside 0..%lld",
@@ -280,7 +300,9 @@ mls_status mls_transform_apply_rows(const mls_transform_op *ops, int64_t n_ops,
                 double v = x[r];
                 int missing = isnan(v);
                 double *row = out + r * n_out_cols;
-                row[op->out_col] = (missing ? op->fill : v) * op->mul + op->add;
+                double y = (missing ? op->fill : v) * op->mul + op->add;
+                if (op->func != MLS_FUNC_NONE) y = apply_func(op->func, y) * op->mul2 + op->add2;
+                row[op->out_col] = y;
                 if (op->indicator_col >= 0) row[op->indicator_col] = missing ? 1.0 : 0.0;
             }
             continue;

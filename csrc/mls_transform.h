@@ -56,7 +56,17 @@ typedef struct mls_transform_op {
     const int64_t *cat_out;
     int64_t width;
     int64_t unknown_out;
+    /* NUMERIC only: out = func(value) * mul2 + add2, value as above (a
+     * FunctionTransformer of a numpy ufunc between scalers); MLS_FUNC_NONE: out = value. */
+    int func;
+    double mul2, add2;
 } mls_transform_op;
+
+enum {
+    MLS_FUNC_NONE = 0, MLS_FUNC_LOG1P = 1, MLS_FUNC_LOG = 2, MLS_FUNC_EXP = 3,
+    MLS_FUNC_EXPM1 = 4, MLS_FUNC_SQRT = 5, MLS_FUNC_ABS = 6, MLS_FUNC_LOG2 = 7,
+    MLS_FUNC_LOG10 = 8, MLS_FUNC_SQUARE = 9, MLS_FUNC_TANH = 10, MLS_FUNC_COUNT_
+};
 
 /* num_cols[c] (float64, n_rows) is used when column c is numeric, str_cols[c]
  * when it is a string column; the other pointer is NULL. */

@@ -240,6 +240,8 @@ CORRUPT = [
     ("pipe.ops", lambda m: ops_with(m, 3, 8, -7), "category map from -7 past"),
     ("pipe.ops", lambda m: ops_with(m, 3, 10, 2), "unknown column without a category map"),
     ("pipe.cat_out", lambda m: None, "section 'pipe.cat_out' is missing"),
+    ("pipe.ops", lambda m: ops_with(m, 0, 11, 99), "op 0 has function 99"),
+    ("pipe.ops", lambda m: ops_with(m, 0, 11, -1), "op 0 has function -1"),
     ("pipe.cat_offsets", lambda m: sections(m)["pipe.cat_offsets"][:3],
      "past the 3 offsets"),
     ("pipe.cat_offsets", lambda m: sections(m)["pipe.cat_offsets"][::-1].copy(),
@@ -498,3 +500,46 @@ def test_pca_and_truncated_svd_steps_match_sklearn(projection, tmp_path):
     del arrays["pipe.proj_mean"]
     with pytest.raises(ValueError, match="come together"):
         _core.create("pipeline", arrays, model.model_.metadata)
+
+
+@pytest.mark.parametrize("ufunc", ["log1p", "log", "sqrt", "square", "tanh", "absolute",
+                                   "expm1"])
+def test_function_transformer_ufuncs_match_sklearn(ufunc, tmp_path):
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y, _ = frame()
+    f = getattr(np, ufunc)
+    scale = 1e-4 if ufunc in ("expm1", "tanh", "square") else 1.0  # keep exp/square finite
+    X = X.assign(income=X["income"] * scale)
+    num = make_pipeline(SimpleImputer(strategy="median"), FunctionTransformer(f),
+                        StandardScaler())
+    pipe = Pipeline([("prep", ColumnTransformer([
+        ("num", num, ["age", "income"]),
+        ("lone", FunctionTransformer(f), ["income"]),
+        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["plan"])])),
+        ("clf", LogisticRegression(max_iter=3000))])
+    with np.errstate(all="ignore"):
+        pipe.fit(X.assign(age=X["age"].abs()), y)
+    model = mlserve.convert(pipe)
+    mlserve.save(model, tmp_path / "f.mls")
+    data = X.assign(age=X["age"].abs())
+    for m in (model, mlserve.load(tmp_path / "f.mls")):
+        np.testing.assert_allclose(m.transform(data), pipe[0].transform(data), rtol=1e-6,
+                                   atol=1e-9)
+        np.testing.assert_allclose(m.predict_proba(data), pipe.predict_proba(data), rtol=1e-6,
+                                   atol=1e-9)
+
+
+def test_function_transformer_of_other_functions_is_a_convert_error():
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, _, _ = frame()
+    for func, message in ((lambda v: v * 2, "func '<lambda>' is not a numpy ufunc"),
+                          (np.sin, "func 'sin' is not a numpy ufunc")):
+        ct = ColumnTransformer([("f", FunctionTransformer(func), ["income"])]).fit(X)
+        with pytest.raises(mlserve.ConvertError, match=message):
+            mlserve.convert(ct)
+    ct = ColumnTransformer([("f", FunctionTransformer(np.log1p, kw_args={"out": None}),
+                             ["income"])]).fit(X)
+    with pytest.raises(mlserve.ConvertError, match="kw_args"):
+        mlserve.convert(ct)

@@ -22,10 +22,29 @@ IGNORE, ERROR = 0, 1
 
 def _op(kind, in_col, out_col, fill=0.0, mul=1.0, add=0.0, indicator=-1, cats=None,
         offsets=None, unknown_mode=IGNORE, unknown_value=0.0, missing=-1, cat_out=None,
-        width=-1, unknown_out=-1):
+        width=-1, unknown_out=-1, func=0, mul2=1.0, add2=0.0):
     return (kind, in_col, out_col, float(fill), float(mul), float(add), indicator, cats,
             offsets, unknown_mode, float(unknown_value), int(missing), cat_out, int(width),
-            int(unknown_out))
+            int(unknown_out), int(func), float(mul2), float(add2))
+
+
+#: numpy ufuncs a FunctionTransformer may apply (MLS_FUNC_* in csrc/mls_transform.h).
+_UFUNCS = {"log1p": 1, "log": 2, "exp": 3, "expm1": 4, "sqrt": 5, "absolute": 6, "log2": 7,
+           "log10": 8, "square": 9, "tanh": 10}
+
+
+def _ufunc_code(step, name):
+    """MLS_FUNC_* of a FunctionTransformer's func (0: the identity); else a ConvertError."""
+    f = step.func
+    if f is None:
+        return 0
+    if step.kw_args:
+        raise ConvertError(f"step {name!r} (FunctionTransformer): kw_args are not supported")
+    if isinstance(f, np.ufunc) and f.__name__ in _UFUNCS and getattr(np, f.__name__) is f:
+        return _UFUNCS[f.__name__]
+    shown = getattr(f, "__name__", type(f).__name__)
+    raise ConvertError(f"step {name!r} (FunctionTransformer): func {shown!r} is not a numpy "
+                       "ufunc mlserve can run; supported: np." + ", np.".join(_UFUNCS))
 
 
 #: A value no training category can be (asked of scikit-learn to find where unknowns go).
@@ -152,22 +171,23 @@ class ColumnTransform:
     def sections(self) -> dict:
         """The pipe.* sections of kind 7 (csrc/mls_pipeline.h), final model excluded."""
         n_ops = len(self._ops)
-        ops = np.zeros((n_ops, 11), dtype=np.int64)
-        ops[:, 8:] = -1
+        ops = np.zeros((n_ops, 12), dtype=np.int64)
+        ops[:, 8:11] = -1
         cat_outs, n_cat_out = [], 0
-        params = np.zeros((n_ops, 4), dtype=np.float64)
+        params = np.zeros((n_ops, 6), dtype=np.float64)
         missing = np.full(n_ops, -1, dtype=np.int64)
         offsets, blobs, n_offs, n_bytes = [], [], 0, 0
         for k, op in enumerate(self._ops):
             kind, in_col, out_col, fill, mul, add, ind, cats, offs, mode, unknown = op[:11]
-            cat_out, width, unknown_out = op[12:15]
+            cat_out, width, unknown_out, func, mul2, add2 = op[12:18]
             ops[k, :5] = (kind, in_col, out_col, ind, mode)
-            params[k] = (fill, mul, add, unknown)
+            params[k] = (fill, mul, add, unknown, mul2, add2)
+            ops[k, 11] = func
             if kind != NUMERIC:
                 missing[k] = op[11]
                 ops[k, 5:8] = (len(offs) - 1, n_offs, n_bytes)
                 if cat_out is not None:
-                    ops[k, 8:] = (n_cat_out, width, unknown_out)
+                    ops[k, 8:11] = (n_cat_out, width, unknown_out)
                     cat_outs.append(np.asarray(cat_out, dtype=np.int64))
                     n_cat_out += len(cat_out)
                 offsets.append(np.asarray(offs, dtype=np.int64))
@@ -302,8 +322,15 @@ def convert_column_transformer(ct):
         mul = [1.0] * len(idx)
         add = [0.0] * len(idx)
         indicator = None
+        func, mul2, add2 = 0, [1.0] * len(idx), [0.0] * len(idx)
         for k, (sname, step) in enumerate(steps):
             cls = type(step).__name__
+            if cls == "FunctionTransformer":
+                if func:
+                    raise ConvertError(f"step {sname!r} (FunctionTransformer): one function "
+                                       "per column pipeline is supported yet")
+                func = _ufunc_code(step, sname)  # 0: the identity, nothing to do
+                continue
             if cls == "SimpleImputer":
                 if k != 0:
                     raise ConvertError(f"step {sname!r} (SimpleImputer): must come first")
@@ -316,14 +343,17 @@ def convert_column_transformer(ct):
                 continue
             for j in range(len(idx)):
                 m, a = _affine(step, sname, j)
-                mul[j], add[j] = mul[j] * m, add[j] * m + a
+                if func:  # after the function: y = f(v) * mul2 + add2
+                    mul2[j], add2[j] = mul2[j] * m, add2[j] * m + a
+                else:
+                    mul[j], add[j] = mul[j] * m, add[j] * m + a
         n_main = len(idx)
         for j, i in enumerate(idx):
             ind = -1
             if indicator is not None and j in indicator:
                 ind = out + n_main + indicator.index(j)
             ops.append(_op(NUMERIC, i, out + j, fill=fill[j], mul=mul[j], add=add[j],
-                           indicator=ind))
+                           indicator=ind, func=func, mul2=mul2[j], add2=add2[j]))
         out += n_main + (len(indicator) if indicator is not None else 0)
     return ColumnTransform(names, ops, out, strings, described, categories)
 
