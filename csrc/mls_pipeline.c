@@ -1,6 +1,7 @@
 /* mls_pipeline.c: see mls_pipeline.h. */
 #include "mls_pipeline.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +13,8 @@
 static const char *const pipe_sections[] = {"pipe.header", "pipe.columns", "pipe.ops",
                                              "pipe.params", "pipe.missing", "pipe.cat_offsets",
                                              "pipe.cat_bytes", "pipe.cat_out",
-                                             "pipe.proj_mean", "pipe.proj_weights"};
+                                             "pipe.proj_mean", "pipe.proj_weights",
+                                             "pipe.normalize"};
 
 static int is_pipe_section(const char *name)
 {
@@ -26,6 +28,7 @@ typedef struct pipeline_state {
     int64_t n_final;           /* the final model's input width: n_out, or the projection's */
     const double *proj_mean;   /* n_out, or NULL: no projection (PCA, TruncatedSVD) */
     const double *proj_w;      /* n_final x n_out */
+    int64_t normalize;         /* 0 none; rows scaled to unit 1: l1, 2: l2, 3: max norm */
     const int64_t *col_is_string; /* n_in, in the mapping */
     int has_strings;
     mls_transform_op *ops;        /* n_ops, pointing into the mapping */
@@ -246,6 +249,14 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
     st = mls_transform_tables_build(s->ops, n_ops, &s->tables, err);
     if (st != MLS_STATUS_OK) return st;
     s->n_final = n_out;
+    const mls_section *nz = mls_model_find_section(m, "pipe.normalize");
+    if (nz != NULL) {
+        if ((st = need(m, "pipe.normalize", MLS_DTYPE_INT64, 1, 1, 0, &nz, err))) return st;
+        s->normalize = *(const int64_t *)nz->data;
+        if (s->normalize < 0 || s->normalize > 3)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "pipeline: normalize %lld (0..3)",
+                                 (long long)s->normalize);
+    }
     const mls_section *pm = mls_model_find_section(m, "pipe.proj_mean");
     const mls_section *pw = mls_model_find_section(m, "pipe.proj_weights");
     if ((pm == NULL) != (pw == NULL))
@@ -325,7 +336,21 @@ static mls_status transform_rows(const pipeline_state *s, int64_t r0, int64_t n,
     double *t = s->proj_w != NULL ? scratch : dst;
     mls_status st = mls_transform_apply_rows(s->ops, s->n_ops, s->tables, r0, n, num_cols,
                                              str_cols, n_in_cols, t, s->n_out, err);
-    if (st != MLS_STATUS_OK || s->proj_w == NULL) return st;
+    if (st != MLS_STATUS_OK) return st;
+    if (s->normalize != 0) /* scikit-learn's Normalizer: a zero row stays zero */
+        for (int64_t r = 0; r < n; r++) {
+            double *x = t + r * s->n_out, norm = 0.0;
+            for (int64_t j = 0; j < s->n_out; j++) {
+                double a = fabs(x[j]);
+                if (s->normalize == 1) norm += a;
+                else if (s->normalize == 2) norm += a * a;
+                else if (a > norm) norm = a;
+            }
+            if (s->normalize == 2) norm = sqrt(norm);
+            if (norm != 0.0)
+                for (int64_t j = 0; j < s->n_out; j++) x[j] /= norm;
+        }
+    if (s->proj_w == NULL) return MLS_STATUS_OK;
     for (int64_t r = 0; r < n; r++) {
         const double *x = t + r * s->n_out;
         double *y = dst + r * s->n_final;
@@ -355,7 +380,7 @@ mls_status mls_pipeline_transform(const mls_model *m, int64_t n_rows,
     mls_status st = check_pipeline(m, n_rows, n_in_cols, err);
     if (st != MLS_STATUS_OK) return st;
     const pipeline_state *s = m->state;
-    if (s->proj_w == NULL)
+    if (s->proj_w == NULL && s->normalize == 0)
         return mls_transform_apply_tables(s->ops, s->n_ops, s->tables, n_rows, num_cols,
                                           str_cols, n_in_cols, out, s->n_out, err);
     if (n_rows == 0) return MLS_STATUS_OK;

@@ -543,3 +543,47 @@ def test_function_transformer_of_other_functions_is_a_convert_error():
                              ["income"])]).fit(X)
     with pytest.raises(mlserve.ConvertError, match="kw_args"):
         mlserve.convert(ct)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_normalizer_step_matches_sklearn(norm, tmp_path):
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import Normalizer
+
+    X, y, _ = frame()
+    pipe = Pipeline([("prep", prep()), ("norm", Normalizer(norm=norm)),
+                     ("pca", PCA(n_components=3)),
+                     ("clf", LogisticRegression(max_iter=2000))]).fit(X, y)
+    model = mlserve.convert(pipe)
+    mlserve.save(model, tmp_path / "n.mls")
+    for m in (model, mlserve.load(tmp_path / "n.mls")):
+        for data in (X, unseen(X)):
+            np.testing.assert_allclose(m.transform(data), pipe[:-1].transform(data), rtol=1e-6,
+                                       atol=1e-9)
+            np.testing.assert_allclose(m.predict_proba(data), pipe.predict_proba(data),
+                                       rtol=1e-6, atol=1e-9)
+    bare = Pipeline([("prep", prep()), ("norm", Normalizer(norm=norm))]).fit(X)
+    np.testing.assert_allclose(mlserve.convert(bare).transform(X), bare.transform(X),
+                               rtol=1e-6, atol=1e-9)
+    arrays = sections(model)
+    arrays["pipe.normalize"] = np.array([7])
+    with pytest.raises(ValueError, match="normalize 7"):
+        _core.create("pipeline", arrays, model.model_.metadata)
+
+
+def test_make_column_selector_is_resolved_at_fit():
+    from sklearn.compose import make_column_selector
+
+    X, y, _ = frame()
+    ct = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(), StandardScaler()),
+         make_column_selector(dtype_include=np.number)),
+        ("cat", make_pipeline(SimpleImputer(strategy="most_frequent"),
+                              OneHotEncoder(handle_unknown="ignore")),
+         make_column_selector(dtype_exclude=np.number))])
+    pipe = Pipeline([("ct", ct), ("clf", LogisticRegression(max_iter=2000))]).fit(X, y)
+    model = mlserve.convert(pipe)
+    assert [c["kind"] for c in model.input_schema] == ["numeric", "numeric", "string", "string"]
+    for data in (X, unseen(X)):
+        np.testing.assert_allclose(model.predict_proba(data), pipe.predict_proba(data),
+                                   rtol=1e-6, atol=1e-9)

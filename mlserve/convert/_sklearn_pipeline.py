@@ -161,6 +161,7 @@ class ColumnTransform:
         self._string = {remap[c] for c in string_columns}
         self._plan = _core.transform_plan(self._ops)  # category hash tables built once
         self.projection = None  # (mean, weights) of a PCA / TruncatedSVD step after it
+        self.normalize = 0  # a Normalizer step after it: 1 l1, 2 l2, 3 max
         self.input_schema = [
             {"name": str(self.feature_names[c]),
              "kind": "string" if remap[c] in self._string else "numeric",
@@ -206,6 +207,8 @@ class ColumnTransform:
             "pipe.cat_out": np.concatenate(cat_outs + [np.full(1, -1, np.int64)]),
             **({"pipe.proj_mean": self.projection[0], "pipe.proj_weights": self.projection[1]}
                if self.projection is not None else {}),
+            **({"pipe.normalize": np.array([self.normalize], dtype=np.int64)}
+               if self.normalize else {}),
         }
 
     def _columns(self, X):
@@ -452,7 +455,8 @@ def convert_pipeline(pipe, dtype, converters):
     from ._common import qualified_name
 
     steps = [(n, s) for n, s in getattr(pipe, "steps", []) if s not in (None, "passthrough")]
-    shape = ("a Pipeline must be (ColumnTransformer, [PCA | TruncatedSVD], final estimator) "
+    shape = ("a Pipeline must be (ColumnTransformer, [Normalizer], [PCA | TruncatedSVD], "
+             "final estimator) "
              "yet; got " + (", ".join(f"{n!r} ({type(s).__name__})" for n, s in steps)
                             or "no steps"))
     if not steps:
@@ -461,11 +465,16 @@ def convert_pipeline(pipe, dtype, converters):
     if type(ct).__name__ != "ColumnTransformer":
         raise ConvertError(f"step {tname!r} ({type(ct).__name__}): the first step of a "
                            "Pipeline must be a ColumnTransformer yet")
+    normalizer = rest.pop(0) if rest and type(rest[0][1]).__name__ == "Normalizer" else None
     proj = rest.pop(0) if rest and type(rest[0][1]).__name__ in PROJECTIONS else None
     if len(rest) > 1:
         raise ConvertError(shape)
     transform = convert_column_transformer(ct)
     described = [_ct_step(tname, ct, transform)]
+    if normalizer is not None:
+        nname, nstep = normalizer
+        transform.normalize = {"l1": 1, "l2": 2, "max": 3}[nstep.norm]
+        described.append({"name": nname, "class": "Normalizer"})
     width = transform.n_out
     if proj is not None:
         pname, pstep = proj
