@@ -587,3 +587,31 @@ def test_make_column_selector_is_resolved_at_fit():
     for data in (X, unseen(X)):
         np.testing.assert_allclose(model.predict_proba(data), pipe.predict_proba(data),
                                    rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("task", ["classifier", "regressor"])
+def test_hist_gradient_boosting_with_categorical_features_matches_sklearn(task, tmp_path):
+    """Strings ordinal-encoded in the ColumnTransformer, split on as categories by the
+    final HistGradientBoosting (its 256-bit category sets, mlserve's tree engine);
+    unseen and missing strings are NaN: HGB's missing side."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.preprocessing import OrdinalEncoder
+
+    X, y, score = frame(n=600)
+    ct = ColumnTransformer([
+        ("num", "passthrough", ["age", "income"]),
+        ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
+                              OrdinalEncoder(handle_unknown="use_encoded_value",
+                                             unknown_value=np.nan)), ["city", "plan"])])
+    est = (HistGradientBoostingClassifier if task == "classifier"
+           else HistGradientBoostingRegressor)(max_iter=30, categorical_features=[2, 3],
+                                               random_state=0)
+    pipe = Pipeline([("prep", ct), ("hgb", est)]).fit(X, y if task == "classifier" else score)
+    model = mlserve.convert(pipe)
+    mlserve.save(model, tmp_path / "h.mls")
+    methods = ["predict", "predict_proba"] if task == "classifier" else ["predict"]
+    for m in (model, mlserve.load(tmp_path / "h.mls")):
+        for data in (X, unseen(X)):
+            for method in methods:
+                np.testing.assert_allclose(getattr(m, method)(data), getattr(pipe, method)(data),
+                                           rtol=1e-6, atol=1e-9)

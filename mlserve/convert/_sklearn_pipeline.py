@@ -372,6 +372,8 @@ FINAL_ESTIMATORS = (
     "sklearn.ensemble._forest.RandomForestRegressor",
     "sklearn.ensemble._gb.GradientBoostingClassifier",
     "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
     "sklearn.cluster._kmeans.KMeans",
     "sklearn.cluster._kmeans.MiniBatchKMeans",
     "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
