@@ -594,7 +594,10 @@ def test_hist_gradient_boosting_with_categorical_features_matches_sklearn(task, 
     """Strings ordinal-encoded in the ColumnTransformer, split on as categories by the
     final HistGradientBoosting (its 256-bit category sets, mlserve's tree engine);
     unseen and missing strings are NaN: HGB's missing side."""
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+    )
     from sklearn.preprocessing import OrdinalEncoder
 
     X, y, score = frame(n=600)
