@@ -253,3 +253,18 @@ def test_real_gunicorn_server_every_protocol(store_dir, expected):
         assert [i["datatype"] for i in meta["inputs"]] == ["FP64", "FP64", "BYTES", "BYTES"]
     finally:
         server.stop()
+
+
+def test_explain_is_a_400_and_a_served_column_transformer_transforms(client, fitted, tmp_path):
+    r = client.post("/v1/models/churn:explain", json={"instances": records()})
+    assert r.status_code == 400 and "cannot explain" in r.get_json()["error"]
+    pipe, _ = fitted
+    mlserve.save(mlserve.convert(pipe[0]), tmp_path / "prep.mls")
+    store = ModelStore(tmp_path / "store")
+    store.publish("prep", tmp_path / "prep.mls", alias="production")
+    app = Flask("host")
+    app.register_blueprint(blueprint(store, reload_interval=0))
+    r = app.test_client().post("/v1/models/prep:predict", json={"instances": records()})
+    assert r.status_code == 200, r.get_json()
+    np.testing.assert_allclose(r.get_json()["predictions"], pipe[0].transform(REQUEST),
+                               rtol=1e-9, atol=1e-12)
