@@ -14,7 +14,7 @@ static const char *const pipe_sections[] = {"pipe.header", "pipe.columns", "pipe
                                              "pipe.params", "pipe.missing", "pipe.cat_offsets",
                                              "pipe.cat_bytes", "pipe.cat_out",
                                              "pipe.proj_mean", "pipe.proj_weights",
-                                             "pipe.normalize"};
+                                             "pipe.normalize", "pipe.poly_powers"};
 
 static int is_pipe_section(const char *name)
 {
@@ -29,6 +29,8 @@ typedef struct pipeline_state {
     const double *proj_mean;   /* n_out, or NULL: no projection (PCA, TruncatedSVD) */
     const double *proj_w;      /* n_final x n_out */
     int64_t normalize;         /* 0 none; rows scaled to unit 1: l1, 2: l2, 3: max norm */
+    const int64_t *poly;       /* n_mid x n_out powers (PolynomialFeatures), or NULL */
+    int64_t n_mid;             /* the width after the polynomial features: n_out without */
     const int64_t *col_is_string; /* n_in, in the mapping */
     int has_strings;
     mls_transform_op *ops;        /* n_ops, pointing into the mapping */
@@ -257,14 +259,31 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
             return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "pipeline: normalize %lld (0..3)",
                                  (long long)s->normalize);
     }
+    s->n_mid = n_out;
+    const mls_section *pp = mls_model_find_section(m, "pipe.poly_powers");
+    if (pp != NULL) {
+        if ((st = need(m, "pipe.poly_powers", MLS_DTYPE_INT64, 2, -1, n_out, &pp, err)))
+            return st;
+        if (pp->shape[0] < 1)
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "pipeline: no polynomial features");
+        const int64_t *pw = pp->data;
+        for (int64_t i = 0; i < pp->shape[0] * n_out; i++)
+            if (pw[i] < 0 || pw[i] > 16)
+                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                     "pipeline: polynomial power %lld outside 0..16",
+                                     (long long)pw[i]);
+        s->poly = pw;
+        s->n_mid = pp->shape[0];
+        s->n_final = s->n_mid;
+    }
     const mls_section *pm = mls_model_find_section(m, "pipe.proj_mean");
     const mls_section *pw = mls_model_find_section(m, "pipe.proj_weights");
     if ((pm == NULL) != (pw == NULL))
         return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                              "pipeline: pipe.proj_mean and pipe.proj_weights come together");
     if (pm != NULL) {
-        if ((st = need(m, "pipe.proj_mean", MLS_DTYPE_FLOAT64, 1, n_out, 0, &pm, err)) ||
-            (st = need(m, "pipe.proj_weights", MLS_DTYPE_FLOAT64, 2, -1, n_out, &pw, err)))
+        if ((st = need(m, "pipe.proj_mean", MLS_DTYPE_FLOAT64, 1, s->n_mid, 0, &pm, err)) ||
+            (st = need(m, "pipe.proj_weights", MLS_DTYPE_FLOAT64, 2, -1, s->n_mid, &pw, err)))
             return st;
         if (pw->shape[0] < 1)
             return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "pipeline: empty projection");
@@ -320,20 +339,21 @@ static mls_status check_pipeline(const mls_model *m, int64_t n_rows, int64_t n_i
     if (n_in_cols != s->n_in)
         return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "expected %lld columns, got %lld",
                              (long long)s->n_in, (long long)n_in_cols);
-    int64_t wide = s->n_out > s->n_final ? s->n_out : s->n_final;
+    int64_t wide = s->n_out + s->n_mid + s->n_final;
     if (n_rows > INT64_MAX / 8 / wide)
         return mls_error_set(err, MLS_STATUS_ERR_SHAPE, "too many rows");
     return MLS_STATUS_OK;
 }
 
-/* Rows r0 .. r0+n-1 transformed into dst (n x n_final); scratch (n x n_out) holds the
- * column transform's output when a projection follows. */
+/* Rows r0 .. r0+n-1 transformed into dst (n x n_final); scratch (n x (n_out + n_mid))
+ * holds the stages before the last: column transform (+ Normalizer), polynomial
+ * features, projection. */
 static mls_status transform_rows(const pipeline_state *s, int64_t r0, int64_t n,
                                  const double *const *num_cols, const mls_str *const *str_cols,
                                  int64_t n_in_cols, double *dst, double *scratch,
                                  mls_error *err)
 {
-    double *t = s->proj_w != NULL ? scratch : dst;
+    double *t = s->proj_w != NULL || s->poly != NULL ? scratch : dst;
     mls_status st = mls_transform_apply_rows(s->ops, s->n_ops, s->tables, r0, n, num_cols,
                                              str_cols, n_in_cols, t, s->n_out, err);
     if (st != MLS_STATUS_OK) return st;
@@ -350,24 +370,44 @@ static mls_status transform_rows(const pipeline_state *s, int64_t r0, int64_t n,
             if (norm != 0.0)
                 for (int64_t j = 0; j < s->n_out; j++) x[j] /= norm;
         }
+    if (s->poly != NULL) { /* each output: the product of the inputs to its powers */
+        double *u = s->proj_w != NULL ? scratch + n * s->n_out : dst;
+        for (int64_t r = 0; r < n; r++) {
+            const double *x = t + r * s->n_out;
+            double *y = u + r * s->n_mid;
+            for (int64_t k = 0; k < s->n_mid; k++) {
+                const int64_t *pw = s->poly + k * s->n_out;
+                double acc = 1.0;
+                for (int64_t j = 0; j < s->n_out; j++)
+                    for (int64_t e = 0; e < pw[j]; e++) acc *= x[j];
+                y[k] = acc;
+            }
+        }
+        t = u;
+    }
     if (s->proj_w == NULL) return MLS_STATUS_OK;
     for (int64_t r = 0; r < n; r++) {
-        const double *x = t + r * s->n_out;
+        const double *x = t + r * s->n_mid;
         double *y = dst + r * s->n_final;
         for (int64_t k = 0; k < s->n_final; k++) {
-            const double *w = s->proj_w + k * s->n_out;
+            const double *w = s->proj_w + k * s->n_mid;
             double acc = 0.0;
-            for (int64_t j = 0; j < s->n_out; j++) acc += (x[j] - s->proj_mean[j]) * w[j];
+            for (int64_t j = 0; j < s->n_mid; j++) acc += (x[j] - s->proj_mean[j]) * w[j];
             y[k] = acc;
         }
     }
     return MLS_STATUS_OK;
 }
 
+static size_t scratch_cells(const pipeline_state *s, int64_t chunk)
+{
+    return (size_t)chunk * (size_t)(s->n_out + s->n_mid);
+}
+
 /* Rows per chunk, so a chunk's transformed block stays in cache. */
 static int64_t chunk_rows(const pipeline_state *s, int64_t n_rows)
 {
-    int64_t wide = s->n_out + (s->proj_w != NULL ? s->n_final : 0);
+    int64_t wide = s->n_out + s->n_mid + s->n_final;
     int64_t chunk = (int64_t)(PIPELINE_CHUNK_BYTES / ((size_t)wide * sizeof(double)));
     if (chunk < 1) chunk = 1;
     return chunk > n_rows ? n_rows : chunk;
@@ -380,12 +420,12 @@ mls_status mls_pipeline_transform(const mls_model *m, int64_t n_rows,
     mls_status st = check_pipeline(m, n_rows, n_in_cols, err);
     if (st != MLS_STATUS_OK) return st;
     const pipeline_state *s = m->state;
-    if (s->proj_w == NULL && s->normalize == 0)
+    if (s->proj_w == NULL && s->normalize == 0 && s->poly == NULL)
         return mls_transform_apply_tables(s->ops, s->n_ops, s->tables, n_rows, num_cols,
                                           str_cols, n_in_cols, out, s->n_out, err);
     if (n_rows == 0) return MLS_STATUS_OK;
     int64_t chunk = chunk_rows(s, n_rows);
-    double *scratch = malloc((size_t)chunk * (size_t)s->n_out * sizeof(double));
+    double *scratch = malloc(scratch_cells(s, chunk) * sizeof(double));
     if (scratch == NULL) return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline rows");
     for (int64_t r0 = 0; r0 < n_rows && st == MLS_STATUS_OK; r0 += chunk) {
         int64_t n = n_rows - r0 < chunk ? n_rows - r0 : chunk;
@@ -415,10 +455,8 @@ mls_status mls_pipeline_predict_columns(const mls_model *m, mls_method method, i
     size_t out_row = mls_dtype_size(spec.dtype) * (size_t)(spec.ndim == 2 ? spec.cols : 1);
     int64_t chunk = chunk_rows(s, n_rows);
     double *buf = malloc((size_t)chunk * (size_t)s->n_final * sizeof(double));
-    double *scratch = s->proj_w != NULL
-                          ? malloc((size_t)chunk * (size_t)s->n_out * sizeof(double))
-                          : NULL;
-    if (buf == NULL || (s->proj_w != NULL && scratch == NULL)) {
+    double *scratch = malloc(scratch_cells(s, chunk) * sizeof(double));
+    if (buf == NULL || scratch == NULL) {
         free(buf);
         free(scratch);
         return mls_error_set(err, MLS_STATUS_ERR_NOMEM, "pipeline rows");

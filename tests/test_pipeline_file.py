@@ -618,3 +618,33 @@ def test_hist_gradient_boosting_with_categorical_features_matches_sklearn(task, 
             for method in methods:
                 np.testing.assert_allclose(getattr(m, method)(data), getattr(pipe, method)(data),
                                            rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("options", [{"degree": 2}, {"degree": 3, "include_bias": False},
+                                     {"degree": 2, "interaction_only": True}])
+def test_polynomial_features_step_matches_sklearn(options, tmp_path):
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import PolynomialFeatures
+
+    X, y, _ = frame()
+    small = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "income"]),
+        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["city"])])
+    pipe = Pipeline([("prep", small), ("poly", PolynomialFeatures(**options)),
+                     ("clf", LogisticRegression(max_iter=3000))]).fit(X, y)
+    with_pca = Pipeline([("prep", small), ("poly", PolynomialFeatures(**options)),
+                         ("pca", PCA(n_components=4)),
+                         ("clf", LogisticRegression(max_iter=3000))]).fit(X, y)
+    for p in (pipe, with_pca):
+        model = mlserve.convert(p)
+        mlserve.save(model, tmp_path / "p.mls")
+        for m in (model, mlserve.load(tmp_path / "p.mls")):
+            for data in (X, unseen(X)):
+                np.testing.assert_allclose(m.transform(data), p[:-1].transform(data),
+                                           rtol=1e-6, atol=1e-9)
+                np.testing.assert_allclose(m.predict_proba(data), p.predict_proba(data),
+                                           rtol=1e-6, atol=1e-9)
+    arrays = sections(mlserve.convert(pipe))
+    arrays["pipe.poly_powers"][0, 0] = 99
+    with pytest.raises(ValueError, match="polynomial power 99"):
+        _core.create("pipeline", arrays, mlserve.convert(pipe).model_.metadata)

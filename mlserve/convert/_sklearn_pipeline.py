@@ -162,6 +162,7 @@ class ColumnTransform:
         self._plan = _core.transform_plan(self._ops)  # category hash tables built once
         self.projection = None  # (mean, weights) of a PCA / TruncatedSVD step after it
         self.normalize = 0  # a Normalizer step after it: 1 l1, 2 l2, 3 max
+        self.poly = None  # the powers_ of a PolynomialFeatures step after it
         self.input_schema = [
             {"name": str(self.feature_names[c]),
              "kind": "string" if remap[c] in self._string else "numeric",
@@ -209,6 +210,7 @@ class ColumnTransform:
                if self.projection is not None else {}),
             **({"pipe.normalize": np.array([self.normalize], dtype=np.int64)}
                if self.normalize else {}),
+            **({"pipe.poly_powers": self.poly} if self.poly is not None else {}),
         }
 
     def _columns(self, X):
@@ -396,7 +398,8 @@ def build_pipeline_model(transform, final, steps):
 
     arrays = transform.sections()
     final_kind, final_meta = 0, None
-    width = transform.n_out if transform.projection is None else len(transform.projection[1])
+    width = (len(transform.projection[1]) if transform.projection is not None
+             else len(transform.poly) if transform.poly is not None else transform.n_out)
     meta = {"task": "transform", "n_outputs": width,
             "output_shape": [width], "classes": None, "classes_dtype": None}
     if final is not None:
@@ -457,7 +460,8 @@ def convert_pipeline(pipe, dtype, converters):
     from ._common import qualified_name
 
     steps = [(n, s) for n, s in getattr(pipe, "steps", []) if s not in (None, "passthrough")]
-    shape = ("a Pipeline must be (ColumnTransformer, [Normalizer], [PCA | TruncatedSVD], "
+    shape = ("a Pipeline must be (ColumnTransformer, [Normalizer], [PolynomialFeatures], "
+             "[PCA | TruncatedSVD], "
              "final estimator) "
              "yet; got " + (", ".join(f"{n!r} ({type(s).__name__})" for n, s in steps)
                             or "no steps"))
@@ -468,6 +472,8 @@ def convert_pipeline(pipe, dtype, converters):
         raise ConvertError(f"step {tname!r} ({type(ct).__name__}): the first step of a "
                            "Pipeline must be a ColumnTransformer yet")
     normalizer = rest.pop(0) if rest and type(rest[0][1]).__name__ == "Normalizer" else None
+    poly = (rest.pop(0) if rest and type(rest[0][1]).__name__ == "PolynomialFeatures"
+            else None)
     proj = rest.pop(0) if rest and type(rest[0][1]).__name__ in PROJECTIONS else None
     if len(rest) > 1:
         raise ConvertError(shape)
@@ -478,14 +484,25 @@ def convert_pipeline(pipe, dtype, converters):
         transform.normalize = {"l1": 1, "l2": 2, "max": 3}[nstep.norm]
         described.append({"name": nname, "class": "Normalizer"})
     width = transform.n_out
+    if poly is not None:
+        pname, pstep = poly
+        powers = np.ascontiguousarray(pstep.powers_, dtype=np.int64)
+        if powers.shape[1] != transform.n_out:
+            raise ConvertError(f"step {pname!r} takes {powers.shape[1]} features, the "
+                               f"ColumnTransformer {tname!r} gives {transform.n_out}")
+        if powers.max(initial=0) > 16:
+            raise ConvertError(f"step {pname!r} (PolynomialFeatures): degree above 16")
+        transform.poly = powers
+        width = powers.shape[0]
+        described.append({"name": pname, "class": "PolynomialFeatures"})
     if proj is not None:
         pname, pstep = proj
         if not hasattr(pstep, "components_"):
             raise ConvertError(f"step {pname!r} ({type(pstep).__name__}) is not fitted")
         mean, weights = _projection(pstep, pname)
-        if weights.shape[1] != transform.n_out:
+        if weights.shape[1] != width:
             raise ConvertError(f"step {pname!r} takes {weights.shape[1]} features, the "
-                               f"ColumnTransformer {tname!r} gives {transform.n_out}")
+                               f"steps before it give {width}")
         transform.projection = (mean, weights)
         width = weights.shape[0]
         described.append({"name": pname, "class": type(pstep).__name__})
