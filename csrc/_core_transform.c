@@ -22,6 +22,7 @@ typedef struct op_keep {
     PyObject *cat_bytes;  /* bytes */
     PyArrayObject *offsets; /* int64 */
     PyArrayObject *cat_out; /* int64, or NULL */
+    PyArrayObject *edges;   /* float64 inner bin edges, or NULL */
 } op_keep;
 
 static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t i)
@@ -29,8 +30,10 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
     PyObject *cats = Py_None, *offs = Py_None;
     long long in_col, out_col, indicator = -1, unknown_mode = 0, missing_category = -1;
     long long width = -1, unknown_out = -1;
-    int func = 0;
+    int func = 0, bins_onehot = 0;
     double mul2 = 1.0, add2 = 0.0;
+    long long n_bins = 0;
+    PyObject *edges = Py_None;
     PyObject *cat_out = Py_None;
     double fill = 0.0, mul = 1.0, add = 0.0, unknown_value = 0.0;
     int kind;
@@ -38,10 +41,10 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
         PyErr_Format(PyExc_TypeError, "transform %zd: expected a tuple", i);
         return -1;
     }
-    if (!PyArg_ParseTuple(t, "iLLdddLOOLd|LOLLidd:transform op", &kind, &in_col, &out_col, &fill,
-                          &mul, &add, &indicator, &cats, &offs, &unknown_mode, &unknown_value,
-                          &missing_category, &cat_out, &width, &unknown_out, &func, &mul2,
-                          &add2))
+    if (!PyArg_ParseTuple(t, "iLLdddLOOLd|LOLLiddOLi:transform op", &kind, &in_col, &out_col,
+                          &fill, &mul, &add, &indicator, &cats, &offs, &unknown_mode,
+                          &unknown_value, &missing_category, &cat_out, &width, &unknown_out,
+                          &func, &mul2, &add2, &edges, &n_bins, &bins_onehot))
         return -1;
     op->kind = kind;
     op->in_col = in_col;
@@ -59,6 +62,18 @@ static int parse_op(PyObject *t, mls_transform_op *op, op_keep *keep, Py_ssize_t
     op->func = func;
     op->mul2 = mul2;
     op->add2 = add2;
+    op->edges = NULL;
+    op->n_bins = n_bins;
+    op->bins_onehot = bins_onehot;
+    if (kind == MLS_TRANSFORM_BINS && edges != Py_None) {
+        keep->edges = (PyArrayObject *)PyArray_FROM_OTF(edges, NPY_FLOAT64, NPY_ARRAY_IN_ARRAY);
+        if (keep->edges == NULL) return -1;
+        if (PyArray_NDIM(keep->edges) != 1 || PyArray_DIM(keep->edges, 0) != n_bins - 1) {
+            PyErr_Format(PyExc_ValueError, "transform %zd: n_bins - 1 inner edges expected", i);
+            return -1;
+        }
+        op->edges = PyArray_DATA(keep->edges);
+    }
     op->n_categories = 0;
     op->cat_bytes = NULL;
     op->cat_offsets = NULL;
@@ -113,6 +128,7 @@ static void plan_free(plan *p)
             Py_XDECREF(p->keep[i].cat_bytes);
             Py_XDECREF(p->keep[i].offsets);
             Py_XDECREF(p->keep[i].cat_out);
+            Py_XDECREF(p->keep[i].edges);
         }
     mls_transform_tables_free(p->tables);
     free(p->ops);

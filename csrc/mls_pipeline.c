@@ -14,7 +14,8 @@ static const char *const pipe_sections[] = {"pipe.header", "pipe.columns", "pipe
                                              "pipe.params", "pipe.missing", "pipe.cat_offsets",
                                              "pipe.cat_bytes", "pipe.cat_out",
                                              "pipe.proj_mean", "pipe.proj_weights",
-                                             "pipe.normalize", "pipe.poly_powers"};
+                                             "pipe.normalize", "pipe.poly_powers",
+                                             "pipe.bin_edges"};
 
 static int is_pipe_section(const char *name)
 {
@@ -185,7 +186,7 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
         const int64_t *o = ov + i * MLS_PIPELINE_OP_FIELDS;
         const double *p = pv + i * MLS_PIPELINE_PARAM_FIELDS;
         mls_transform_op *op = &s->ops[i];
-        if (o[0] < 0 || o[0] > MLS_TRANSFORM_ORDINAL || o[4] < 0 || o[4] > MLS_UNKNOWN_ERROR)
+        if (o[0] < 0 || o[0] > MLS_TRANSFORM_BINS || o[4] < 0 || o[4] > MLS_UNKNOWN_ERROR)
             return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                                  "pipeline: op %lld has kind %lld, unknown mode %lld",
                                  (long long)i, (long long)o[0], (long long)o[4]);
@@ -205,7 +206,10 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
         op->func = 0;
         op->mul2 = 1.0;
         op->add2 = 0.0;
-        if (op->kind == MLS_TRANSFORM_NUMERIC) {
+        op->edges = NULL;
+        op->n_bins = 0;
+        op->bins_onehot = 0;
+        if (op->kind == MLS_TRANSFORM_NUMERIC || op->kind == MLS_TRANSFORM_BINS) {
             if (o[11] < 0 || o[11] >= MLS_FUNC_COUNT_)
                 return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                                      "pipeline: op %lld has function %lld", (long long)i,
@@ -214,6 +218,24 @@ static mls_status pipeline_init(mls_model *m, mls_error *err)
             op->mul2 = p[4];
             op->add2 = p[5];
             op->missing_category = -1;
+            if (op->kind == MLS_TRANSFORM_BINS) {
+                const mls_section *be = mls_model_find_section(m, "pipe.bin_edges");
+                if (be == NULL || be->dtype != MLS_DTYPE_FLOAT64 || be->ndim != 1)
+                    return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                         "pipeline: op %lld bins without a float64 "
+                                         "pipe.bin_edges", (long long)i);
+                int64_t nb = o[5], e0 = o[6], n_e = be->shape[0];
+                if (nb < 1 || nb > n_e + 1 || e0 < 0 || e0 > n_e || nb - 1 > n_e - e0 ||
+                    (o[9] != 0 && o[9] != 1))
+                    return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                         "pipeline: op %lld: %lld bins from edge %lld past "
+                                         "the %lld edges",
+                                         (long long)i, (long long)nb, (long long)e0,
+                                         (long long)n_e);
+                op->n_bins = nb;
+                op->edges = (const double *)be->data + e0;
+                op->bins_onehot = (int)o[9];
+            }
             continue;
         }
         int64_t n_cat = o[5], off0 = o[6], b0 = o[7];

@@ -99,7 +99,22 @@ static mls_status check_op_kinds(const mls_transform_op *op, int64_t i, const in
                              "transform %lld: input column %lld outside 0..%lld", (long long)i,
                              (long long)op->in_col, (long long)n_in_cols - 1);
     int64_t width = 1;
-    if (op->kind == MLS_TRANSFORM_NUMERIC) {
+    if (op->kind == MLS_TRANSFORM_BINS) {
+        if (kinds[op->in_col] != 0)
+            return mls_error_set(err, MLS_STATUS_ERR_TYPE,
+                                 "transform %lld: input column %lld is not numeric", (long long)i,
+                                 (long long)op->in_col);
+        if (op->n_bins < 1 || (op->n_bins > 1 && op->edges == NULL) ||
+            (op->func < 0 || op->func >= MLS_FUNC_COUNT_))
+            return mls_error_set(err, MLS_STATUS_ERR_FORMAT, "transform %lld: %lld bins",
+                                 (long long)i, (long long)op->n_bins);
+        for (int64_t b = 1; b + 1 < op->n_bins; b++)
+            if (!(op->edges[b] >= op->edges[b - 1]))
+                return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
+                                     "transform %lld: bin edges out of order at %lld",
+                                     (long long)i, (long long)b);
+        if (op->bins_onehot) width = op->n_bins;
+    } else if (op->kind == MLS_TRANSFORM_NUMERIC) {
         if (kinds[op->in_col] != 0)
             return mls_error_set(err, MLS_STATUS_ERR_TYPE,
                                  "transform %lld: input column %lld is not numeric", (long long)i,
@@ -172,8 +187,9 @@ static mls_status check_op(const mls_transform_op *op, int64_t i, const double *
     if (st == MLS_STATUS_ERR_TYPE) /* name the real column */
         return mls_error_set(err, MLS_STATUS_ERR_TYPE, "transform %lld: input column %lld is %s",
                              (long long)i, (long long)op->in_col,
-                             op->kind == MLS_TRANSFORM_NUMERIC ? "not numeric"
-                                                               : "not a string column");
+                             op->kind == MLS_TRANSFORM_NUMERIC || op->kind == MLS_TRANSFORM_BINS
+                                 ? "not numeric"
+                                 : "not a string column");
     return st;
 }
 
@@ -202,8 +218,9 @@ mls_status mls_transform_check(const mls_transform_op *ops, int64_t n_ops,
             return mls_error_set(err, MLS_STATUS_ERR_FORMAT,
                                  "transform %lld: input column %lld is %s", (long long)i,
                                  (long long)op->in_col,
-                                 op->kind == MLS_TRANSFORM_NUMERIC ? "not numeric"
-                                                                   : "not a string column");
+                                 op->kind == MLS_TRANSFORM_NUMERIC || op->kind == MLS_TRANSFORM_BINS
+                                     ? "not numeric"
+                                     : "not a string column");
         if (st != MLS_STATUS_OK) return st;
     }
     return MLS_STATUS_OK;
@@ -304,6 +321,33 @@ mls_status mls_transform_apply_rows(const mls_transform_op *ops, int64_t n_ops,
                 if (op->func != MLS_FUNC_NONE) y = apply_func(op->func, y) * op->mul2 + op->add2;
                 row[op->out_col] = y;
                 if (op->indicator_col >= 0) row[op->indicator_col] = missing ? 1.0 : 0.0;
+            }
+            continue;
+        }
+        if (op->kind == MLS_TRANSFORM_BINS) {
+            const double *x = num_cols[op->in_col] + row0;
+            for (int64_t r = 0; r < n_rows; r++) {
+                double v = x[r];
+                v = (isnan(v) ? op->fill : v) * op->mul + op->add;
+                if (op->func != MLS_FUNC_NONE) v = apply_func(op->func, v) * op->mul2 + op->add2;
+                if (isnan(v))
+                    return mls_error_set(err, MLS_STATUS_ERR_VALUE,
+                                         "row %lld, input column %lld: NaN reaches a "
+                                         "KBinsDiscretizer",
+                                         (long long)(row0 + r), (long long)op->in_col);
+                int64_t lo = 0, hi = op->n_bins - 1; /* count of inner edges <= v */
+                while (lo < hi) {
+                    int64_t mid = lo + (hi - lo) / 2;
+                    if (op->edges[mid] <= v) lo = mid + 1;
+                    else hi = mid;
+                }
+                double *row = out + r * n_out_cols;
+                if (op->bins_onehot) {
+                    memset(row + op->out_col, 0, (size_t)op->n_bins * sizeof(double));
+                    row[op->out_col + lo] = 1.0;
+                } else {
+                    row[op->out_col] = (double)lo;
+                }
             }
             continue;
         }

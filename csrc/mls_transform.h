@@ -32,7 +32,8 @@ typedef struct mls_str {
     int64_t len;
 } mls_str;
 
-enum { MLS_TRANSFORM_NUMERIC = 0, MLS_TRANSFORM_ONEHOT = 1, MLS_TRANSFORM_ORDINAL = 2 };
+enum { MLS_TRANSFORM_NUMERIC = 0, MLS_TRANSFORM_ONEHOT = 1, MLS_TRANSFORM_ORDINAL = 2,
+       MLS_TRANSFORM_BINS = 3 };
 enum { MLS_UNKNOWN_IGNORE = 0, MLS_UNKNOWN_ERROR = 1 };
 
 typedef struct mls_transform_op {
@@ -60,6 +61,13 @@ typedef struct mls_transform_op {
      * FunctionTransformer of a numpy ufunc between scalers); MLS_FUNC_NONE: out = value. */
     int func;
     double mul2, add2;
+    /* BINS (KBinsDiscretizer): the numeric value as NUMERIC computes it falls in bin
+     * b = the number of inner edges <= it (n_bins - 1 non-decreasing edges);
+     * out[out_col] = b (ordinal) or out[out_col + b] = 1 (onehot, n_bins wide). NaN
+     * is an error, as in scikit-learn. */
+    const double *edges;
+    int64_t n_bins;
+    int bins_onehot;
 } mls_transform_op;
 
 enum {

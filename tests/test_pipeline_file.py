@@ -648,3 +648,57 @@ def test_polynomial_features_step_matches_sklearn(options, tmp_path):
     arrays["pipe.poly_powers"][0, 0] = 99
     with pytest.raises(ValueError, match="polynomial power 99"):
         _core.create("pipeline", arrays, mlserve.convert(pipe).model_.metadata)
+
+
+@pytest.mark.parametrize("encode, strategy", [("ordinal", "quantile"), ("onehot", "uniform"),
+                                              ("onehot-dense", "kmeans")])
+def test_kbins_discretizer_matches_sklearn(encode, strategy, tmp_path):
+    import warnings
+
+    from sklearn.preprocessing import KBinsDiscretizer
+
+    X, y, _ = frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantile_method / subsample FutureWarnings
+        kb = KBinsDiscretizer(n_bins=5, encode=encode, strategy=strategy)
+        pipe = Pipeline([("prep", ColumnTransformer([
+            ("bins", make_pipeline(SimpleImputer(strategy="median"), kb), ["age", "income"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["plan"])])),
+            ("clf", LogisticRegression(max_iter=3000))]).fit(X, y)
+    model = mlserve.convert(pipe)
+    mlserve.save(model, tmp_path / "k.mls")
+    edges = pipe[0].named_transformers_["bins"][-1].bin_edges_[0]
+    Y = X.head(6).copy()
+    Y["age"] = [edges[0] - 5, edges[1], edges[2], edges[-1] + 5, np.nan, edges[3]]  # on edges
+    for m in (model, mlserve.load(tmp_path / "k.mls")):
+        for data in (X, Y):
+            np.testing.assert_array_equal(m.transform(data), _dense(pipe[0].transform(data)))
+            np.testing.assert_allclose(m.predict_proba(data), pipe.predict_proba(data),
+                                       rtol=1e-6, atol=1e-9)
+
+
+def _dense(a):
+    return a.toarray() if hasattr(a, "toarray") else a
+
+
+def test_kbins_corrupt_edges_are_refused():
+    from sklearn.preprocessing import KBinsDiscretizer
+
+    X, y, _ = frame()
+    pipe = Pipeline([("prep", ColumnTransformer([
+        ("bins", make_pipeline(SimpleImputer(), KBinsDiscretizer(
+            n_bins=4, encode="ordinal", strategy="uniform")), ["age"])])),
+        ("clf", LogisticRegression())]).fit(X, y)
+    model = mlserve.convert(pipe)
+    arrays = sections(model)
+    arrays["pipe.bin_edges"][:3] = [3.0, 2.0, 1.0]
+    with pytest.raises(ValueError, match="bin edges out of order"):
+        _core.create("pipeline", arrays, model.model_.metadata)
+    arrays = sections(model)
+    arrays["pipe.ops"][0, 5] = 10**6
+    with pytest.raises(ValueError, match="1000000 bins from edge 0 past"):
+        _core.create("pipeline", arrays, model.model_.metadata)
+    arrays = sections(model)
+    del arrays["pipe.bin_edges"]
+    with pytest.raises(ValueError, match="without a float64 pipe.bin_edges"):
+        _core.create("pipeline", arrays, model.model_.metadata)

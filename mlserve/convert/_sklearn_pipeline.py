@@ -16,16 +16,18 @@ import numpy as np
 from .. import _core
 from .._errors import ConvertError
 
-NUMERIC, ONEHOT, ORDINAL = 0, 1, 2
+NUMERIC, ONEHOT, ORDINAL, BINS = 0, 1, 2, 3
 IGNORE, ERROR = 0, 1
 
 
 def _op(kind, in_col, out_col, fill=0.0, mul=1.0, add=0.0, indicator=-1, cats=None,
         offsets=None, unknown_mode=IGNORE, unknown_value=0.0, missing=-1, cat_out=None,
-        width=-1, unknown_out=-1, func=0, mul2=1.0, add2=0.0):
+        width=-1, unknown_out=-1, func=0, mul2=1.0, add2=0.0, edges=None, n_bins=0,
+        onehot=0):
     return (kind, in_col, out_col, float(fill), float(mul), float(add), indicator, cats,
             offsets, unknown_mode, float(unknown_value), int(missing), cat_out, int(width),
-            int(unknown_out), int(func), float(mul2), float(add2))
+            int(unknown_out), int(func), float(mul2), float(add2), edges, int(n_bins),
+            int(onehot))
 
 
 #: numpy ufuncs a FunctionTransformer may apply (MLS_FUNC_* in csrc/mls_transform.h).
@@ -176,16 +178,21 @@ class ColumnTransform:
         ops = np.zeros((n_ops, 12), dtype=np.int64)
         ops[:, 8:11] = -1
         cat_outs, n_cat_out = [], 0
+        bin_edges, n_edges = [], 0
         params = np.zeros((n_ops, 6), dtype=np.float64)
         missing = np.full(n_ops, -1, dtype=np.int64)
         offsets, blobs, n_offs, n_bytes = [], [], 0, 0
         for k, op in enumerate(self._ops):
             kind, in_col, out_col, fill, mul, add, ind, cats, offs, mode, unknown = op[:11]
-            cat_out, width, unknown_out, func, mul2, add2 = op[12:18]
+            cat_out, width, unknown_out, func, mul2, add2, edges, n_bins, onehot = op[12:21]
             ops[k, :5] = (kind, in_col, out_col, ind, mode)
             params[k] = (fill, mul, add, unknown, mul2, add2)
             ops[k, 11] = func
-            if kind != NUMERIC:
+            if kind == BINS:
+                ops[k, 5], ops[k, 6], ops[k, 9] = n_bins, n_edges, onehot
+                bin_edges.append(edges)
+                n_edges += len(edges)
+            elif kind != NUMERIC:
                 missing[k] = op[11]
                 ops[k, 5:8] = (len(offs) - 1, n_offs, n_bytes)
                 if cat_out is not None:
@@ -211,6 +218,8 @@ class ColumnTransform:
             **({"pipe.normalize": np.array([self.normalize], dtype=np.int64)}
                if self.normalize else {}),
             **({"pipe.poly_powers": self.poly} if self.poly is not None else {}),
+            **({"pipe.bin_edges": np.concatenate(bin_edges + [np.zeros(1)])}
+               if bin_edges else {}),
         }
 
     def _columns(self, X):
@@ -328,8 +337,18 @@ def convert_column_transformer(ct):
         add = [0.0] * len(idx)
         indicator = None
         func, mul2, add2 = 0, [1.0] * len(idx), [0.0] * len(idx)
+        bins = None
         for k, (sname, step) in enumerate(steps):
             cls = type(step).__name__
+            if cls == "KBinsDiscretizer":
+                if k != len(steps) - 1:
+                    raise ConvertError(f"step {sname!r} (KBinsDiscretizer): must be the last "
+                                       "step of its pipeline yet")
+                if step.encode not in ("ordinal", "onehot", "onehot-dense"):
+                    raise ConvertError(f"step {sname!r} (KBinsDiscretizer): encode "
+                                       f"{step.encode!r} is not supported")
+                bins = step
+                continue
             if cls == "FunctionTransformer":
                 if func:
                     raise ConvertError(f"step {sname!r} (FunctionTransformer): one function "
@@ -352,6 +371,19 @@ def convert_column_transformer(ct):
                     mul2[j], add2[j] = mul2[j] * m, add2[j] * m + a
                 else:
                     mul[j], add[j] = mul[j] * m, add[j] * m + a
+        if bins is not None:
+            if indicator is not None:
+                raise ConvertError("SimpleImputer(add_indicator=True) before a "
+                                   "KBinsDiscretizer is not supported")
+            onehot = int(bins.encode != "ordinal")
+            for j, i in enumerate(idx):
+                n_bins = int(bins.n_bins_[j])
+                edges = np.ascontiguousarray(bins.bin_edges_[j][1:-1], dtype=np.float64)
+                ops.append(_op(BINS, i, out, fill=fill[j], mul=mul[j], add=add[j], func=func,
+                               mul2=mul2[j], add2=add2[j], edges=edges, n_bins=n_bins,
+                               onehot=onehot))
+                out += n_bins if onehot else 1
+            continue
         n_main = len(idx)
         for j, i in enumerate(idx):
             ind = -1
