@@ -1,10 +1,16 @@
-"""scikit-learn column transforms -> one C call per batch (issue 14, step 1).
+"""scikit-learn column transforms -> one C call per batch (issue 14; steps 1 and 2).
 
 convert_column_transformer(ct) turns a fitted ColumnTransformer into a
 ColumnTransform whose transform(X) runs mls_transform.c: numeric columns
 through [SimpleImputer] + [one affine scaler] (imputer last when it adds an
 indicator), string columns through OneHotEncoder / OrdinalEncoder (a hashed
 lookup of the training categories in C), remainder drop / passthrough.
+Step 2 adds string imputers, one-hot drop / infrequent categories (a category ->
+column map asked of the fitted encoder), numpy-ufunc FunctionTransformers,
+KBinsDiscretizer, and, between the ColumnTransformer and the final estimator,
+Normalizer, PolynomialFeatures and PCA / TruncatedSVD; build_pipeline_model
+writes all of it with the final model's arrays as one kind-7 model
+(csrc/mls_pipeline.h describes the sections).
 Anything else is a ConvertError naming the step and its class. Columns are
 matched by name (feature_names_in_) when X is a DataFrame or a dict of
 columns, or given as a list of records.
