@@ -113,7 +113,9 @@ static mls_status final_init(mls_model *m, int64_t kind, int64_t n_out, mls_mode
         if (strncmp(s->name, FINAL_PREFIX, plen) != 0) continue;
         descs[k] = *s;
         memset(descs[k].name, 0, MLS_SECTION_NAME_MAX);
-        memcpy(descs[k].name, s->name + plen, strnlen(s->name + plen, MLS_SECTION_NAME_MAX - 1 - plen));
+        size_t len = 0; /* the name after the prefix, bounded (names need not end in 0) */
+        while (len < MLS_SECTION_NAME_MAX - 1 - plen && s->name[plen + len] != '\0') len++;
+        memcpy(descs[k].name, s->name + plen, len);
         k++;
     }
     f->vt = vt;
