@@ -6,6 +6,7 @@
 #include "mls_graph.h"
 #include "mls_kmeans.h"
 #include "mls_linear.h"
+#include "mls_pipeline.h"
 #include "mls_topk.h"
 #include "mls_tree.h"
 
@@ -17,6 +18,7 @@ static const mls_model_vtable *const family_tables[] = {
     &mls_kmeans_vtable,
     &mls_recommender_vtable,
     &mls_graph_vtable,
+    &mls_pipeline_vtable,
 };
 
 const mls_model_vtable *mls_model_vtable_for(uint32_t kind)

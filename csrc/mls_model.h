@@ -27,6 +27,7 @@ typedef enum mls_kind {
     MLS_KIND_KMEANS = 4,            /* k-means clustering (mls_kmeans.c) */
     MLS_KIND_RECOMMENDER = 5,       /* exact top-k over factor matrices (mls_topk.c) */
     MLS_KIND_GRAPH = 6,             /* neural networks (mls_graph.c) */
+    MLS_KIND_PIPELINE = 7,          /* column transforms + a final model (mls_pipeline.c) */
 } mls_kind;
 
 typedef enum mls_method {

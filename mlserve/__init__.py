@@ -24,6 +24,7 @@ from ._graph import NeuralNetwork
 from ._image import ImageModel, with_image_input
 from ._io import load, save
 from ._kmeans import KMeans
+from ._pipeline import PipelineModel
 from ._recommender import Recommender
 from ._trees import TreeEnsembleModel
 from .convert import convert
@@ -146,6 +147,7 @@ __all__ = [
     "ModelStore",
     "NeuralNetwork",
     "NotFittedError",
+    "PipelineModel",
     "Recommender",
     "Ridge",
     "TreeEnsembleModel",

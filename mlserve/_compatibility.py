@@ -9,7 +9,8 @@ version); no model is loaded.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = ["compatibility_problems"]
 
@@ -68,6 +69,9 @@ def compatibility_problems(
     if names_problem:
         problems.append(names_problem)
 
+    problems.extend(_input_schema_problems(candidate.get("input_schema"),
+                                           served.get("input_schema"), new, old, at))
+
     shape_new, shape_old = candidate.get("input_shape"), served.get("input_shape")
     if (shape_new is not None or shape_old is not None) and shape_new != shape_old:
         problems.append(f"{new} takes input of shape {shape_new}, {old} serves {shape_old}{at}")
@@ -93,6 +97,33 @@ def compatibility_problems(
         problems.append(
             f"{new} predicts {_per_row(out_new)} per row, {old} serves {_per_row(out_old)}{at}"
         )
+    return problems
+
+
+def _input_schema_problems(schema_new, schema_old, new: str, old: str, at: str) -> list[str]:
+    """Pipelines: a column whose kind changed (numeric / string), or string categories the
+    served version knows and the candidate does not (clients sending them would get the
+    unknown-category answer)."""
+    if schema_new is None and schema_old is None:
+        return []
+    if schema_new is None or schema_old is None:
+        has = new if schema_new is not None else old
+        return [f"{has} takes named columns of mixed types (a pipeline), the other does not{at}"]
+    problems = []
+    old_by_name = {c.get("name"): c for c in schema_old}
+    for col in schema_new:
+        prev = old_by_name.get(col.get("name"))
+        if prev is None:
+            continue  # a new column is already a feature-names difference
+        if col.get("kind") != prev.get("kind"):
+            problems.append(f"{new} takes column {col.get('name')!r} as {col.get('kind')}, "
+                            f"{old} as {prev.get('kind')}{at}")
+            continue
+        lost = [c for c in (prev.get("categories") or [])
+                if c not in set(col.get("categories") or [])]
+        if lost:
+            problems.append(f"{new} does not know categories {_listed(lost)} of column "
+                            f"{col.get('name')!r} that {old} knows{at}")
     return problems
 
 

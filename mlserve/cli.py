@@ -30,6 +30,9 @@ def info(path, no_verify, as_json):
         click.echo(json.dumps(metadata, indent=2))
         return
     training = metadata.pop("training", None)
+    steps = metadata.pop("steps", None)  # pipelines: the steps and the input schema
+    schema = metadata.pop("input_schema", None)
+    final = metadata.pop("final", None)
     click.echo(f"{path}")
     for key, value in metadata.items():
         click.echo(f"  {key:16} {json.dumps(value) if not isinstance(value, str) else value}")
@@ -37,6 +40,25 @@ def info(path, no_verify, as_json):
         click.echo(f"  {'training':16} {training.get('n_samples')} samples")
         for line in _reference_lines(training, metadata.get("feature_names")):
             click.echo(f"    {line}")
+    if steps:
+        click.echo("  steps:")
+        for step in steps:
+            click.echo(f"    {step['name']} ({step['class']})")
+            for t in step.get("transformers") or []:
+                click.echo(f"      {t['name']}: {' -> '.join(t['steps'])} on "
+                           f"{', '.join(t['columns'])}")
+        if final:
+            click.echo(f"  {'final':16} {final.get('estimator')} ({final.get('kind')})")
+    if schema:
+        click.echo("  input schema:")
+        for col in schema:
+            cats = col.get("categories")
+            known = ""
+            if cats is not None:
+                shown = ", ".join(cats[:8]) + (f", ... ({len(cats)} in all)"
+                                               if len(cats) > 8 else "")
+                known = f" categories: {shown}"
+            click.echo(f"    {col['name']:14} {col['kind']:8}{known}")
     click.echo("  arrays:")
     for name, array in model.arrays().items():
         click.echo(f"    {name:14} {array.dtype!s:8} {array.shape}")
@@ -76,11 +98,11 @@ def show_config_command():
 
 
 # serve, publish, models, alias, rollback, delete, demo (mlserve/_serve_cli.py)
-from ._serve_cli import register_serving_commands  # noqa: E402
+from ._serve_cli import register_serving_commands
 
 register_serving_commands(main)
 
-from ._keys_cli import keys_group  # noqa: E402
+from ._keys_cli import keys_group
 
 main.add_command(keys_group)
 

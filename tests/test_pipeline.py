@@ -360,16 +360,19 @@ def test_convert_pipeline_tree_final_matches_sklearn(final):
     check_methods(pipe, model, unseen(X), methods)
 
 
-def test_convert_pipeline_save_says_not_yet(tmp_path):
+def test_convert_pipeline_saves_to_one_file(tmp_path):
+    """Step 2 stores a pipeline as one .mls (kind 7); see tests/test_pipeline_file.py."""
     from sklearn.linear_model import LinearRegression
 
     X, y, _, _ = labelled()
     pipe = sk_pipeline(LinearRegression()).fit(X, y)
-    with pytest.raises(TypeError, match="Pipeline cannot be saved"):
-        mlserve.save(mlserve.convert(pipe), tmp_path / "p.mls")
-    with pytest.raises(TypeError, match="ColumnTransformer cannot be saved"):
-        mlserve.save(mlserve.convert(pipe.named_steps["prep"]), tmp_path / "c.mls")
-    assert not list(tmp_path.iterdir())
+    mlserve.save(mlserve.convert(pipe), tmp_path / "p.mls")
+    mlserve.save(mlserve.convert(pipe.named_steps["prep"]), tmp_path / "c.mls")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mls", "p.mls"]
+    np.testing.assert_allclose(mlserve.load(tmp_path / "p.mls").predict(X), pipe.predict(X),
+                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mlserve.load(tmp_path / "c.mls").transform(X),
+                               pipe.named_steps["prep"].transform(X), rtol=1e-6, atol=1e-9)
 
 
 def test_convert_pipeline_edge_rows_match_sklearn():

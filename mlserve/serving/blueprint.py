@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 import mlserve
-from mlserve.serving import codecs, images, recommend, ui
+from mlserve.serving import codecs, images, recommend, tabular, ui
 from mlserve.serving.cache import cache_key
 from mlserve.serving.commands import register_flask_commands
 from mlserve.serving.config import ServingConfig
@@ -792,9 +792,17 @@ def _signature_outputs(
     return signatures[signature]  # type: ignore[return-value]
 
 
+def _v1_inputs(loaded: LoadedModel) -> dict[str, Any]:
+    """The signature's inputs: one row tensor, or a pipeline's named columns."""
+    if tabular.is_pipeline(loaded):
+        return {name: {"dtype": "DT_STRING" if dt == "BYTES" else "DT_DOUBLE", "shape": [-1]}
+                for name, dt in tabular.column_datatypes(loaded)}
+    return {"input": {"dtype": "DT_DOUBLE", "shape": [-1, loaded.n_features]}}
+
+
 def _v1_signature_defs(loaded: LoadedModel) -> dict[str, Any]:
     """TF Serving's SignatureDefMap of the model: one entry per _v1_signatures name."""
-    inputs = {"input": {"dtype": "DT_DOUBLE", "shape": [-1, loaded.n_features]}}
+    inputs = _v1_inputs(loaded)
     defs = {}
     for signature, outputs in _v1_signatures(loaded).items():
         specs = [loaded.outputs[o] for o in outputs or (PREDICT,)]
@@ -815,7 +823,7 @@ def _v1_metadata(state: ServingState, loaded: LoadedModel) -> dict:
         "model_spec": {"name": loaded.name, "version": str(loaded.version)},
         "metadata": {
             "signature_def": {
-                "inputs": {"input": {"dtype": "DT_DOUBLE", "shape": [-1, loaded.n_features]}},
+                "inputs": _v1_inputs(loaded),
                 "outputs": {
                     o.name: {"dtype": codecs.v2_datatype(o.dtype), "shape": [-1, *o.shape]}
                     for o in loaded.outputs.values()
@@ -869,6 +877,10 @@ def _v2_model_metadata(name: str, version: str | None = None) -> Response:
         inputs[0]["parameters"] = {"image": images.describe(loaded)}
     if loaded.feature_names:
         inputs[0]["parameters"] = {"feature_names": list(loaded.feature_names)}
+    if tabular.is_pipeline(loaded):  # one input per column: BYTES strings, FP64 numbers
+        inputs = [{"name": n, "datatype": dt, "shape": [-1],
+                   "parameters": {"kind": "string" if dt == "BYTES" else "numeric"}}
+                  for n, dt in tabular.column_datatypes(loaded)]
     outputs = []
     if loaded.is_recommender:  # user ids in, items and scores out (mlserve.serving.recommend)
         meta = loaded.metadata
@@ -1538,4 +1550,12 @@ def _openapi() -> Response:
             example, width = loaded.name, loaded.n_features
         except Exception:  # noqa: BLE001  the document must not depend on a model loading
             example = names[0]
-    return _json_response(openapi_document(prefix, example, width))
+    schemas = {}  # pipelines: the record each takes
+    for name in names:
+        try:
+            loaded = state.select(name)
+        except Exception:  # noqa: BLE001, S112  as above: no schema for a model that fails
+            continue
+        if tabular.is_pipeline(loaded):
+            schemas[name] = loaded.metadata["input_schema"]
+    return _json_response(openapi_document(prefix, example, width, schemas))

@@ -34,6 +34,10 @@ _REDIS_PREFIX = "mlserve:cache:"
 
 def cache_key(name: str, version: int, outputs: Sequence[str], rows: np.ndarray) -> str:
     """The entry's key: sha256 of model, version, outputs and the canonical decoded rows."""
+    canonical = getattr(rows, "canonical_bytes", None)  # a pipeline's columns (tabular.py)
+    if canonical is not None:
+        return hashlib.sha256(f"{name}\0{version}\0{','.join(outputs)}\0".encode()
+                              + canonical()).hexdigest()
     rows = np.ascontiguousarray(rows)
     h = hashlib.sha256()
     h.update(f"{name}\0{version}\0{','.join(outputs)}\0{rows.dtype.str}\0{rows.shape}\0".encode())

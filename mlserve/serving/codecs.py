@@ -33,6 +33,14 @@ from mlserve._core import json_decode, json_encode
 from mlserve._mixins import feature_mismatch
 from mlserve.serving.errors import BadRequest, PayloadTooLarge
 from mlserve.serving.runtime import PREDICT, PREDICT_PROBA, TRANSFORM, LoadedModel
+from mlserve.serving.tabular import (
+    csv_to_columns,
+    is_pipeline,
+    mapping_to_columns,
+    records_to_columns,
+    split_to_columns,
+    v2_columns,
+)
 
 __all__ = [
     "V2_DATATYPES",
@@ -243,6 +251,8 @@ def columns_to_rows(
     ``ordered``: the names come from a list (V2 inputs), so their order is the
     client's and a model without feature names may take them by position.
     """
+    if is_pipeline(loaded):  # named columns of mixed types (serving/tabular.py)
+        return mapping_to_columns(columns, loaded, what)
     order = feature_order(list(columns), loaded, what, ordered=ordered)
     arrays = []
     for name in order:
@@ -304,6 +314,8 @@ def records_to_rows(records: Any, loaded: LoadedModel, what: str) -> np.ndarray:
     Every record must name exactly the model's features; the first one that
     does not is a 400 naming its row (counted from 0) and the feature.
     """
+    if is_pipeline(loaded):
+        return records_to_columns(records, loaded, what)
     records = _as_list(records)
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise BadRequest(f"{what} must be a list of objects mapping feature names to numbers")
@@ -384,6 +396,11 @@ def decode_v1(body: Mapping[str, Any], loaded: LoadedModel) -> V1Request:
 
 
 def _instances_to_rows(instances: Any, loaded: LoadedModel, what: str) -> np.ndarray:
+    if is_pipeline(loaded):
+        if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+            return records_to_columns(instances, loaded, what)
+        raise BadRequest(f"model {loaded.name!r} is a pipeline: send '{what}' as records, "
+                         "objects mapping each column name to its value")
     if type(instances) is np.ndarray:  # rows of numbers, packed by json_decode
         if not instances.size and instances.ndim == 1:
             raise _empty(what)
@@ -408,6 +425,11 @@ def _instances_to_rows(instances: Any, loaded: LoadedModel, what: str) -> np.nda
 
 
 def _inputs_to_rows(inputs: Any, loaded: LoadedModel, what: str) -> np.ndarray:
+    if is_pipeline(loaded):
+        if isinstance(inputs, dict):
+            return mapping_to_columns(inputs, loaded, what)
+        raise BadRequest(f"model {loaded.name!r} is a pipeline: send '{what}' as an object "
+                         "mapping each column name to its list of values")
     if isinstance(inputs, (list, np.ndarray)) and len(inputs) == 0:
         raise _empty(what)
     if isinstance(inputs, dict):
@@ -484,7 +506,8 @@ def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2
     for position, tensor in enumerate(inputs):
         if not isinstance(tensor, dict):
             raise BadRequest(f"input {position} must be an object with name, shape, datatype")
-        array, used = _decode_v2_tensor(tensor, position, binary, offset)
+        array, used = _decode_v2_tensor(tensor, position, binary, offset,
+                                        allow_bytes=is_pipeline(loaded))
         offset += used
         arrays.append((str(tensor.get("name")), array))
         dtypes.append(tensor["datatype"])
@@ -502,8 +525,9 @@ def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2
 
 
 def _decode_v2_tensor(
-    tensor: Mapping[str, Any], position: int, binary: Any, offset: int
-) -> tuple[np.ndarray, int]:
+    tensor: Mapping[str, Any], position: int, binary: Any, offset: int,
+    allow_bytes: bool = False,
+) -> tuple[np.ndarray, int]:  # fmt: skip
     name = tensor.get("name")
     if not isinstance(name, str):
         raise BadRequest(f"input {position} has no 'name'")
@@ -517,8 +541,10 @@ def _decode_v2_tensor(
         raise BadRequest(
             f"input {name!r} has no 'datatype'; expected one of {', '.join(_V2_INPUT_DATATYPES)}"
         )
-    if datatype == "BYTES":
-        raise BadRequest(f"input {name!r}: datatype BYTES is not supported; send numbers")
+    if datatype == "BYTES":  # strings, for a pipeline's string columns (JSON data only)
+        if not allow_bytes:
+            raise BadRequest(f"input {name!r}: datatype BYTES is not supported; send numbers")
+        return _decode_v2_bytes(tensor, name, shape), 0
     dtype = V2_DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise BadRequest(
@@ -577,6 +603,28 @@ def _decode_v2_tensor(
     if dtype.kind in "iu":
         _check_v2_integers(values, dtype, datatype, name)
     return values, 0  # the model computes in floating point; FP64 is used as decoded
+
+
+def _decode_v2_bytes(tensor: Mapping[str, Any], name: str, shape: list) -> np.ndarray:
+    """A BYTES input given as JSON data: strings (null: missing) as an object array."""
+    parameters = _optional_object(tensor.get("parameters"), f"input {name!r}: 'parameters'")
+    if "binary_data_size" in parameters or "data" not in tensor:
+        raise BadRequest(f"input {name!r}: BYTES inputs must be JSON 'data' (strings), not "
+                         "binary tensor data")
+    data = _as_list(tensor["data"])
+    if not isinstance(data, list):
+        raise BadRequest(f"input {name!r}: 'data' must be a list of strings")
+    flat = data
+    if flat and isinstance(flat[0], list):
+        flat = [v for row in flat for v in (row if isinstance(row, list) else [row])]
+    if len(flat) != math.prod(shape):
+        raise BadRequest(
+            f"input {name!r}: shape {shape} needs {math.prod(shape)} values, 'data' has "
+            f"{len(flat)}"
+        )
+    values = np.empty(len(flat), dtype=object)
+    values[:] = flat
+    return values.reshape(shape)
 
 
 #: What a V2 input may be, in the order the errors list them (BYTES is refused).
@@ -669,6 +717,8 @@ def _shape_list(shape: Any) -> Any:
 
 def _v2_inputs_to_rows(arrays: list[tuple[str, np.ndarray]], loaded: LoadedModel) -> np.ndarray:
     """One input holds whole rows; several inputs are one feature column each, by name."""
+    if is_pipeline(loaded):  # one input per column, BYTES for strings
+        return v2_columns(arrays, loaded)
     if len(arrays) == 1:
         name, array = arrays[0]
         # one column named after one of several features: the others are missing
@@ -808,6 +858,8 @@ def decode_mlflow_json(body: Mapping[str, Any], loaded: LoadedModel) -> np.ndarr
         if isinstance(data, (list, np.ndarray)) and len(data) == 0:
             raise BadRequest("'dataframe_split' data is empty: send at least one row")
         what = "dataframe_split data"
+        if is_pipeline(loaded):
+            return split_to_columns(value.get("columns"), data, loaded, what)
         rows = as_rows(to_numeric_array(data, what), loaded, what)
         columns = _as_list(value.get("columns"))
         if columns is not None:
@@ -840,6 +892,8 @@ def decode_mlflow_csv(body: bytes, loaded: LoadedModel) -> np.ndarray:
     if not lines:
         raise BadRequest("CSV body is empty; expected a header row and data rows")
     header, data = lines[0], lines[1:]
+    if is_pipeline(loaded):
+        return csv_to_columns(header, data, loaded)
     try:
         rows = (
             np.array(data, dtype=np.float64).reshape(len(data), -1)

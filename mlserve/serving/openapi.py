@@ -218,13 +218,35 @@ def _repository(
     }
 
 
+def record_schema(input_schema: list) -> dict[str, Any]:
+    """A pipeline's input record as a JSON schema: each column by name, numbers or
+    strings (null: missing), the known categories of a string column as examples."""
+    properties: dict[str, Any] = {}
+    for col in input_schema:
+        if col["kind"] == "numeric":
+            properties[col["name"]] = {"type": ["number", "null"]}
+        else:
+            cats = list(col.get("categories") or [])
+            entry: dict[str, Any] = {"type": ["string", "null"]}
+            if cats:
+                entry["examples"] = cats[:20]
+                entry["description"] = (f"{len(cats)} known categories; others are unknown "
+                                        "to the model")
+            properties[col["name"]] = entry
+    return {"type": "object", "properties": properties,
+            "required": [c["name"] for c in input_schema]}
+
+
 def openapi_document(
-    prefix: str = "", example_model: str | None = None, example_features: int | None = None
+    prefix: str = "", example_model: str | None = None, example_features: int | None = None,
+    input_schemas: dict[str, list] | None = None,
 ) -> dict[str, Any]:
     """The document, with every path under ``prefix`` (where the blueprint is mounted).
 
     ``example_model`` and ``example_features`` (a served model and its width) give
     the model name parameters and the request bodies working examples.
+    ``input_schemas`` (model name -> a pipeline's input schema) adds one component
+    schema per pipeline, ``<name>.record``: the record its routes take.
     """
     v1_body = _json_body(
         {
@@ -439,7 +461,7 @@ def openapi_document(
             }
         },
     }
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {"title": "mlserve", "version": mlserve.__version__},
         "servers": [{"url": prefix or "/"}],
@@ -466,3 +488,6 @@ def openapi_document(
             }
         },
     }
+    for name, schema in (input_schemas or {}).items():
+        document["components"]["schemas"][f"{name}.record"] = record_schema(schema)
+    return document

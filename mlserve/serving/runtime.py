@@ -149,6 +149,13 @@ class LoadedModel:
         row = np.zeros((1, self.n_features), dtype=self.input_dtype)
         if self.input_shape is not None:
             row = row.reshape(1, *self.input_shape)
+        if self.metadata.get("input_schema") is not None:  # a pipeline: named columns
+            from mlserve.serving.tabular import warm_up_columns
+
+            row = warm_up_columns(self)
+            if self.metadata.get("task") == "transform":
+                self.model.transform(row)
+                return
         self.model.predict(row)
         if self.is_classifier:
             self.model.predict_proba(row)
@@ -216,8 +223,8 @@ def _compute(loaded: LoadedModel, rows: np.ndarray, outputs: Sequence[str]) -> d
             results[name] = np.empty((0, *spec.shape), dtype=spec.dtype)
         elif name == PREDICT_PROBA:
             results[name] = loaded.model.predict_proba(rows)
-        elif name == TRANSFORM:
-            results[name] = loaded.model.transform(rows)
+        elif name == TRANSFORM or loaded.metadata.get("task") == "transform":
+            results[name] = loaded.model.transform(rows)  # k-means distances, a ColumnTransformer
         else:
             results[name] = loaded.model.predict(rows)
     return results
@@ -356,6 +363,8 @@ class ServingState:
         """``loaded`` with a Batcher when batching is on for its model (MLSERVE_BATCHING*)."""
         config = self.config.batching_for(loaded.name)
         if not config.enabled or loaded.is_recommender:  # a recommender does not predict rows
+            return loaded
+        if loaded.metadata.get("input_schema") is not None:  # pipelines take columns, unbatched
             return loaded
         compute = partial(_compute, loaded)  # the model without the batcher
         batcher = Batcher(compute, config, loaded.input_dtype, f"{loaded.name}-v{loaded.version}")
