@@ -98,11 +98,11 @@ def show_config_command():
 
 
 # serve, publish, models, alias, rollback, delete, demo (mlserve/_serve_cli.py)
-from ._serve_cli import register_serving_commands
+from ._serve_cli import register_serving_commands  # noqa: E402
 
 register_serving_commands(main)
 
-from ._keys_cli import keys_group
+from ._keys_cli import keys_group  # noqa: E402
 
 main.add_command(keys_group)
 
