@@ -349,3 +349,26 @@ def test_payload_log_drift_and_shadows_keep_flask(store_dir, tmp_path):
     calls = counted(app)
     assert send(app.test_client(), "/v1/models/clf:predict", {"instances": ROW}, {}).status_code == 200
     assert calls == []
+
+
+def test_pipelines_are_served_by_flask_with_the_same_answer(tmp_path):
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 2)), columns=["a", "b"])
+    pipe = Pipeline([("prep", ColumnTransformer([("num", StandardScaler(), ["a", "b"])])),
+                     ("clf", LogisticRegression())]).fit(frame, frame.a > frame.b)
+    store = ModelStore(tmp_path / "models")
+    store.publish("pipe", mlserve.convert(pipe), alias="production")   # numbers only: rows decode
+    fast = create_app(tmp_path / "models", MLSERVE_RELOAD_INTERVAL=0)
+    slow = create_app(tmp_path / "models", MLSERVE_RELOAD_INTERVAL=0, MLSERVE_FAST_PATH=False)
+    calls = counted(fast)
+    body = {"instances": [{"b": 0.5, "a": -1.0}, {"a": 2.0, "b": 0.0}]}
+    answers = [send(app.test_client(), "/v1/models/pipe:predict", body, {}) for app in (fast, slow)]
+    assert calls == ["/v1/models/pipe:predict"]
+    assert normalized(answers[0]) == normalized(answers[1])
+    assert answers[0].get_json()["predictions"] == pipe.predict(pd.DataFrame(body["instances"])).tolist()

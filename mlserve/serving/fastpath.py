@@ -24,7 +24,7 @@ Same behaviour, by construction:
   predict, so the model is not called twice and Flask renders the same error;
 - whatever the fast path does not reproduce sends every request to Flask:
   API keys, JWTs or rate limits (the Guard), CORS, the prediction cache, payload
-  logging, drift monitoring, a model with a shadow, Flask
+  logging, drift monitoring, a model with a shadow, a pipeline or an image model, Flask
   hooks, signals, sessions or MAX_CONTENT_LENGTH on the app, another
   Content-Type, a compressed or chunked body, a body over
   MLSERVE_MAX_BODY_BYTES, or ``MLSERVE_FAST_PATH=False``.
@@ -171,6 +171,8 @@ class FastPredict:
             name, version, label = match.groups()
             loaded = state.select(name, version, label, sticky_key=sticky_key or None)
             record.model, record.version = loaded.name, str(loaded.version)
+            if not _plain_rows(loaded):
+                raise LookupError("not a model of plain rows")  # Flask serves it, from the start
             payload = codecs.decode_json(body)
             decoded = codecs.decode_v1(payload, loaded)
             outputs = _signature_outputs(payload, loaded, decoded.outputs)
@@ -210,6 +212,12 @@ class FastPredict:
         record.finish(metrics, 200, _LoggedRequest(environ), config.access_log)
         start_response("200 OK", headers)
         return [out]
+
+
+def _plain_rows(loaded: Any) -> bool:
+    """A model that takes rows of numbers: not a pipeline's named columns or an image model."""
+    metadata = loaded.metadata
+    return metadata.get("input_schema") is None and "image" not in metadata
 
 
 def _has_shadow(state: ServingState, name: str) -> bool:
