@@ -37,6 +37,22 @@ import time
 import timeit
 from typing import Callable, Iterable, Sequence
 
+# ------------------------------------------------------------------ apps
+
+
+def blueprint_app(store, **config):
+    """A Flask app with mlserve's blueprint over ``store`` (no access log, no reload),
+    for in-process benchmarks through Flask's test client."""
+    from flask import Flask
+
+    import mlserve
+
+    app = Flask("bench")
+    app.config.update(MLSERVE_ACCESS_LOG=False, **config)
+    app.register_blueprint(mlserve.blueprint(store, reload_interval=0))
+    return app
+
+
 # ------------------------------------------------------------------ timing
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (
+    blueprint_app,
     fmt_ratio,
     fmt_time,
     load_average,
@@ -44,13 +45,7 @@ ISSUER, AUDIENCE = "https://idp.example/", "mlserve-bench"
 
 
 def client(store, **config):
-    from flask import Flask
-
-    import mlserve
-
-    app = Flask("bench")
-    app.config.update(MLSERVE_ACCESS_LOG=False, **config)
-    app.register_blueprint(mlserve.blueprint(store, reload_interval=0))
+    app = blueprint_app(store, **config)
     return app, app.test_client()
 
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from prometheus_client import REGISTRY
-from serving_support import Server, fit_classifier, fit_regressor, training_data
+from serving_support import Server, training_data
 
 from mlserve.serving import ConfigError, blueprint, jwt_auth
 from mlserve.serving.config import ServingConfig
@@ -60,19 +60,6 @@ def public_jwk(private_key, kid):
 def write_jwks(path, *jwks):
     path.write_text(json.dumps({"keys": list(jwks)}))
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {"reg": fit_regressor(), "clf": fit_classifier()}
-
-
-@pytest.fixture
-def store(tmp_path, models):
-    store = ModelStore(tmp_path / "models")
-    store.publish("reg", models["reg"], alias="production")
-    store.publish("clf", models["clf"], alias="production")
-    return store
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import requests
 from flask import Flask
 from prometheus_client import REGISTRY
-from serving_support import Server, fit_classifier, fit_regressor, training_data
+from serving_support import Server, training_data
 
 from mlserve.serving import ConfigError, blueprint
 from mlserve.serving.config import ServingConfig
@@ -23,19 +23,6 @@ from mlserve.store import ModelStore
 
 X, _ = training_data(seed=1, n=200)
 ROW = X[0].tolist()
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {"reg": fit_regressor(), "clf": fit_classifier()}
-
-
-@pytest.fixture
-def store(tmp_path, models):
-    store = ModelStore(tmp_path / "models")
-    store.publish("reg", models["reg"], alias="production")
-    store.publish("clf", models["clf"], alias="production")
-    return store
 
 
 def make_app(store, **config):

@@ -15,28 +15,15 @@ import numpy as np
 import pytest
 import requests
 from flask import Flask
+from serving_support import Server, training_data
 
 from mlserve.serving import blueprint, serving_state
 from mlserve.serving.security import create_key
 from mlserve.store import ModelStore
-from serving_support import Server, fit_classifier, fit_regressor, training_data
 
 X, _ = training_data(seed=3, n=6)
 ROWS = X.tolist()
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {"reg": fit_regressor(), "clf": fit_classifier()}
-
-
-@pytest.fixture
-def store(tmp_path, models):
-    store = ModelStore(tmp_path / "models")
-    store.publish("reg", models["reg"], alias="production")
-    store.publish("clf", models["clf"], alias="production")
-    return store
 
 
 def make_client(store, prefix="/ml", **config):

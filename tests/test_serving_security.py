@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from flask import Flask
+from serving_support import training_data
 
 from mlserve.cli import main as cli_main
 from mlserve.serving import ConfigError, blueprint
@@ -24,24 +25,9 @@ from mlserve.serving.security import (
     list_keys,
     revoke_key,
 )
-from mlserve.store import ModelStore
-from serving_support import fit_classifier, fit_regressor, training_data
 
 X, _ = training_data(seed=1, n=3)
 ROW = X[0].tolist()
-
-
-@pytest.fixture(scope="module")
-def models():
-    return {"reg": fit_regressor(), "clf": fit_classifier()}
-
-
-@pytest.fixture
-def store(tmp_path, models):
-    store = ModelStore(tmp_path / "models")
-    store.publish("reg", models["reg"], alias="production")
-    store.publish("clf", models["clf"], alias="production")
-    return store
 
 
 @pytest.fixture
