@@ -238,3 +238,10 @@ def test_explain_over_gunicorn(tmp_path, estimators, models):
         assert "/v1/models/{name}:explain" in document["paths"]
     finally:
         server.stop()
+
+
+def test_a_return_that_is_not_text_is_a_400(client):
+    # an array decodes to an ndarray: comparing it with "explain" must not be a 500
+    body = {"features": X_REG[0].tolist(), "return": [1, 2]}
+    _error(client.post("/ml/predict/lin", json=body), 400, "'return' must be one of")
+    _error(client.post("/ml/predict/lin", json=[1, 2]), 400, "expected a JSON object")

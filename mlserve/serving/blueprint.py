@@ -667,7 +667,7 @@ def _v1_model(target: str) -> Response:
     body = _read_body(req, state)
     loaded = _select(state, record, name, version, label)
     payload = codecs.decode_json(body)
-    if images.is_image_model(loaded):
+    if images.is_image_model(loaded) and isinstance(payload, dict):
         blobs = images.b64_images(payload.get("instances"))
         if blobs is not None:  # TF Serving's {"instances": [{"b64": ...}]}
             return _image_answer(state, record, loaded, blobs, payload, start, timings,
@@ -1269,11 +1269,13 @@ def _simple_predict(name: str) -> Response:
         decoded = codecs.decode_simple_json(payload, loaded)
     else:
         payload = codecs.decode_json(body)
-        blobs = images.b64_images(payload.get("instances")) if images.is_image_model(loaded) \
-            else None  # fmt: skip
+        blobs = images.b64_images(payload.get("instances")) \
+            if images.is_image_model(loaded) and isinstance(payload, dict) else None  # fmt: skip
         if blobs is not None:  # {"instances": [{"b64": ...}]} to an image model
             return _image_answer(state, record, loaded, blobs, payload, start, timings)
-        if payload.get("return") == EXPLAIN:
+        # "return" may hold anything a client sent (an array decodes to an ndarray)
+        if isinstance(payload, dict) and isinstance(payload.get("return"), str) \
+                and payload["return"] == EXPLAIN:  # fmt: skip
             require_explainable(loaded)
             payload = {k: v for k, v in payload.items() if k != "return"}
             decoded = codecs.decode_simple_json(payload, loaded)
