@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 __all__ = ["BufferedLineHandler", "FLUSH_INTERVAL_SECONDS", "Flusher", "flush_all"]
 
@@ -81,6 +81,23 @@ class Flusher:
         self._event = self._events[0] = threading.Event()  # the parent's may be mid-use
         self._start_lock = threading.Lock()
         self.idle = True
+
+
+def take_all(pending: deque) -> list[Any]:
+    """Pop what ``pending`` holds now; others may append meanwhile (they wait for next time).
+
+    Two threads may drain one deque at once (a reader's flush while the flusher thread
+    runs): each item goes to exactly one of them, and neither loses what it popped when
+    the other emptied the deque first.
+    """
+    taken = []
+    popleft = pending.popleft
+    try:
+        for _ in range(len(pending)):
+            taken.append(popleft())
+    except IndexError:
+        pass
+    return taken
 
 
 def _set_first(events: list[threading.Event]) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 from prometheus_client import Gauge
 
 from mlserve._reference import Reference, parse_reference
-from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, Flusher
+from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, Flusher, take_all
 
 __all__ = ["DRIFT_SUBDIR", "NO_REFERENCE", "DriftMonitor"]
 
@@ -171,6 +171,7 @@ class DriftMonitor:
         self._references: dict[tuple[str, int], Reference | None] = {}
         self._rings: dict[tuple[str, int], _Ring] = {}
         self._lock = threading.Lock()  # the rings dict, between the drain and a reader
+        self._drain_lock = threading.Lock()
         self._flusher = Flusher(self._drain, FLUSH_INTERVAL_SECONDS, "mlserve-drift")
 
     # ------------------------------------------------------------ request path
@@ -232,10 +233,16 @@ class DriftMonitor:
         return ring
 
     def _drain(self) -> bool:
+        # a reader's flush and the drift thread may both drain: one at a time, so the
+        # rings are fed by one thread and no popped row is lost
+        with self._drain_lock:
+            return self._drain_locked()
+
+    def _drain_locked(self) -> bool:
         pending = self._pending
         if not pending:
             return False
-        items = [pending.popleft() for _ in range(len(pending))]
+        items = take_all(pending)
         window = self.window
         # per loaded version: [loaded, reference, rows parts, prediction parts, rows held]
         groups: dict[int, list | None] = {}
@@ -284,6 +291,7 @@ class DriftMonitor:
         self._pending.clear()
         self._rings = {}
         self._lock = threading.Lock()
+        self._drain_lock = threading.Lock()
 
     def flush(self) -> None:
         """Apply what is pending now (before a read of this worker's windows)."""

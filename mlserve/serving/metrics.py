@@ -45,7 +45,9 @@ import threading
 import time
 from bisect import bisect_left
 from collections import deque
-from json.encoder import encode_basestring_ascii as _json_string  # json.dumps' own, in C
+from json.encoder import (
+    encode_basestring_ascii as _json_string,  # json.dumps' own, in C
+)
 from typing import Any, Iterable
 
 from prometheus_client import (
@@ -58,7 +60,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, BufferedLineHandler, Flusher
+from mlserve.serving.deferred import (
+    FLUSH_INTERVAL_SECONDS,
+    BufferedLineHandler,
+    Flusher,
+    take_all,
+)
 
 __all__ = [
     "InferenceStats",
@@ -507,10 +514,7 @@ class _RequestSummary:
             self.compute_output += timings.encode
 
 
-def _take(pending: deque) -> list[Any]:
-    """Pop what ``pending`` holds now (others may append meanwhile: they wait for next time)."""
-    popleft = pending.popleft
-    return [popleft() for _ in range(len(pending))]
+_take = take_all  # a scrape's flush and the flusher thread may drain at once
 
 
 def observe_many(histogram: Any, values: list[float] | list[int]) -> None:

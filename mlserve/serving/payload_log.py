@@ -51,7 +51,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from mlserve._core import json_encode
-from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, Flusher
+from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, Flusher, take_all
 
 __all__ = ["PayloadLog", "format_line", "make_payload_log"]
 
@@ -213,7 +213,7 @@ class PayloadLog:
             pending = self._pending
             if not pending:
                 return False
-            taken = [pending.popleft() for _ in range(len(pending))]
+            taken = take_all(pending)
             written = 0
             try:
                 self._open()

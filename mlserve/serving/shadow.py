@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, Flusher
+from mlserve.serving.deferred import FLUSH_INTERVAL_SECONDS, Flusher, take_all
 
 __all__ = ["ShadowMirror", "served_alias"]
 
@@ -85,6 +86,7 @@ class ShadowMirror:
         self._state = state
         self.max_pending = int(max_pending)
         self._pending: deque[tuple[Any, str, int, np.ndarray, Mapping[str, np.ndarray]]] = deque()
+        self._drain_lock = threading.Lock()
         self._flusher = Flusher(self._drain, FLUSH_INTERVAL_SECONDS, "mlserve-shadow")
         self._failed: set[tuple[str, int]] = set()  # logged once each
 
@@ -106,12 +108,17 @@ class ShadowMirror:
 
     def discard_pending(self) -> None:
         self._pending.clear()
+        self._drain_lock = threading.Lock()  # after a fork
 
     def _drain(self) -> bool:
+        with self._drain_lock:  # a reader's flush and the shadow thread, one at a time
+            return self._drain_locked()
+
+    def _drain_locked(self) -> bool:
         pending = self._pending
         if not pending:
             return False
-        items = [pending.popleft() for _ in range(len(pending))]
+        items = take_all(pending)
         groups: dict[tuple[str, str, int], list[tuple[Any, np.ndarray, Any]]] = {}
         for loaded, alias, version, rows, results in items:
             served = _served_output(loaded, results)
