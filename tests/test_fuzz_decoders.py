@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from memory_support import fuzzer_rss_limit_flag
 
 HERE = Path(__file__).resolve().parent
 FUZZ = HERE / "fuzz"
@@ -37,7 +38,7 @@ def test_atheris_decoder_bounded(target, tmp_path):
     pytest.importorskip("atheris")
     result = subprocess.run(
         [sys.executable, str(FUZZ / "fuzz_decoders_atheris.py"), f"--target={target}",
-         f"-max_total_time={SECONDS}", "-max_len=2048", "-rss_limit_mb=2048", "-seed=1"],
+         f"-max_total_time={SECONDS}", "-max_len=2048", fuzzer_rss_limit_flag(), "-seed=1"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120 + SECONDS,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -59,8 +60,9 @@ def test_libfuzzer_mls_loader_bounded(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    import mlserve
     from serving_support import fit_classifier, fit_regressor
+
+    import mlserve
 
     for name, model in [("reg", fit_regressor()), ("clf", fit_classifier())]:
         mlserve.save(model, str(corpus / f"{name}.mls"))

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from memory_support import steady_rss_growth
+from memory_support import fuzzer_rss_limit_flag, steady_rss_growth
 from mlserve._core import json_decode, json_encode
 
 # hypothesis' failure report touches a deprecated mypy_extensions API on some
@@ -582,7 +582,7 @@ def test_atheris_fuzz_bounded(tmp_path):
     pytest.importorskip("atheris")
     res = subprocess.run(
         [sys.executable, os.path.join(FUZZ, "fuzz_json_atheris.py"), "-max_total_time=3", "-max_len=512",
-         "-rss_limit_mb=2048"],
+         fuzzer_rss_limit_flag()],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0, res.stderr[-3000:]

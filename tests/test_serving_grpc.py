@@ -573,7 +573,7 @@ def test_auth_over_grpc(auth_server):
 # ----------------------------------------- shared batcher, overload, shutdown
 
 
-HEAVY_ROWS = 200_000  # a converted forest takes about a second on them here
+HEAVY_ROWS = 600_000  # a converted forest takes 1-3 s on them here: long enough on a quiet machine
 
 
 @pytest.fixture(scope="module")
