@@ -327,14 +327,13 @@ def test_a_url_prefix_is_honoured(store_dir):
     assert calls == ["/v1/models/clf:predict"]
 
 
-def test_payload_log_drift_and_shadows_keep_flask(store_dir, tmp_path):
+def test_payload_log_and_shadows_keep_flask(store_dir, tmp_path):
     """What the blueprint's _predict does beyond the prediction sends requests to Flask."""
     log = tmp_path / "payload.jsonl"
-    for config in ({"MLSERVE_PAYLOAD_LOG": str(log)}, {"MLSERVE_DRIFT": True}):
-        app = create_app(store_dir, MLSERVE_RELOAD_INTERVAL=0, **config)
-        calls = counted(app)
-        assert send(app.test_client(), "/v1/models/clf:predict", {"instances": ROW}, {}).status_code == 200
-        assert calls == ["/v1/models/clf:predict"], config
+    app = create_app(store_dir, MLSERVE_RELOAD_INTERVAL=0, MLSERVE_PAYLOAD_LOG=str(log))
+    calls = counted(app)
+    assert send(app.test_client(), "/v1/models/clf:predict", {"instances": ROW}, {}).status_code == 200
+    assert calls == ["/v1/models/clf:predict"]
     shadowed = tmp_path / "shadowed"
     store = ModelStore(shadowed)
     store.publish("clf", fit_classifier(), alias="production")
@@ -372,3 +371,17 @@ def test_pipelines_are_served_by_flask_with_the_same_answer(tmp_path):
     assert calls == ["/v1/models/pipe:predict"]
     assert normalized(answers[0]) == normalized(answers[1])
     assert answers[0].get_json()["predictions"] == pipe.predict(pd.DataFrame(body["instances"])).tolist()
+
+
+def test_drift_monitoring_sees_the_fast_path_rows(store_dir):
+    fast = create_app(store_dir, MLSERVE_RELOAD_INTERVAL=0, MLSERVE_DRIFT=True)
+    slow = create_app(store_dir, MLSERVE_RELOAD_INTERVAL=0, MLSERVE_DRIFT=True, MLSERVE_FAST_PATH=False)
+    calls = counted(fast)
+    windows = []
+    for app in (fast, slow):
+        client = app.test_client()
+        for _ in range(7):
+            assert send(client, "/v1/models/clf:predict", {"instances": ROW * 2}, {}).status_code == 200
+        (entry,) = client.get("/drift/clf").get_json()["versions"]
+        windows.append(entry["window_size"])
+    assert calls == ["/drift/clf"] and windows == [14, 14]  # only the GET reached Flask

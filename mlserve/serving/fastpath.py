@@ -13,8 +13,8 @@ Same behaviour, by construction:
 - the request runs the blueprint's own pieces in the blueprint's order
   (request id, in-flight gauge, store refresh, model selection with the canary
   header, the C decode, ``signature_name``, MLSERVE_MAX_ROWS, batching,
-  the C encode, Server-Timing, X-Model-Version, X-Request-ID, the metrics and
-  the access-log line of :class:`~mlserve.serving.metrics.RequestRecord`), and
+  drift monitoring's note of the rows, the C encode, Server-Timing,
+  X-Model-Version, X-Request-ID, the metrics and the access-log line of :class:`~mlserve.serving.metrics.RequestRecord`), and
   the response has the headers Flask would send, in the same order;
 - any error is answered by Flask: the body read here is put back in
   ``wsgi.input`` and the request goes to ``wsgi_app`` as if it came first
@@ -24,7 +24,7 @@ Same behaviour, by construction:
   predict, so the model is not called twice and Flask renders the same error;
 - whatever the fast path does not reproduce sends every request to Flask:
   API keys, JWTs or rate limits (the Guard), CORS, the prediction cache, payload
-  logging, drift monitoring, a model with a shadow, a pipeline or an image model, Flask
+  logging, a model with a shadow, a pipeline or an image model, Flask
   hooks, signals, sessions or MAX_CONTENT_LENGTH on the app, another
   Content-Type, a compressed or chunked body, a body over
   MLSERVE_MAX_BODY_BYTES, or ``MLSERVE_FAST_PATH=False``.
@@ -141,7 +141,6 @@ class FastPredict:
             or "HTTP_TRANSFER_ENCODING" in environ
             or int(raw_length) > config.max_body_bytes
             or config.payload_log is not None
-            or state.drift is not None
             or _has_shadow(state, match.group(1))
         ):
             return self.wsgi_app(environ, start_response)
@@ -185,6 +184,8 @@ class FastPredict:
                 raise ValueError("too many rows")  # Flask's 413
             predicting = True
             results = predict(loaded, rows, outputs, timings)
+            if state.drift is not None:  # one append; the drift thread does the rest
+                state.drift.observe(loaded, rows, results)
             if loaded.batcher is None and n_rows:
                 metrics.observe_execution(
                     loaded.name, loaded.version, n_rows, timings.compute
