@@ -404,10 +404,14 @@ def test_environment_variables(jwks_file):
     assert ServingConfig.from_environ({}).jwt is None
 
 
-def test_serve_flags_are_validated_before_starting(tmp_path, models, jwks_file):
+def test_serve_flags_are_validated_before_starting(tmp_path, models, jwks_file, monkeypatch):
     from click.testing import CliRunner
 
     from mlserve.cli import main as cli_main
+
+    # serve prepares multiprocess metrics in its own process before it reads the flags:
+    # give it a folder, and take the variable back afterwards (later tests run in-process)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
 
     store = ModelStore(tmp_path / "store")
     store.publish("reg", models["reg"], alias="production")
