@@ -63,3 +63,8 @@ def test_notebook_runs(path, tmp_path, kernel_dir):
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
     assert images, f"{path.name} shows no plot"
+    if "house" in path.stem:   # the model's and the store's _repr_html_, as Jupyter shows them
+        html = [o["data"]["text/html"] for o in outputs
+                if o.output_type == "execute_result" and "text/html" in o.get("data", {})]
+        assert any("LinearRegression" in h and "sqft" in h for h in html), html
+        assert any("houses" in h and "production" in h for h in html), html
