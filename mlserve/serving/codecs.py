@@ -481,9 +481,9 @@ def v2_datatype(dtype: np.dtype) -> str:
     raise BadRequest(f"output dtype {dtype} has no V2 datatype")
 
 
-def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2Request:
-    """A V2 inference request: JSON, or JSON header plus binary tensors."""
-    binary = b""
+def split_v2_body(body: bytes, header_length: str | None) -> tuple[bytes, Any]:
+    """(JSON header bytes, binary tensor bytes) of a V2 body (Inference-Header-Content-Length)."""
+    binary: Any = b""
     if header_length is not None:
         try:
             length = int(header_length)
@@ -496,6 +496,12 @@ def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2
                 f"Inference-Header-Content-Length is {length} but the body is {len(body)} bytes"
             )
         body, binary = body[:length], memoryview(body)[length:]
+    return body, binary
+
+
+def decode_v2(body: bytes, header_length: str | None, loaded: LoadedModel) -> V2Request:
+    """A V2 inference request: JSON, or JSON header plus binary tensors."""
+    body, binary = split_v2_body(body, header_length)
     header = decode_json(body)
     inputs = _as_list(header.get("inputs"))
     if not isinstance(inputs, list) or not inputs:

@@ -254,21 +254,9 @@ def answer(loaded: LoadedModel, results: Mapping[str, np.ndarray], ret: str, k: 
 
 def v2_request(body: bytes, header_length: str | None) -> tuple[dict, str, list[bytes]] | None:
     """(JSON header, input name, encoded images) of a V2 body with a BYTES input, else None."""
-    from mlserve.serving.codecs import decode_json
+    from mlserve.serving.codecs import decode_json, split_v2_body
 
-    binary: Any = b""
-    if header_length is not None:
-        try:
-            length = int(header_length)
-        except ValueError:
-            raise BadRequest(
-                f"Inference-Header-Content-Length must be an integer, got {header_length!r}"
-            ) from None
-        if not 0 <= length <= len(body):
-            raise BadRequest(
-                f"Inference-Header-Content-Length is {length} but the body is {len(body)} bytes"
-            )
-        body, binary = body[:length], memoryview(body)[length:]
+    body, binary = split_v2_body(body, header_length)
     header = decode_json(body)
     found = v2_images(header, binary)
     if found is None:
