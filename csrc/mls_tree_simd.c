@@ -69,7 +69,9 @@ INLINE TGT512 __m512i step_512_f32(const char *nodes, const void *x, __m512i pos
     const __m512i nx = _mm512_i32gather_epi32(pos, nodes + 8, 8);
     const __m512i f = _mm512_add_epi32(_mm512_andnot_si512(sign, fd), xoff);
     const __m512 v = _mm512_i32gather_ps(f, x, 4);
-    __mmask16 right = _mm512_cmp_ps_mask(v, thr, lt ? _CMP_GE_OQ : _CMP_GT_OQ);
+    /* one compare per predicate: it must be a compile-time constant (clang insists) */
+    __mmask16 right = (lt ? _mm512_cmp_ps_mask(v, thr, _CMP_GE_OQ)
+        : _mm512_cmp_ps_mask(v, thr, _CMP_GT_OQ));
     right |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_test_epi32_mask(fd, sign);
     return _mm512_mask_add_epi32(nx, right, nx, _mm512_set1_epi32(2));
 }
@@ -84,7 +86,8 @@ INLINE TGT512 __m256i step_512_f64(const char *nodes, const void *x, __m256i pos
     const __m256i nx = _mm512_cvtepi64_epi32(_mm512_srli_epi64(q, 32));
     const __m256i f = _mm256_add_epi32(_mm256_andnot_si256(sign, fd), xoff);
     const __m512d v = _mm512_i32gather_pd(f, x, 8);
-    __mmask8 right = _mm512_cmp_pd_mask(v, thr, lt ? _CMP_GE_OQ : _CMP_GT_OQ);
+    __mmask8 right = (lt ? _mm512_cmp_pd_mask(v, thr, _CMP_GE_OQ)
+        : _mm512_cmp_pd_mask(v, thr, _CMP_GT_OQ));
     right |= _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q) & _mm256_test_epi32_mask(fd, sign);
     return _mm256_mask_add_epi32(nx, right, nx, _mm256_set1_epi32(2));
 }
@@ -98,7 +101,8 @@ INLINE TGT256 __m256i step_256_f32(const char *nodes, const void *x, __m256i pos
     const __m256i nx = _mm256_i32gather_epi32((const int *)(nodes + 8), pos, 8);
     const __m256i f = _mm256_add_epi32(_mm256_andnot_si256(sign, fd), xoff);
     const __m256 v = _mm256_i32gather_ps((const float *)x, f, 4);
-    __m256 right = _mm256_cmp_ps(v, thr, lt ? _CMP_GE_OQ : _CMP_GT_OQ);
+    __m256 right = (lt ? _mm256_cmp_ps(v, thr, _CMP_GE_OQ)
+        : _mm256_cmp_ps(v, thr, _CMP_GT_OQ));
     const __m256 nan = _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_castsi256_ps(fd));
     right = _mm256_or_ps(right, nan); /* sign bit set: go right */
     const __m256i two = _mm256_and_si256(_mm256_srai_epi32(_mm256_castps_si256(right), 31),
@@ -120,7 +124,8 @@ INLINE TGT256 __m128i step_256_f64(const char *nodes, const void *x, __m128i pos
     const __m256i nan = _mm256_and_si256(_mm256_castpd_si256(_mm256_cmp_pd(v, v, _CMP_UNORD_Q)),
                                          _mm256_cvtepi32_epi64(fd));
     const __m256i r = _mm256_or_si256(
-        _mm256_castpd_si256(_mm256_cmp_pd(v, thr, lt ? _CMP_GE_OQ : _CMP_GT_OQ)), nan);
+        _mm256_castpd_si256((lt ? _mm256_cmp_pd(v, thr, _CMP_GE_OQ)
+        : _mm256_cmp_pd(v, thr, _CMP_GT_OQ))), nan);
     const __m128i r32 = _mm256_castsi256_si128(
         _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)));
     const __m128i two = _mm_and_si128(r32, _mm_set1_epi32(2));
@@ -366,7 +371,8 @@ INLINE TGT512 __m512i step_512_f32_reg(const char *nodes, __m512 r0, __m512 r1, 
     const __m512 lo = _mm512_permutex2var_ps(r0, fd, r1); /* uses bits 0-4 of fd */
     const __m512 hi = _mm512_permutex2var_ps(r2, fd, r3);
     const __m512 v = _mm512_mask_blend_ps(_mm512_test_epi32_mask(fd, _mm512_set1_epi32(32)), lo, hi);
-    __mmask16 right = _mm512_cmp_ps_mask(v, thr, lt ? _CMP_GE_OQ : _CMP_GT_OQ);
+    __mmask16 right = (lt ? _mm512_cmp_ps_mask(v, thr, _CMP_GE_OQ)
+        : _mm512_cmp_ps_mask(v, thr, _CMP_GT_OQ));
     right |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_test_epi32_mask(fd, sign);
     return _mm512_mask_add_epi32(nx, right, nx, _mm512_set1_epi32(2));
 }
@@ -383,7 +389,8 @@ INLINE TGT512 __m256i step_512_f64_reg(const char *nodes, __m512d r0, __m512d r1
     const __m512d lo = _mm512_permutex2var_pd(r0, f, r1); /* uses bits 0-3 of f */
     const __m512d hi = _mm512_permutex2var_pd(r2, f, r3);
     const __m512d v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(f, _mm512_set1_epi64(16)), lo, hi);
-    __mmask8 right = _mm512_cmp_pd_mask(v, thr, lt ? _CMP_GE_OQ : _CMP_GT_OQ);
+    __mmask8 right = (lt ? _mm512_cmp_pd_mask(v, thr, _CMP_GE_OQ)
+        : _mm512_cmp_pd_mask(v, thr, _CMP_GT_OQ));
     right |= _mm512_cmp_pd_mask(v, v, _CMP_UNORD_Q) & _mm256_test_epi32_mask(fd, sign);
     return _mm256_mask_add_epi32(nx, right, nx, _mm256_set1_epi32(2));
 }

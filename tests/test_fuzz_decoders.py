@@ -1,4 +1,5 @@
-"""Bounded fuzzing: atheris on every request decoder, libFuzzer on the .mls reader; crash corpus replay.
+"""Bounded fuzzing: atheris on every request decoder, libFuzzer on the .mls reader and on every
+model kind's loader and predict; crash corpus replay.
 
 Each target runs for MLSERVE_FUZZ_SECONDS (default 2) here; scripts/fuzz runs
 them for longer. Inputs that once crashed a decoder are kept in
@@ -45,8 +46,8 @@ def test_atheris_decoder_bounded(target, tmp_path):
     assert "Done" in result.stderr, result.stderr[-2000:]
 
 
-@pytest.mark.skipif(shutil.which("clang") is None, reason="clang (with libFuzzer) not installed")
 def test_libfuzzer_mls_loader_bounded(tmp_path):
+    assert shutil.which("clang"), "clang with libFuzzer is needed (.ci/run installs it)"
     exe = tmp_path / "fuzz_mls_format"
     build = subprocess.run(
         ["clang", "-std=c11", "-g", "-O1", "-D_GNU_SOURCE", "-fsanitize=fuzzer,address,undefined",
@@ -55,8 +56,6 @@ def test_libfuzzer_mls_loader_bounded(tmp_path):
          str(ROOT / "csrc" / "mls_array.c"), "-o", str(exe)],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
-    if build.returncode != 0 and "fuzzer" in build.stderr:
-        pytest.skip("clang has no libFuzzer runtime: " + build.stderr[-300:])
     assert build.returncode == 0, build.stderr[-3000:]
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -71,3 +70,35 @@ def test_libfuzzer_mls_loader_bounded(tmp_path):
         capture_output=True, text=True, timeout=120 + SECONDS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_libfuzzer_every_model_kind_bounded(tmp_path):
+    """tests/fuzz/fuzz_mls_models.c: mutated files of every kind (checksums recomputed) are
+    loaded by the families' own C validation and, when they load, predicted on."""
+    assert shutil.which("clang"), "clang with libFuzzer is needed (.ci/run installs it)"
+    import scipy_openblas32 as blas
+    from mls_seeds import write_seeds
+
+    exe = tmp_path / "fuzz_mls_models"
+    sources = sorted(str(p) for p in (ROOT / "csrc").glob("mls_*.c"))
+    sources += sorted(str(p) for p in (ROOT / "csrc" / "graph").glob("*.c"))
+    build = subprocess.run(
+        ["clang", "-std=c11", "-g", "-O1", "-D_GNU_SOURCE", "-DMLS_BLAS_SCIPY_PREFIX=1",
+         "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
+         "-I", str(ROOT / "csrc"), "-I", blas.get_include_dir(),
+         str(FUZZ / "fuzz_mls_models.c"), *sources, "-L", blas.get_lib_dir(),
+         f"-l{blas.get_library()}", "-lm", f"-Wl,-rpath,{blas.get_lib_dir()}", "-o", str(exe)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-3000:]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    assert len(write_seeds(corpus)) == 8
+    result = subprocess.run(
+        [str(exe), f"-max_total_time={max(SECONDS, 10)}", "-max_len=65536", "-seed=1",
+         fuzzer_rss_limit_flag(), str(corpus)],
+        capture_output=True, text=True, timeout=180 + SECONDS, env={**os.environ,
+        "OPENBLAS_NUM_THREADS": "1", "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Done" in result.stderr, result.stderr[-2000:]
