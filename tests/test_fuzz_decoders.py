@@ -1,5 +1,5 @@
-"""Bounded fuzzing: atheris on every request decoder, libFuzzer on the .mls reader and on every
-model kind's loader and predict; crash corpus replay.
+"""Bounded fuzzing: atheris on every request decoder and on ONNX bytes (from_onnx), libFuzzer
+on the .mls reader and on every model kind's loader and predict; crash corpus replay.
 
 Each target runs for MLSERVE_FUZZ_SECONDS (default 2) here; scripts/fuzz runs
 them for longer. Inputs that once crashed a decoder are kept in
@@ -101,4 +101,24 @@ def test_libfuzzer_every_model_kind_bounded(tmp_path):
         "OPENBLAS_NUM_THREADS": "1", "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Done" in result.stderr, result.stderr[-2000:]
+
+
+def test_atheris_onnx_bytes_bounded(tmp_path):
+    """tests/fuzz/fuzz_onnx_atheris.py: mutated ONNX graphs load or raise ConvertError, and
+    the ones that load predict; seeded with the raw bytes of the seed graphs."""
+    pytest.importorskip("atheris")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    from fuzz_onnx_atheris import SEEDS
+
+    assert len(SEEDS) >= 20
+    for i, seed in enumerate(SEEDS):
+        (corpus / f"raw-{i}").write_bytes(b"\x00" + seed)  # byte 0: fuzz the bytes themselves
+    result = subprocess.run(
+        [sys.executable, str(FUZZ / "fuzz_onnx_atheris.py"), f"-max_total_time={max(SECONDS, 5)}",
+         "-max_len=16384", fuzzer_rss_limit_flag(), "-seed=1", str(corpus)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180 + SECONDS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
     assert "Done" in result.stderr, result.stderr[-2000:]
