@@ -265,7 +265,7 @@ def serve_command(
     if not dev:
         # before prometheus_client is first imported: each worker then writes its
         # metrics to files there, and /metrics sums them (mlserve.serving.metrics)
-        _prepare_multiprocess_metrics()
+        _choose_multiprocess_metrics_dir()
     # imported only now: prometheus_client must see the folder prepared above
     from mlserve.serving.app import create_app
     from mlserve.serving.worker import worker_class
@@ -298,6 +298,8 @@ def serve_command(
     config, serving = _serve_config(flags)
     if serving.grpc_port:
         _check_port_free(host, serving.grpc_port)
+    if not dev:  # only once the flags are valid: a mistyped flag leaves the folder alone
+        _clear_previous_run_metrics()
     access_log = serving.access_log
 
     def factory() -> Any:
@@ -402,25 +404,35 @@ def _serve_config(flags: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return config, serving
 
 
-def _prepare_multiprocess_metrics() -> None:
-    """Point prometheus_client at a fresh folder shared by this server's workers."""
+def _choose_multiprocess_metrics_dir() -> None:
+    """Point prometheus_client at a folder shared by this server's workers: the
+    operator's PROMETHEUS_MULTIPROC_DIR, else a fresh one removed at exit."""
     import atexit
-    import glob
     import shutil
     import tempfile
 
     directory = os.environ.get(MULTIPROC_ENV)
-    if directory:  # the operator's folder: clear the files of a previous run
+    if directory:
         os.makedirs(directory, exist_ok=True)
-        for path in glob.glob(os.path.join(directory, "*.db")):
-            os.unlink(path)
-        for path in glob.glob(os.path.join(directory, "mlserve-drift", "*.win")):
-            os.unlink(path)  # drift windows of the previous run's workers
         return
     directory = tempfile.mkdtemp(prefix="mlserve-metrics-")
     os.environ[MULTIPROC_ENV] = directory
     master = os.getpid()
     atexit.register(lambda: os.getpid() == master and shutil.rmtree(directory, ignore_errors=True))
+
+
+def _clear_previous_run_metrics() -> None:
+    """Remove the metric files and drift windows a previous run left in the folder
+    (this process's own files, written since prometheus_client's import, stay)."""
+    import glob
+
+    directory = os.environ[MULTIPROC_ENV]
+    own = f"_{os.getpid()}.db"
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        if not path.endswith(own):
+            os.unlink(path)
+    for path in glob.glob(os.path.join(directory, "mlserve-drift", "*.win")):
+        os.unlink(path)  # drift windows of the previous run's workers
 
 
 def _child_exit(server: Any, worker: Any) -> None:

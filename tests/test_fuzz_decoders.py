@@ -66,7 +66,8 @@ def test_libfuzzer_mls_loader_bounded(tmp_path):
     for name, model in [("reg", fit_regressor()), ("clf", fit_classifier())]:
         mlserve.save(model, str(corpus / f"{name}.mls"))
     result = subprocess.run(
-        [str(exe), f"-max_total_time={SECONDS}", "-max_len=65536", "-seed=1", str(corpus)],
+        [str(exe), f"-max_total_time={SECONDS}", "-max_len=65536", "-seed=1", fuzzer_rss_limit_flag(),
+         str(corpus)],
         capture_output=True, text=True, timeout=120 + SECONDS,
     )
     assert result.returncode == 0, result.stderr[-3000:]

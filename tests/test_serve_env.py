@@ -202,6 +202,25 @@ def test_bad_environment_values_are_usage_errors(store_dir, key, text, message):
     assert message in result.stderr
 
 
+def test_a_usage_error_leaves_the_metrics_folder_alone(store_dir, tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR holds the files of a previous run: a mistyped flag must not
+    clear them (only a server that starts does)."""
+    folder = tmp_path / "metrics"
+    (folder / "mlserve-drift").mkdir(parents=True)
+    stale = [folder / "counter_4242.db", folder / "mlserve-drift" / "m-1-4242.win"]
+    for path in stale:
+        path.write_bytes(b"previous run")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlserve.cli", "serve", str(store_dir), "--port", "0",
+         "--rate-limit", "fast"],
+        env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(folder)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "MLSERVE_RATE_LIMIT" in result.stderr
+    assert all(path.read_bytes() == b"previous run" for path in stale)
+
+
 def test_sticky_canary_header_from_the_environment_holds_across_workers(tmp_path, monkeypatch):
     root = tmp_path / "models"
     store = ModelStore(root)
