@@ -51,7 +51,7 @@ SUPPORTED_OPS = frozenset(
      "BatchNormalization", "Softmax", "LogSoftmax", "MaxPool", "AveragePool",
      "GlobalAveragePool", "GlobalMaxPool", "LRN", "Flatten", "Reshape", "Squeeze", "Unsqueeze",
      "Transpose", "Concat", "Pad", "ReduceMean", "ReduceSum", "ReduceMax",
-     "LayerNormalization", "Slice", "Dropout", "Cast", "Shape", "Constant"])
+     "LayerNormalization", "Slice", "Dropout", "Cast", "Shape", "Constant", "Softsign"])
 _FUSE_TARGETS = {CONV, GEMM, AFFINE, *BINARY.values()}
 
 
@@ -538,6 +538,11 @@ def _convert_node(node, op, vals, b, const, dyn_id, fusable, opset, static_batch
             return x
         attrs = {"Relu": [], "Clip": [_f(a1), _f(a2)], "LeakyRelu": [_f(a1)]}[op]
         return b.node(UNARY[op], [x.id], x.shape, attrs)
+
+    if op == "Softsign":  # x / (1 + |x|) from Abs, Add, Div: the unary op codes 30-49 are all taken
+        den = _binary(node, "Add", [b.node(UNARY["Abs"], [x.id], x.shape, []), np.float32(1.0)],
+                      b, dyn_id, fusable)
+        return _binary(node, "Div", [x, den], b, dyn_id, fusable)
 
     if op in UNARY and op not in ("Identity", "Reshape"):
         attrs = []
